@@ -1,0 +1,1 @@
+"""Numba kernels (installed as ``streamlmu.kernels``): plain functions over arrays."""

@@ -1,0 +1,23 @@
+from setuptools import setup
+
+setup(
+    name="streamlmu",
+    version="0.1.0",
+    description="Streaming-first neuromorphic signal processing: Legendre Memory Units, "
+    "LMUFormer and spiking models as exact frame-by-frame stream operators.",
+    python_requires=">=3.10",
+    packages=["streamlmu", "streamlmu.nn", "streamlmu.kernels", "streamlmu.apps"],
+    package_dir={
+        "streamlmu": "streamlmu",
+        "streamlmu.kernels": "kernels",
+        "streamlmu.apps": "apps",
+    },
+    install_requires=[
+        "torch>=2.4",
+        "numpy>=1.24",
+        "numba>=0.59",
+        "scipy>=1.10",
+        "tqdm",
+    ],
+    entry_points={"console_scripts": ["streamlmu=streamlmu.apps.cli:main"]},
+)

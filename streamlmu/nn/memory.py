@@ -1,0 +1,245 @@
+"""``LMUMemory``: a fixed Legendre memory per input channel, as a stream operator."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from streamlmu import legendre
+from streamlmu.kernels import legendre as kernels
+from streamlmu.stream import StreamModule, check_finite, check_input, register_state
+
+METHODS = ("auto", "fft", "scan")
+_KERNEL_DTYPES = (torch.float32, torch.float64)
+
+
+@register_state
+class LMUMemoryState(NamedTuple):
+    """Legendre coefficients of the last ``theta`` frames of each channel.
+
+    m: ``(batch, channels, order)``.
+    """
+
+    m: Tensor
+
+
+class LMUMemory(StreamModule):
+    """Independent Legendre memories, one per input channel (``memory_d = input_size``).
+
+    Each channel ``c`` keeps ``m_t[c] = Ad @ m_{t-1}[c] + Bd * x_t[c]``, a
+    compressed window of its last ``theta`` frames; ``delay_weights`` decode
+    any delay in that window from it. ``Ad, Bd`` are fixed (not trained).
+
+    Args:
+        input_size: channels, each with its own memory.
+        order: Legendre coefficients per channel.
+        theta: window length in frames.
+        discretizer: ``"zoh"`` (stable at any order) or ``"euler"`` (O(order)
+            step, unstable for large ``order / theta``).
+        flatten: return ``(..., channels * order)`` instead of ``(..., channels, order)``.
+
+    Shapes:
+        step:    x ``(batch, channels)`` -> y ``(batch, channels, order)``
+        forward: x ``(batch, time, channels)`` -> y ``(batch, time, channels, order)``
+        state:   ``LMUMemoryState(m=(batch, channels, order))``; y at the last
+                 frame equals ``state.m``.
+
+    The output dtype follows the input (float32 or float64). Without autograd
+    on CPU, ``step`` and ``forward`` run Numba kernels; with autograd, ``forward``
+    convolves with the impulse response by FFT (``method="fft"``) or loops the
+    torch step (``method="scan"``).
+
+    >>> mem = LMUMemory(input_size=2, order=8, theta=10.0)
+    >>> y, state = mem(torch.randn(1, 5, 2))
+    >>> tuple(y.shape), tuple(state.m.shape)
+    ((1, 5, 2, 8), (1, 2, 8))
+    """
+
+    def __init__(self, input_size: int, order: int, theta: float, discretizer: str = "zoh",
+                 flatten: bool = False):
+        super().__init__()
+        if not isinstance(input_size, int) or input_size < 1:
+            raise ValueError(f"input_size must be a positive integer (got {input_size!r})")
+        if discretizer not in legendre.DISCRETIZERS:
+            raise ValueError(f"discretizer must be one of {legendre.DISCRETIZERS} (got {discretizer!r})")
+        self.input_size = input_size
+        self.order = order
+        self.theta = float(theta)
+        self.discretizer = discretizer
+        self.flatten = flatten
+        A, B = legendre.lmu_matrices(order)
+        self._Ad64, self._Bd64 = legendre.discretize(A, B, self.theta, discretizer)
+        # Derived constants per dtype: numpy arrays for the kernels, tensors for
+        # torch, impulse responses and matrix powers for the FFT path.
+        self._np: dict[np.dtype, tuple[np.ndarray, np.ndarray]] = {}
+        self._impulse64 = np.zeros((0, order))
+        self._powers64: list[np.ndarray] = [self._Ad64]
+
+    # ----------------------------------------------------------------- helpers
+    def extra_repr(self) -> str:
+        return (f"input_size={self.input_size}, order={self.order}, theta={self.theta}, "
+                f"discretizer={self.discretizer!r}, flatten={self.flatten}")
+
+    def _numpy_params(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+        params = self._np.get(dtype)
+        if params is None:
+            params = (np.ascontiguousarray(self._Ad64, dtype=dtype),
+                      np.ascontiguousarray(self._Bd64, dtype=dtype))
+            self._np[dtype] = params
+        return params
+
+    def matrices(self, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
+        """The discrete ``(Ad, Bd)`` as tensors: ``(order, order)``, ``(order,)``."""
+        return (torch.as_tensor(self._Ad64, dtype=dtype, device=device),
+                torch.as_tensor(self._Bd64, dtype=dtype, device=device))
+
+    def impulse_response(self, length: int, dtype: torch.dtype = torch.float64,
+                         device: torch.device | str | None = None) -> Tensor:
+        """``H[t] = Ad**t Bd`` for ``t < length``: ``(length, order)``."""
+        if self._impulse64.shape[0] < length:
+            self._impulse64 = legendre.impulse_response(self._Ad64, self._Bd64, max(length, 2 * self._impulse64.shape[0]))
+        return torch.as_tensor(self._impulse64[:length], dtype=dtype, device=device)
+
+    def _power(self, k: int) -> np.ndarray:
+        """``Ad ** (2 ** k)`` in float64, by repeated squaring."""
+        while len(self._powers64) <= k:
+            self._powers64.append(self._powers64[-1] @ self._powers64[-1])
+        return self._powers64[k]
+
+    def _check_state(self, state: object, batch: int, x: Tensor) -> Tensor:
+        if type(state) is not LMUMemoryState:
+            raise TypeError(f"state must be an LMUMemoryState from LMUMemory.init_state "
+                            f"(got {type(state).__name__})")
+        m = state.m
+        expected = (batch, self.input_size, self.order)
+        if m.shape != expected:
+            raise ValueError(f"state.m must have shape (batch, channels, order)={expected} "
+                             f"(got {tuple(m.shape)})")
+        if m.dtype != x.dtype or m.device != x.device:
+            raise TypeError(f"state.m must match the input's dtype and device "
+                            f"({x.dtype}, {x.device}); got ({m.dtype}, {m.device})")
+        return m
+
+    def _use_kernel(self, x: Tensor, m: Tensor) -> bool:
+        return (x.device.type == "cpu" and x.dtype in _KERNEL_DTYPES
+                and not (torch.is_grad_enabled() and (x.requires_grad or m.requires_grad)))
+
+    def _output(self, m: Tensor) -> Tensor:
+        return m.flatten(-2) if self.flatten else m
+
+    @staticmethod
+    def _raise_for(code: int) -> None:
+        if code == kernels.BAD_INPUT:
+            raise ValueError("x contains NaN or Inf; streams accept finite values only")
+        raise ValueError("state.m contains NaN or Inf; pass a state from init_state or an earlier step")
+
+    # ------------------------------------------------------------------- API
+    def init_state(self, batch_size: int = 1, dtype: torch.dtype = torch.float32,
+                   device: torch.device | str | None = None) -> LMUMemoryState:
+        return LMUMemoryState(torch.zeros(batch_size, self.input_size, self.order, dtype=dtype, device=device))
+
+    def step(self, x: Tensor, state: LMUMemoryState) -> tuple[Tensor, LMUMemoryState]:
+        """Advance one frame. Shapes: x ``(batch, channels)`` -> ``(batch, channels, order)``."""
+        # One cheap test on the happy path; the detailed checks explain failures.
+        m = state.m if type(state) is LMUMemoryState else None
+        if (m is None or not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != self.input_size
+                or m.shape != (x.shape[0], self.input_size, self.order) or m.dtype is not x.dtype
+                or not x.is_floating_point()):
+            check_input(x, 2, self.input_size)
+            self._check_state(state, x.shape[0], x)
+        tracked = x.requires_grad or m.requires_grad
+        if x.is_cpu and m.is_cpu and x.dtype in _KERNEL_DTYPES and not (tracked and torch.is_grad_enabled()):
+            if tracked:
+                x, m = x.detach(), m.detach()
+            xn, mn = x.numpy(), m.numpy()
+            out = np.empty(mn.shape, dtype=mn.dtype)
+            if self.discretizer == "euler":
+                code = kernels.lmu_euler_step(xn, mn, 1.0 / self.theta, out)
+            else:
+                Ad, Bd = self._numpy_params(mn.dtype)
+                code = kernels.lmu_step(xn, mn, Ad, Bd, out)
+            if code:
+                self._raise_for(code)
+            new = torch.from_numpy(out)
+        else:
+            self._check_state(state, x.shape[0], x)
+            check_finite(x)
+            Ad, Bd = self.matrices(x.dtype, x.device)
+            new = m @ Ad.T + x.unsqueeze(-1) * Bd
+        return (new.flatten(-2) if self.flatten else new), LMUMemoryState(new)
+
+    def forward(self, x: Tensor, state: LMUMemoryState | None = None,
+                method: str = "auto") -> tuple[Tensor, LMUMemoryState]:
+        """Run a chunk. Shapes: x ``(batch, time, channels)`` -> ``(batch, time, channels, order)``.
+
+        ``method``: ``"auto"`` (Numba scan without autograd on CPU, else FFT),
+        ``"fft"`` or ``"scan"``.
+        """
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS} (got {method!r})")
+        check_input(x, 3, self.input_size)
+        batch, time = x.shape[0], x.shape[1]
+        if state is None:
+            state = self.init_state(batch, dtype=x.dtype, device=x.device)
+        m0 = self._check_state(state, batch, x)
+        if time == 0:
+            return self._output(x.new_zeros(batch, 0, self.input_size, self.order)), state
+        kernel_ok = self._use_kernel(x, m0)
+        if method == "fft" or (method == "auto" and not kernel_ok):
+            check_finite(x)
+            check_finite(m0, "state.m")
+            ms = self._fft(x, m0)
+        elif kernel_ok:
+            ms = self._kernel_scan(x, m0)
+        else:
+            check_finite(x)
+            ms = self._torch_scan(x, m0)
+        return self._output(ms), LMUMemoryState(ms[:, -1])
+
+    # --------------------------------------------------------- forward paths
+    def _kernel_scan(self, x: Tensor, m0: Tensor) -> Tensor:
+        batch, time = x.shape[0], x.shape[1]
+        out = torch.empty(batch, time, self.input_size, self.order, dtype=x.dtype)
+        xn = np.ascontiguousarray(x.detach().numpy())
+        mn = np.ascontiguousarray(m0.detach().numpy())
+        if self.discretizer == "euler":
+            code = kernels.lmu_euler_scan(xn, mn, 1.0 / self.theta, out.numpy())
+        else:
+            Ad, Bd = self._numpy_params(xn.dtype)
+            code = kernels.lmu_scan(xn, mn, Ad, Bd, out.numpy())
+        if code:
+            self._raise_for(code)
+        return out
+
+    def _torch_scan(self, x: Tensor, m0: Tensor) -> Tensor:
+        Ad, Bd = self.matrices(x.dtype, x.device)
+        m, ms = m0, []
+        for t in range(x.shape[1]):
+            m = m @ Ad.T + x[:, t].unsqueeze(-1) * Bd
+            ms.append(m)
+        return torch.stack(ms, dim=1)
+
+    def _fft(self, x: Tensor, m0: Tensor) -> Tensor:
+        """Zero-state response by FFT convolution plus the free response of ``m0``."""
+        time = x.shape[1]
+        n_fft = 2 * time
+        H = self.impulse_response(time, dtype=x.dtype, device=x.device)           # (T, N)
+        U = torch.fft.rfft(x, n=n_fft, dim=1)                                      # (B, F, C)
+        Hf = torch.fft.rfft(H, n=n_fft, dim=0)                                     # (F, N)
+        ms = torch.fft.irfft(U.unsqueeze(-1) * Hf[:, None, :], n=n_fft, dim=1)[:, :time]
+        if bool((m0 != 0).any()) or m0.requires_grad:
+            ms = ms + self._free_response(m0, time)
+        return ms
+
+    def _free_response(self, m0: Tensor, time: int) -> Tensor:
+        """``Ad**(t+1) @ m0`` for ``t < time`` by doubling: ``(B, T, C, N)``."""
+        resp = (m0 @ torch.as_tensor(self._Ad64, dtype=m0.dtype, device=m0.device).T).unsqueeze(1)
+        k = 0
+        while resp.shape[1] < time:
+            P = torch.as_tensor(self._power(k), dtype=m0.dtype, device=m0.device)
+            resp = torch.cat([resp, resp @ P.T], dim=1)
+            k += 1
+        return resp[:, :time]
