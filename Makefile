@@ -19,7 +19,7 @@ test-slow: $(STAMP)
 	$(VENV)/bin/python -m pytest -m slow $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(VENV)/bin/streamlmu demo
+	$(VENV)/bin/streamlmu lmu-demo
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/lmu_memory.py

@@ -1,0 +1,47 @@
+"""``streamlmu`` command line: one subcommand per app, each with ``--help``.
+
+Apps are imported only when chosen, so ``streamlmu --help`` stays fast. An app
+module provides ``DESCRIPTION``, ``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+APPS = {
+    "lmu-demo": "streamlmu.apps.lmu_demo",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamlmu", description="Streaming Legendre Memory Units: apps and tools.")
+    sub = parser.add_subparsers(dest="app", metavar="APP")
+    for name, module_name in APPS.items():
+        module = importlib.import_module(module_name)
+        app = sub.add_parser(name, help=module.DESCRIPTION.splitlines()[0], description=module.DESCRIPTION,
+                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        module.add_arguments(app)
+        app.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.app is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        print(f"streamlmu {args.app}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
