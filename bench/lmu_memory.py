@@ -1,0 +1,172 @@
+"""Benchmark of the Legendre memory update, side by side in one run, on one thread.
+
+For batch 1 and 64 and order 64 and 256 it times, per call:
+
+* ``kernel``      the Numba dense step on NumPy arrays;
+* ``step``        ``LMUMemory.step`` through its public torch API;
+* ``eager``       a plain torch step ``m @ Ad.T + u * Bd``;
+* ``floor``       a bare NumPy matvec ``Ad @ m`` (the floor of a dense step);
+* ``euler``       the Numba O(order) Euler step (prefix sums);
+* ``fwd_auto``    ``LMUMemory.forward`` on a 128-frame chunk (default path: Numba scan);
+* ``fwd_fft``     the same chunk by FFT convolution;
+* ``eager_x128``  128 torch eager steps.
+
+All torch calls run in inference mode. Candidates are interleaved over several rounds and the median is kept, so
+machine noise hits all of them alike; the targets are ratios. Prints a table
+and writes ``bench/results/lmu_memory.json``.
+
+Usage: ``python bench/lmu_memory.py [--quick] [--out PATH]``
+"""
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import numba
+import numpy as np
+import torch
+
+from streamlmu import LMUMemory
+from streamlmu.kernels import legendre as kernels
+
+CHUNK = 128
+# (name, numerator, denominator, batch, order, minimum ratio): numerator time / denominator time.
+TARGETS = [
+    ("kernel within 1.5x of matvec floor", "floor", "kernel", 1, 256, 1 / 1.5),
+    ("public step vs torch eager", "eager", "step", 1, 256, 1.5),
+    ("public step vs torch eager", "eager", "step", 1, 64, 1.0),
+    ("128-frame forward vs 128 eager steps", "eager_x128", "fwd_auto", 1, 256, 4.0),
+    ("128-frame forward vs 128 eager steps", "eager_x128", "fwd_auto", 1, 64, 20.0),
+    ("Euler O(order) step vs dense step", "kernel", "euler", 1, 256, 20.0),
+]
+
+
+def candidates(batch: int, order: int) -> dict[str, Callable[[], object]]:
+    """The timed callables for one configuration; all read the same inputs."""
+    mem = LMUMemory(1, order, 128.0)
+    euler = LMUMemory(1, order, 128.0, discretizer="euler")
+    rng = np.random.default_rng(0)
+    m_np = rng.standard_normal((batch, 1, order)).astype(np.float32) * 0.1
+    u_np = rng.standard_normal((batch, 1)).astype(np.float32)
+    out = np.empty_like(m_np)
+    Ad_np, Bd_np = mem._numpy_params(np.dtype(np.float32))
+    m2 = np.ascontiguousarray(m_np[:, 0])
+    floor = (lambda: Ad_np @ m2[0]) if batch == 1 else (lambda: m2 @ Ad_np.T)
+    with torch.inference_mode():
+        state = mem.init_state(batch)
+        state = state._replace(m=torch.from_numpy(m_np.copy()))
+        x = torch.from_numpy(u_np.copy())
+        m, u = state.m, x.unsqueeze(-1)
+        Ad, Bd = mem.matrices()
+        chunk = torch.randn(batch, CHUNK, 1)
+
+    def eager_chunk() -> torch.Tensor:
+        mm = m
+        for t in range(CHUNK):
+            mm = mm @ Ad.T + chunk[:, t, :, None] * Bd
+        return mm
+
+    return {
+        "kernel": lambda: kernels.lmu_step(u_np, m_np, Ad_np, Bd_np, out),
+        "step": lambda: mem.step(x, state),
+        "eager": lambda: m @ Ad.T + u * Bd,
+        "floor": floor,
+        "euler": lambda: kernels.lmu_euler_step(u_np, m_np, 1.0 / euler.theta, out),
+        "fwd_auto": lambda: mem(chunk, state),
+        "fwd_fft": lambda: mem(chunk, state, method="fft"),
+        "eager_x128": eager_chunk,
+    }
+
+
+def calls_for(fn: Callable[[], object], block_seconds: float) -> int:
+    start, n = time.perf_counter(), 0
+    while time.perf_counter() - start < block_seconds / 4:
+        fn()
+        n += 1
+    return max(4 * n, 1)
+
+
+def measure(fns: dict[str, Callable[[], object]], rounds: int, block_seconds: float) -> dict[str, float]:
+    """Median seconds per call of each candidate, interleaved over ``rounds``."""
+    for fn in fns.values():  # warm up: compile kernels, fill caches
+        for _ in range(3):
+            fn()
+    counts = {name: calls_for(fn, block_seconds) for name, fn in fns.items()}
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            n = counts[name]
+            start = time.perf_counter()
+            for _ in range(n):
+                fn()
+            samples[name].append((time.perf_counter() - start) / n)
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few short rounds (a smoke test, noisy)")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "lmu_memory.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    numba.set_num_threads(1)
+    rounds, block = (2, 0.005) if args.quick else (15, 0.05)
+
+    results = []
+    for order in (64, 256):
+        for batch in (1, 64):
+            with torch.inference_mode():  # the whole measurement: no per-call mode switch
+                seconds = measure(candidates(batch, order), rounds, block)
+            results.append({"batch": batch, "order": order, "us_per_call": {k: v * 1e6 for k, v in seconds.items()}})
+
+    names = list(results[0]["us_per_call"])
+    print(f"LMU memory step, one thread, float32 (median us per call; fwd_* and eager_x128 are {CHUNK}-frame chunks)")
+    print(f"{'batch':>5} {'order':>5} " + " ".join(f"{n:>10}" for n in names))
+    for r in results:
+        print(f"{r['batch']:>5} {r['order']:>5} " + " ".join(f"{r['us_per_call'][n]:>10.2f}" for n in names))
+
+    print("\nframes/s (batch x calls/s; chunks count 128 frames)")
+    for r in results:
+        fps = {n: r["batch"] * (CHUNK if n in ("fwd_auto", "fwd_fft", "eager_x128") else 1) / (t * 1e-6)
+               for n, t in r["us_per_call"].items()}
+        r["frames_per_s"] = fps
+        print(f"{r['batch']:>5} {r['order']:>5} " + " ".join(f"{fps[n]:>10.3g}" for n in names))
+
+    print("\ntargets (ratio = slower / faster, higher is better)")
+    checks = []
+    for label, num, den, batch, order, minimum in TARGETS:
+        r = next(r for r in results if r["batch"] == batch and r["order"] == order)
+        ratio = r["us_per_call"][num] / r["us_per_call"][den]
+        met = ratio >= minimum
+        checks.append({"target": label, "batch": batch, "order": order, "ratio": ratio,
+                       "numerator": num, "denominator": den, "minimum": minimum, "met": met})
+        print(f"  {label:<40} batch {batch:>2} order {order:>3}: {num}/{den} = {ratio:6.2f}"
+              f"  (need >= {minimum:.2f}) {'ok' if met else 'MISSED'}")
+    for r in results:
+        if r["batch"] == 64:
+            ratio = r["us_per_call"]["kernel"] / r["us_per_call"]["euler"]
+            print(f"  (info) Euler vs dense at batch 64 order {r['order']}: {ratio:.1f}x")
+
+    report = {
+        "benchmark": "lmu_memory", "quick": args.quick, "chunk_frames": CHUNK, "threads": 1,
+        "machine": {"processor": platform.processor() or platform.machine(), "python": platform.python_version(),
+                    "torch": torch.__version__, "numba": numba.__version__, "numpy": np.__version__},
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "results": results, "targets": checks,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from streamlmu.apps import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_top_level_help_lists_apps(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for app in cli.APPS:
+        assert app in out
+
+
+@pytest.mark.parametrize("app", list(cli.APPS))
+def test_every_app_has_help(app, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([app, "--help"])
+    assert exit_.value.code == 0
+    assert "usage: streamlmu " + app in capsys.readouterr().out
+
+
+def test_no_app_prints_help_and_fails(capsys):
+    assert cli.main([]) == 2
+    assert "APP" in capsys.readouterr().out
+
+
+def test_lmu_demo_recalls_the_delayed_signal(capsys):
+    assert cli.main(["lmu-demo", "--fps", "0", "--frames", "300", "--every", "50"]) == 0
+    out = capsys.readouterr().out
+    corr = float(re.search(r"correlation ([0-9.]+)", out).group(1))
+    assert corr > 0.99, out
+
+
+def test_lmu_demo_bad_argument_is_a_clear_error(capsys):
+    assert cli.main(["lmu-demo", "--delay", "2"]) == 2
+    assert "--delay must lie in [0, 1] (got 2.0)" in capsys.readouterr().err
+
+
+def test_console_script_is_installed():
+    exe = Path(sys.executable).parent / "streamlmu"
+    result = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "lmu-demo" in result.stdout
+
+
+def test_benchmark_runs_and_writes_json(tmp_path):
+    out = tmp_path / "lmu_memory.json"
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "lmu_memory.py"), "--quick", "--out", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert {(r["batch"], r["order"]) for r in report["results"]} == {(1, 64), (64, 64), (1, 256), (64, 256)}
+    assert all(t > 0 for r in report["results"] for t in r["us_per_call"].values())
+    assert len(report["targets"]) == 6 and "targets" in result.stdout

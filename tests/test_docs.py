@@ -1,0 +1,32 @@
+import doctest
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+import streamlmu.legendre
+import streamlmu.nn.cell
+import streamlmu.nn.memory
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("module", [streamlmu.legendre, streamlmu.nn.memory, streamlmu.nn.cell])
+def test_docstring_examples_run(module):
+    result = doctest.testmod(module, extraglobs={"torch": torch})
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_readme_usage_example_runs():
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    usage = next(b for b in blocks if "LMUMemory(" in b)
+    scope: dict = {}
+    exec(compile(usage, "README.md", "exec"), scope)
+    assert scope["y"].shape == (1, 500, 1) and scope["y_t"].shape == (1, 1)
+
+
+def test_readme_opens_with_the_two_commands():
+    head = (ROOT / "README.md").read_text().split("\n\n")[:3]
+    assert any("make demo" in part and "make test" in part for part in head)
