@@ -13,18 +13,18 @@ missing=()
 for pkg in "${system_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
+install_system_packages() {
+  local sudo=()
+  [ "$(id -u)" = 0 ] || sudo=(sudo)
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" apt-get update -qq && \
+    "${sudo[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
 if [ ${#missing[@]} -gt 0 ]; then
-  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-    echo "setup: installing system packages: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  elif command -v sudo >/dev/null && command -v apt-get >/dev/null; then
-    echo "setup: installing system packages with sudo: ${missing[*]}"
-    sudo DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  else
-    echo "setup: warning: cannot install ${missing[*]} (needs root and apt-get);" \
+  echo "setup: installing system packages: ${missing[*]}"
+  if ! command -v apt-get >/dev/null || { [ "$(id -u)" != 0 ] && ! command -v sudo >/dev/null; } \
+      || ! install_system_packages "${missing[@]}"; then
+    echo "setup: warning: could not install ${missing[*]} (needs apt-get and root);" \
          "speech synthesis and audio-device features will be unavailable" >&2
   fi
 fi
@@ -34,6 +34,9 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 echo "setup: installing pinned Python dependencies (first run takes a few minutes)"
-"$VENV/bin/pip" install -q -r requirements.txt
-"$VENV/bin/pip" install -q --no-deps -e .
+# A pip configuration may list local package indexes that do not exist;
+# pip's warnings about them are noise.
+quiet_pip() { "$VENV/bin/pip" install -q "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
+quiet_pip -r requirements.txt
+quiet_pip --no-deps -e .
 echo "setup: done"
