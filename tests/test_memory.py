@@ -210,3 +210,17 @@ def test_bad_constructor_arguments():
         LMUMemory(1, 8, -1.0)
     with pytest.raises(ValueError, match="method must be one of"):
         LMUMemory(1, 8, 10.0)(torch.randn(1, 3, 1), method="magic")
+
+
+@pytest.mark.slow
+def test_long_stream_at_order_512_stays_exact():
+    """10^4 frames, order 512: Numba scan, FFT and 1000-frame chunks agree in float32."""
+    mem = LMUMemory(input_size=1, order=512, theta=256.0)
+    x = torch.tensor(smooth_signal(10_000, sigma=3.0), dtype=torch.float32).view(1, -1, 1)
+    with torch.no_grad():
+        y_scan, _ = mem(x)
+        y_fft, _ = mem(x, method="fft")
+        y_chunks, _ = run_chunked(lambda c, s: mem(c, s, method="fft"), x, [1000] * 10)
+    errors = {"fft": max_abs_diff(y_fft, y_scan), "fft chunks": max_abs_diff(y_chunks, y_scan)}
+    print(errors, "max |m|", y_scan.abs().max().item())
+    assert max(errors.values()) <= 1e-5 * max(1.0, y_scan.abs().max().item()), errors

@@ -72,8 +72,8 @@ class LMUMemory(StreamModule):
         A, B = legendre.lmu_matrices(order)
         self._Ad64, self._Bd64 = legendre.discretize(A, B, self.theta, discretizer)
         self._euler, self._euler_scale = discretizer == "euler", 1.0 / self.theta
-        # Derived constants per dtype: numpy arrays for the kernels, tensors for
-        # torch, impulse responses and matrix powers for the FFT path.
+        # Derived constants, computed on first use: float32/float64 copies of
+        # (Ad, Bd) for the kernels; impulse response and powers of Ad for the FFT path.
         self._np: dict[np.dtype, tuple[np.ndarray, np.ndarray]] = {}
         self._impulse64 = np.zeros((0, order))
         self._powers64: list[np.ndarray] = [self._Ad64]
@@ -132,6 +132,11 @@ class LMUMemory(StreamModule):
         return m.flatten(-2) if self.flatten else m
 
     @staticmethod
+    def _torch_update(x: Tensor, m: Tensor, Ad: Tensor, Bd: Tensor) -> Tensor:
+        """``Ad @ m + Bd * x`` per channel: x ``(B, C)``, m ``(B, C, N)`` -> ``(B, C, N)``."""
+        return m @ Ad.T + x.unsqueeze(-1) * Bd
+
+    @staticmethod
     def _raise_for(code: int) -> None:
         if code == kernels.BAD_INPUT:
             raise ValueError("x contains NaN or Inf; streams accept finite values only")
@@ -162,13 +167,13 @@ class LMUMemory(StreamModule):
                 if code:
                     self._raise_for(code)
                 new = torch.from_numpy(out)
-                return (new.flatten(-2) if self.flatten else new), LMUMemoryState(new)
+                return self._output(new), LMUMemoryState(new)
         check_input(x, 2, self.input_size)
         m = self._check_state(state, x.shape[0], x)
         check_finite(x)
         Ad, Bd = self.matrices(x.dtype, x.device)
-        new = m @ Ad.T + x.unsqueeze(-1) * Bd
-        return (new.flatten(-2) if self.flatten else new), LMUMemoryState(new)
+        new = self._torch_update(x, m, Ad, Bd)
+        return self._output(new), LMUMemoryState(new)
 
     def forward(self, x: Tensor, state: LMUMemoryState | None = None,
                 method: str = "auto") -> tuple[Tensor, LMUMemoryState]:
@@ -217,7 +222,7 @@ class LMUMemory(StreamModule):
         Ad, Bd = self.matrices(x.dtype, x.device)
         m, ms = m0, []
         for t in range(x.shape[1]):
-            m = m @ Ad.T + x[:, t].unsqueeze(-1) * Bd
+            m = self._torch_update(x[:, t], m, Ad, Bd)
             ms.append(m)
         return torch.stack(ms, dim=1)
 
