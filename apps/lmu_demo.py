@@ -48,10 +48,6 @@ def strip(values: dict[str, float], lo: float = -2.5, hi: float = 2.5) -> str:
 def run(args: argparse.Namespace) -> int:
     if not 0.0 <= args.delay <= 1.0:
         raise ValueError(f"--delay must lie in [0, 1] (got {args.delay})")
-    # Per-frame work on tiny tensors: intra-op threads only add wake-up latency
-    # when frames arrive paced (measured ~250 us/frame with the default pool
-    # against ~20 us with one thread).
-    torch.set_num_threads(1)
     lag = int(round(args.delay * args.theta))
     w = torch.tensor(delay_weights(args.order, args.delay), dtype=torch.float32)
     recall = LMUMemory(1, args.order, args.theta, flatten=True) | Map(lambda m: m @ w, name="recall")
