@@ -76,5 +76,7 @@ def run(args: argparse.Namespace) -> int:
         corr = np.corrcoef(recalled[settled], target)[0, 1]
         rmse = float(np.sqrt(np.mean((recalled[settled] - target) ** 2)))
         print(f"recall of u(t - {lag}) after the window filled: correlation {corr:.4f}, RMSE {rmse:.4f}")
-    print(f"median step time {np.median(step_seconds) * 1e6:.1f} us/frame (pipeline: memory + readout)")
+    pacing = "paced frames wake a cold CPU; --fps 0 shows the warm figure" if args.fps > 0 else "unpaced"
+    print(f"median step time {np.median(step_seconds) * 1e6:.1f} us/frame "
+          f"(pipeline: memory + readout; {pacing})")
     return 0
