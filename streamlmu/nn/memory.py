@@ -124,9 +124,22 @@ class LMUMemory(StreamModule):
                             f"({x.dtype}, {x.device}); got ({m.dtype}, {m.device})")
         return m
 
-    def _use_kernel(self, x: Tensor, m: Tensor) -> bool:
-        return (x.device.type == "cpu" and x.dtype in _KERNEL_DTYPES
+    @staticmethod
+    def _use_kernel(x: Tensor, m: Tensor) -> bool:
+        """Numba runs on CPU float32/float64 when no gradient is needed."""
+        return (x.is_cpu and m.is_cpu and x.dtype in _KERNEL_DTYPES
                 and not (torch.is_grad_enabled() and (x.requires_grad or m.requires_grad)))
+
+    def _run_kernel(self, scan: bool, xn: np.ndarray, mn: np.ndarray, out: np.ndarray) -> None:
+        """Call the step or scan kernel of this discretiser; raise on a bad status."""
+        if self._euler:
+            kernel = kernels.lmu_euler_scan if scan else kernels.lmu_euler_step
+            code = kernel(xn, mn, self._euler_scale, out)
+        else:
+            kernel = kernels.lmu_scan if scan else kernels.lmu_step
+            code = kernel(xn, mn, *self._numpy_params(mn.dtype), out)
+        if code:
+            self._raise_for(code)
 
     def _output(self, m: Tensor) -> Tensor:
         return m.flatten(-2) if self.flatten else m
@@ -150,22 +163,18 @@ class LMUMemory(StreamModule):
     def step(self, x: Tensor, state: LMUMemoryState) -> tuple[Tensor, LMUMemoryState]:
         """Advance one frame. Shapes: x ``(batch, channels)`` -> ``(batch, channels, order)``."""
         m = state.m if type(state) is LMUMemoryState else None
-        tracked = m is not None and type(x) is Tensor and (x.requires_grad or m.requires_grad)
+        # The rule of _use_kernel, inlined because this is the per-frame hot path
+        # (a method call here measurably narrows the margin over a torch step).
         if (m is not None and type(x) is Tensor and x.is_cpu and m.is_cpu and x.dtype in _KERNEL_DTYPES
-                and not (tracked and torch.is_grad_enabled())):
+                and not (torch.is_grad_enabled() and (x.requires_grad or m.requires_grad))):
             # Inference fast path: validate on the NumPy views (cheap attribute
             # reads); anything unexpected falls through to the detailed checks.
+            tracked = x.requires_grad or m.requires_grad  # only under no_grad here
             xn, mn = (x.detach().numpy(), m.detach().numpy()) if tracked else (x.numpy(), m.numpy())
             if xn.ndim == 2 and mn.shape == (xn.shape[0], self.input_size, self.order) and \
                     xn.shape[1] == self.input_size and mn.dtype == xn.dtype:
                 out = np.empty(mn.shape, dtype=mn.dtype)
-                if self._euler:
-                    code = kernels.lmu_euler_step(xn, mn, self._euler_scale, out)
-                else:
-                    Ad, Bd = self._numpy_params(mn.dtype)
-                    code = kernels.lmu_step(xn, mn, Ad, Bd, out)
-                if code:
-                    self._raise_for(code)
+                self._run_kernel(False, xn, mn, out)
                 new = torch.from_numpy(out)
                 return self._output(new), LMUMemoryState(new)
         check_input(x, 2, self.input_size)
@@ -209,13 +218,7 @@ class LMUMemory(StreamModule):
         out = torch.empty(batch, time, self.input_size, self.order, dtype=x.dtype)
         xn = np.ascontiguousarray(x.detach().numpy())
         mn = np.ascontiguousarray(m0.detach().numpy())
-        if self._euler:
-            code = kernels.lmu_euler_scan(xn, mn, self._euler_scale, out.numpy())
-        else:
-            Ad, Bd = self._numpy_params(xn.dtype)
-            code = kernels.lmu_scan(xn, mn, Ad, Bd, out.numpy())
-        if code:
-            self._raise_for(code)
+        self._run_kernel(True, xn, mn, out.numpy())
         return out
 
     def _torch_scan(self, x: Tensor, m0: Tensor) -> Tensor:
