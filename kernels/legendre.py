@@ -6,21 +6,23 @@ Plain functions over explicit arrays, in the argument order of the pure step
 
 * ``OK`` (0): all values finite, ``out`` written;
 * ``BAD_INPUT`` (1): a NaN/Inf in ``u`` (``out`` is partially written);
-* ``BAD_STATE`` (2): a NaN/Inf in the incoming state.
+* ``BAD_STATE`` (2): a NaN/Inf in the incoming state;
+* ``BAD_SHAPE`` (3): the array shapes disagree (nothing is read or written).
 
 Reference implementations (``m @ Ad.T + u[..., None] * Bd``) live in the
 tests, which compare these kernels against them.
 
 Shapes (B batch, T time, C channels, N order):
     u ``(B, C)`` per step or ``(B, T, C)`` per scan; m ``(B, C, N)``;
-    Ad ``(N, N)``; Bd ``(N,)``; out ``(B, C, N)`` or ``(B, T, C, N)``.
+    Ad ``(N, N)``; Bd ``(N,)``; Euler coefficients coef ``(N,)``;
+    out ``(B, C, N)`` or ``(B, T, C, N)``.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
 
-OK, BAD_INPUT, BAD_STATE = 0, 1, 2
+OK, BAD_INPUT, BAD_STATE, BAD_SHAPE = 0, 1, 2, 3
 
 # Reassociation lets LLVM vectorise the dot-product reductions; no 'nnan'/'ninf'
 # flags, so the finiteness checks below stay meaningful.
@@ -37,6 +39,20 @@ def _row_is_finite(v) -> bool:
 
 
 @njit(inline="always", **_JIT)
+def _step_shapes_ok(u, m, order, out) -> bool:
+    """u (B, C), m and out (B, C, N) with N = order."""
+    return (u.shape[0] == m.shape[0] and u.shape[1] == m.shape[1] and m.shape[2] == order
+            and out.shape == m.shape)
+
+
+@njit(inline="always", **_JIT)
+def _scan_shapes_ok(u, m, order, out) -> bool:
+    """u (B, T, C), m (B, C, N), out (B, T, C, N) with N = order."""
+    return (u.shape[0] == m.shape[0] and u.shape[2] == m.shape[1] and m.shape[2] == order
+            and out.shape == (u.shape[0], u.shape[1], u.shape[2], order))
+
+
+@njit(inline="always", **_JIT)
 def _dense_update(x, m, Ad, Bd, out) -> None:
     """out = Ad @ m + Bd * x for one (batch, channel) row."""
     n = m.shape[0]
@@ -48,13 +64,12 @@ def _dense_update(x, m, Ad, Bd, out) -> None:
 
 
 @njit(inline="always", **_JIT)
-def _euler_update(x, m, scale, out) -> None:
-    """Euler step out = m + scale * (A m + B x) in O(order).
+def _euler_update(x, m, coef, out) -> None:
+    """Euler step out = m + (A m + B x) dt / theta in O(order); ``coef[i] = (2i+1) dt / theta``.
 
     Since (A m)_i = (2i+1) (2 W_i - total), with W_i the sum of the m_j, j < i,
     whose index parity differs from i's, and B_i = (2i+1) (-1)^i, one pass with
-    two running sums (even and odd entries) suffices; each chain advances once
-    per pair of entries.
+    two running sums (even and odd entries) suffices.
     """
     n = m.shape[0]
     total = m[0] * 0.0
@@ -62,22 +77,25 @@ def _euler_update(x, m, scale, out) -> None:
         total += m[j]
     even_sum = total * 0.0
     odd_sum = total * 0.0
+    even_drive = x - total   # the (-1)^i B x - total term of an even entry
+    odd_drive = -x - total
     for k in range(n // 2):
         i = 2 * k
         a = m[i]
         b = m[i + 1]
-        out[i] = a + scale * (2 * i + 1) * (2.0 * odd_sum - total + x)
+        out[i] = a + coef[i] * (2.0 * odd_sum + even_drive)
         even_sum += a
-        out[i + 1] = b + scale * (2 * i + 3) * (2.0 * even_sum - total - x)
+        out[i + 1] = b + coef[i + 1] * (2.0 * even_sum + odd_drive)
         odd_sum += b
     if n % 2 == 1:
-        i = n - 1
-        out[i] = m[i] + scale * (2 * i + 1) * (2.0 * odd_sum - total + x)
+        out[n - 1] = m[n - 1] + coef[n - 1] * (2.0 * odd_sum + even_drive)
 
 
 @njit(**_JIT)
 def lmu_step(u, m, Ad, Bd, out) -> int:
     """One dense step for every (batch, channel) row."""
+    if not (_step_shapes_ok(u, m, Bd.shape[0], out) and Ad.shape == (Bd.shape[0], Bd.shape[0])):
+        return BAD_SHAPE
     for b in range(m.shape[0]):
         for c in range(m.shape[1]):
             x = u[b, c]
@@ -92,6 +110,8 @@ def lmu_step(u, m, Ad, Bd, out) -> int:
 @njit(**_JIT)
 def lmu_scan(u, m, Ad, Bd, out) -> int:
     """T dense steps; ``out[:, t]`` is the state after frame t."""
+    if not (_scan_shapes_ok(u, m, Bd.shape[0], out) and Ad.shape == (Bd.shape[0], Bd.shape[0])):
+        return BAD_SHAPE
     for b in range(m.shape[0]):
         for c in range(m.shape[1]):
             if not _row_is_finite(m[b, c]):
@@ -107,8 +127,10 @@ def lmu_scan(u, m, Ad, Bd, out) -> int:
 
 
 @njit(**_JIT)
-def lmu_euler_step(u, m, scale, out) -> int:
-    """One O(order) Euler step; ``scale = dt / theta``."""
+def lmu_euler_step(u, m, coef, out) -> int:
+    """One O(order) Euler step; ``coef = legendre.euler_coefficients(order, theta)``."""
+    if not _step_shapes_ok(u, m, coef.shape[0], out):
+        return BAD_SHAPE
     for b in range(m.shape[0]):
         for c in range(m.shape[1]):
             x = u[b, c]
@@ -116,13 +138,15 @@ def lmu_euler_step(u, m, scale, out) -> int:
                 return BAD_INPUT
             if not _row_is_finite(m[b, c]):
                 return BAD_STATE
-            _euler_update(x, m[b, c], scale, out[b, c])
+            _euler_update(x, m[b, c], coef, out[b, c])
     return OK
 
 
 @njit(**_JIT)
-def lmu_euler_scan(u, m, scale, out) -> int:
+def lmu_euler_scan(u, m, coef, out) -> int:
     """T O(order) Euler steps; ``out[:, t]`` is the state after frame t."""
+    if not _scan_shapes_ok(u, m, coef.shape[0], out):
+        return BAD_SHAPE
     for b in range(m.shape[0]):
         for c in range(m.shape[1]):
             if not _row_is_finite(m[b, c]):
@@ -132,6 +156,6 @@ def lmu_euler_scan(u, m, scale, out) -> int:
                 x = u[b, t, c]
                 if not np.isfinite(x):
                     return BAD_INPUT
-                _euler_update(x, prev, scale, out[b, t, c])
+                _euler_update(x, prev, coef, out[b, t, c])
                 prev = out[b, t, c]
     return OK

@@ -82,6 +82,23 @@ def discretize(
     return e[:order, :order], e[:order, order].copy()
 
 
+def euler_coefficients(order: int, theta: float, dt: float = 1.0) -> np.ndarray:
+    """``c_i = (2i+1) dt / theta``: the row scales of ``dt A / theta`` and ``dt B / theta``.
+
+    The O(order) Euler kernels take these instead of ``(Ad, Bd)``, since the
+    rows of ``A`` and ``B`` differ only by these factors and signs.
+
+    Shapes: -> c ``(order,)``.
+
+    >>> euler_coefficients(3, 2.0).tolist()
+    [0.5, 1.5, 2.5]
+    """
+    _check_order(order)
+    if not np.isfinite(theta) or theta <= 0:
+        raise ValueError(f"theta must be a positive number of frames (got {theta!r})")
+    return (2.0 * np.arange(order) + 1.0) * dt / theta
+
+
 def impulse_response(Ad: np.ndarray, Bd: np.ndarray, length: int) -> np.ndarray:
     """Response of the discrete memory to a unit impulse at frame 0.
 

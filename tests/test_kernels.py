@@ -4,7 +4,7 @@ from numba import njit
 from numba.core.runtime import _nrt_python, rtsys
 
 from streamlmu.kernels import legendre as K
-from streamlmu.legendre import discretize, lmu_matrices
+from streamlmu.legendre import discretize, euler_coefficients, lmu_matrices
 
 TOL = {np.float32: 2e-5, np.float64: 1e-12}
 
@@ -53,11 +53,12 @@ def test_euler_prefix_sum_step_matches_dense_euler(dtype, order):
     u = rng.standard_normal((2, 15, 3)).astype(dtype)
     m0 = rng.standard_normal((2, 3, order)).astype(dtype)
     ref = reference_scan(u.astype(np.float64), m0.astype(np.float64), Ad, Bd)
+    coef = euler_coefficients(order, theta).astype(dtype)
     out = np.empty((2, 15, 3, order), dtype)
-    assert K.lmu_euler_scan(u, m0, 1.0 / theta, out) == K.OK
+    assert K.lmu_euler_scan(u, m0, coef, out) == K.OK
     assert np.abs(out - ref).max() <= TOL[dtype] * max(1.0, np.abs(ref).max())
     step_out = np.empty_like(m0)
-    assert K.lmu_euler_step(np.ascontiguousarray(u[:, 0]), m0, 1.0 / theta, step_out) == K.OK
+    assert K.lmu_euler_step(np.ascontiguousarray(u[:, 0]), m0, coef, step_out) == K.OK
     assert np.array_equal(step_out, out[:, 0])
 
 
@@ -67,7 +68,7 @@ def test_non_finite_values_are_reported_not_propagated(kernel):
     m = np.zeros((2, 1, 8), np.float32)
     out = np.empty_like(m)
     run = (lambda u, m: K.lmu_step(u, m, Ad, Bd, out)) if kernel == "dense" else \
-          (lambda u, m: K.lmu_euler_step(u, m, 0.1, out))
+          (lambda u, m: K.lmu_euler_step(u, m, euler_coefficients(8, 10.0).astype(np.float32), out))
     u = np.zeros((2, 1), np.float32)
     assert run(u, m) == K.OK
     u[1, 0] = np.nan
@@ -79,6 +80,29 @@ def test_non_finite_values_are_reported_not_propagated(kernel):
     assert run(u, m) == K.BAD_STATE
 
 
+@pytest.mark.parametrize("kernel", ["dense", "euler"])
+def test_mismatched_shapes_are_reported_before_any_access(kernel):
+    order = 8
+    Ad, Bd = params(order, 10.0, "zoh", np.float32)
+    coef = euler_coefficients(order, 10.0).astype(np.float32)
+    extra = (Ad, Bd) if kernel == "dense" else (coef,)
+    step = K.lmu_step if kernel == "dense" else K.lmu_euler_step
+    scan = K.lmu_scan if kernel == "dense" else K.lmu_euler_scan
+    m = np.zeros((2, 3, order), np.float32)
+    for u, out in [(np.zeros((2, 2), np.float32), np.empty_like(m)),        # channels
+                   (np.zeros((1, 3), np.float32), np.empty_like(m)),        # batch
+                   (np.zeros((2, 3), np.float32), np.empty((2, 3, 4), np.float32))]:  # out
+        out[...] = 7.0
+        assert step(u, m, *extra, out) == K.BAD_SHAPE
+        assert (out == 7.0).all()
+    outs = np.full((2, 5, 3, order), 7.0, np.float32)
+    assert scan(np.zeros((2, 5, 2), np.float32), m, *extra, outs) == K.BAD_SHAPE
+    assert scan(np.zeros((2, 6, 3), np.float32), m, *extra, outs) == K.BAD_SHAPE
+    assert step(np.zeros((2, 3), np.float32), np.zeros((2, 3, order + 1), np.float32), *extra,
+                np.empty((2, 3, order + 1), np.float32)) == K.BAD_SHAPE
+    assert (outs == 7.0).all()
+
+
 @njit
 def _repeat_dense(n, u, us, m, Ad, Bd, out, outs):
     for _ in range(n):
@@ -87,10 +111,10 @@ def _repeat_dense(n, u, us, m, Ad, Bd, out, outs):
 
 
 @njit
-def _repeat_euler(n, u, us, m, out, outs):
+def _repeat_euler(n, u, us, m, coef, out, outs):
     for _ in range(n):
-        K.lmu_euler_step(u, m, 0.1, out)
-        K.lmu_euler_scan(us, m, 0.1, outs)
+        K.lmu_euler_step(u, m, coef, out)
+        K.lmu_euler_scan(us, m, coef, outs)
 
 
 def _allocations(call) -> int:
@@ -103,15 +127,16 @@ def _allocations(call) -> int:
 def test_kernels_do_not_allocate():
     """Driven from compiled code (no Python boxing), the kernels allocate nothing."""
     Ad, Bd = params(64, 32.0, "zoh", np.float32)
+    coef = euler_coefficients(64, 32.0).astype(np.float32)
     u, us = np.ones((4, 1), np.float32), np.ones((4, 10, 1), np.float32)
     m = np.zeros((4, 1, 64), np.float32)
     out, outs = np.empty_like(m), np.empty((4, 10, 1, 64), np.float32)
     allocating = njit(lambda n: np.empty(n).sum())
     for call in (lambda: allocating(3), lambda: _repeat_dense(1, u, us, m, Ad, Bd, out, outs),
-                 lambda: _repeat_euler(1, u, us, m, out, outs)):
+                 lambda: _repeat_euler(1, u, us, m, coef, out, outs)):
         call()  # compile
     assert _allocations(lambda: allocating(3)) > 0, "the allocation counter must see an allocation"
     assert _allocations(lambda: _repeat_dense(1, u, us, m, Ad, Bd, out, outs)) == \
         _allocations(lambda: _repeat_dense(200, u, us, m, Ad, Bd, out, outs)), "dense kernels allocate per call"
-    assert _allocations(lambda: _repeat_euler(1, u, us, m, out, outs)) == \
-        _allocations(lambda: _repeat_euler(200, u, us, m, out, outs)), "Euler kernels allocate per call"
+    assert _allocations(lambda: _repeat_euler(1, u, us, m, coef, out, outs)) == \
+        _allocations(lambda: _repeat_euler(200, u, us, m, coef, out, outs)), "Euler kernels allocate per call"

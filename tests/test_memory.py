@@ -1,4 +1,5 @@
 import io
+import pickle
 
 import pytest
 import torch
@@ -81,6 +82,27 @@ def test_kernel_step_equals_torch_step():
     xg = x.clone().requires_grad_()
     y_torch, _ = run_step_loop(mem, xg)
     assert max_abs_diff(y_kernel, y_torch.detach()) <= 1e-5
+
+
+@pytest.mark.parametrize("flatten", [False, True])
+def test_interleaved_streams_and_edited_states_through_one_module(flatten):
+    """The fast step path keeps a view of its last output; it must not mix streams."""
+    mem = LMUMemory(2, 16, 8.0, flatten=flatten)
+    xa, xb = torch.randn(1, 30, 2), torch.randn(3, 30, 2)
+    with torch.inference_mode():
+        ya, _ = run_step_loop(mem, xa)
+        yb, _ = run_step_loop(mem, xb)
+        sa, sb = mem.init_state(1), mem.init_state(3)
+        for t in range(30):
+            out_a, sa = mem.step(xa[:, t], sa)
+            out_b, sb = mem.step(xb[:, t], sb)
+            assert torch.equal(out_a, ya[:, t]) and torch.equal(out_b, yb[:, t])
+        y1, s1 = mem.step(xa[:, 0], sa)
+        s1.m.zero_()                       # edited in place: the next step must see zeros
+        y2, _ = mem.step(xa[:, 1], s1)
+        assert torch.equal(y2, mem.step(xa[:, 1], mem.init_state(1))[0])
+    restored = pickle.loads(pickle.dumps(mem))
+    assert restored._last_step == [(None, None)]
 
 
 def test_fft_gradients_pass_gradcheck():

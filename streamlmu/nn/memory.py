@@ -12,6 +12,7 @@ from streamlmu.kernels import legendre as kernels
 from streamlmu.stream import StreamModule, check_finite, check_input, register_state
 
 METHODS = ("auto", "fft", "scan")
+_new_state = tuple.__new__  # builds a NamedTuple state without its Python-level __new__
 _KERNEL_DTYPES = (torch.float32, torch.float64)
 
 
@@ -71,25 +72,33 @@ class LMUMemory(StreamModule):
         self.flatten = flatten
         A, B = legendre.lmu_matrices(order)
         self._Ad64, self._Bd64 = legendre.discretize(A, B, self.theta, discretizer)
-        self._euler, self._euler_scale = discretizer == "euler", 1.0 / self.theta
-        # Derived constants, computed on first use: float32/float64 copies of
-        # (Ad, Bd) for the kernels; impulse response and powers of Ad for the FFT path.
-        self._np: dict[np.dtype, tuple[np.ndarray, np.ndarray]] = {}
+        # Kernel parameters per NumPy dtype: (Ad, Bd) for the dense kernels,
+        # (coef,) for the O(order) Euler ones.
+        if discretizer == "euler":
+            self._kernels = (kernels.lmu_euler_step, kernels.lmu_euler_scan)
+            params64: tuple[np.ndarray, ...] = (legendre.euler_coefficients(order, self.theta),)
+        else:
+            self._kernels = (kernels.lmu_step, kernels.lmu_scan)
+            params64 = (self._Ad64, self._Bd64)
+        self._params = {np.dtype(dt): tuple(np.ascontiguousarray(p, dtype=dt) for p in params64)
+                        for dt in (np.float32, np.float64)}
+        # [(last output of step, its NumPy view)]: a stream that feeds its state
+        # back skips one tensor->array conversion per frame. A list, so that
+        # the hot path replaces its item without nn.Module.__setattr__.
+        self._last_step: list[tuple[Tensor | None, np.ndarray | None]] = [(None, None)]
+        # Computed on first use by the FFT path: impulse response and powers of Ad.
         self._impulse64 = np.zeros((0, order))
         self._powers64: list[np.ndarray] = [self._Ad64]
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state["_last_step"] = [(None, None)]  # a cache, not part of the module
+        return state
 
     # ----------------------------------------------------------------- helpers
     def extra_repr(self) -> str:
         return (f"input_size={self.input_size}, order={self.order}, theta={self.theta}, "
                 f"discretizer={self.discretizer!r}, flatten={self.flatten}")
-
-    def _numpy_params(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-        params = self._np.get(dtype)
-        if params is None:
-            params = (np.ascontiguousarray(self._Ad64, dtype=dtype),
-                      np.ascontiguousarray(self._Bd64, dtype=dtype))
-            self._np[dtype] = params
-        return params
 
     def matrices(self, dtype: torch.dtype = torch.float32,
                  device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
@@ -131,13 +140,8 @@ class LMUMemory(StreamModule):
                 and not (torch.is_grad_enabled() and (x.requires_grad or m.requires_grad)))
 
     def _run_kernel(self, scan: bool, xn: np.ndarray, mn: np.ndarray, out: np.ndarray) -> None:
-        """Call the step or scan kernel of this discretiser; raise on a bad status."""
-        if self._euler:
-            kernel = kernels.lmu_euler_scan if scan else kernels.lmu_euler_step
-            code = kernel(xn, mn, self._euler_scale, out)
-        else:
-            kernel = kernels.lmu_scan if scan else kernels.lmu_step
-            code = kernel(xn, mn, *self._numpy_params(mn.dtype), out)
+        """Call the step or scan kernel; raise on a bad status (``out`` is then garbage)."""
+        code = self._kernels[scan](xn, mn, *self._params[mn.dtype], out)
         if code:
             self._raise_for(code)
 
@@ -151,6 +155,8 @@ class LMUMemory(StreamModule):
 
     @staticmethod
     def _raise_for(code: int) -> None:
+        if code == kernels.BAD_SHAPE:  # callers check shapes first; this guards the kernel
+            raise ValueError("x, state and output shapes disagree")
         if code == kernels.BAD_INPUT:
             raise ValueError("x contains NaN or Inf; streams accept finite values only")
         raise ValueError("state.m contains NaN or Inf; pass a state from init_state or an earlier step")
@@ -162,26 +168,44 @@ class LMUMemory(StreamModule):
 
     def step(self, x: Tensor, state: LMUMemoryState) -> tuple[Tensor, LMUMemoryState]:
         """Advance one frame. Shapes: x ``(batch, channels)`` -> ``(batch, channels, order)``."""
-        m = state.m if type(state) is LMUMemoryState else None
-        # The rule of _use_kernel, inlined because this is the per-frame hot path
-        # (a method call here measurably narrows the margin over a torch step).
-        if (m is not None and type(x) is Tensor and x.is_cpu and m.is_cpu and x.dtype in _KERNEL_DTYPES
-                and not (torch.is_grad_enabled() and (x.requires_grad or m.requires_grad))):
-            # Inference fast path: validate on the NumPy views (cheap attribute
-            # reads); anything unexpected falls through to the detailed checks.
-            tracked = x.requires_grad or m.requires_grad  # only under no_grad here
-            xn, mn = (x.detach().numpy(), m.detach().numpy()) if tracked else (x.numpy(), m.numpy())
-            if xn.ndim == 2 and mn.shape == (xn.shape[0], self.input_size, self.order) and \
-                    xn.shape[1] == self.input_size and mn.dtype == xn.dtype:
-                out = np.empty(mn.shape, dtype=mn.dtype)
-                self._run_kernel(False, xn, mn, out)
-                new = torch.from_numpy(out)
-                return self._output(new), LMUMemoryState(new)
+        # Per-frame hot path (CPU, float32/64, no autograd): validate on the
+        # NumPy views; anything unusual (a GPU tensor, a tensor that needs its
+        # gradient, a wrong shape or dtype) goes to the checked path below.
+        if type(state) is LMUMemoryState:
+            m = state.m
+            last = self._last_step[0]
+            try:
+                xn = x.numpy()
+                mn = last[1] if m is last[0] else m.numpy()
+            except (AttributeError, TypeError, RuntimeError):
+                xn = None
+            if xn is not None:
+                params = self._params.get(xn.dtype)
+                if params is not None and mn.dtype is xn.dtype and xn.ndim == 2 and mn.ndim == 3 \
+                        and xn.shape[1] == self.input_size:
+                    out = np.empty(mn.shape, mn.dtype)
+                    code = self._kernels[0](xn, mn, *params, out)  # also checks the other shapes
+                    if code == kernels.OK:
+                        new = torch.from_numpy(out)
+                        self._last_step[0] = (new, out)
+                        return (new.flatten(-2) if self.flatten else new), _new_state(LMUMemoryState, (new,))
+                    if code != kernels.BAD_SHAPE:
+                        self._raise_for(code)
+        return self._checked_step(x, state)
+
+    def _checked_step(self, x: Tensor, state: LMUMemoryState) -> tuple[Tensor, LMUMemoryState]:
         check_input(x, 2, self.input_size)
         m = self._check_state(state, x.shape[0], x)
-        check_finite(x)
-        Ad, Bd = self.matrices(x.dtype, x.device)
-        new = self._torch_update(x, m, Ad, Bd)
+        if self._use_kernel(x, m):  # tensors that track gradients, under no_grad
+            xn, mn = x.detach().numpy(), m.detach().numpy()
+            out = np.empty(mn.shape, dtype=mn.dtype)
+            self._run_kernel(False, xn, mn, out)
+            new = torch.from_numpy(out)
+        else:
+            check_finite(x)
+            check_finite(m, "state.m")
+            Ad, Bd = self.matrices(x.dtype, x.device)
+            new = self._torch_update(x, m, Ad, Bd)
         return self._output(new), LMUMemoryState(new)
 
     def forward(self, x: Tensor, state: LMUMemoryState | None = None,
