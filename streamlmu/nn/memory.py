@@ -9,11 +9,11 @@ from torch import Tensor
 
 from streamlmu import legendre
 from streamlmu.kernels import legendre as kernels
+from streamlmu.nn.inference import uses_kernels
 from streamlmu.stream import StreamModule, check_finite, check_input, register_state
 
 METHODS = ("auto", "fft", "scan")
 _new_state = tuple.__new__  # builds a NamedTuple state without its Python-level __new__
-_KERNEL_DTYPES = (torch.float32, torch.float64)
 
 
 @register_state
@@ -133,12 +133,6 @@ class LMUMemory(StreamModule):
                             f"({x.dtype}, {x.device}); got ({m.dtype}, {m.device})")
         return m
 
-    @staticmethod
-    def _use_kernel(x: Tensor, m: Tensor) -> bool:
-        """Numba runs on CPU float32/float64 when no gradient is needed."""
-        return (x.is_cpu and m.is_cpu and x.dtype in _KERNEL_DTYPES
-                and not (torch.is_grad_enabled() and (x.requires_grad or m.requires_grad)))
-
     def _run_kernel(self, scan: bool, xn: np.ndarray, mn: np.ndarray, out: np.ndarray) -> None:
         """Call the step or scan kernel; raise on a bad status (``out`` is then garbage)."""
         code = self._kernels[scan](xn, mn, *self._params[mn.dtype], out)
@@ -196,7 +190,7 @@ class LMUMemory(StreamModule):
     def _checked_step(self, x: Tensor, state: LMUMemoryState) -> tuple[Tensor, LMUMemoryState]:
         check_input(x, 2, self.input_size)
         m = self._check_state(state, x.shape[0], x)
-        if self._use_kernel(x, m):  # tensors that track gradients, under no_grad
+        if uses_kernels(x, m):  # tensors that track gradients, under no_grad
             xn, mn = x.detach().numpy(), m.detach().numpy()
             out = np.empty(mn.shape, dtype=mn.dtype)
             self._run_kernel(False, xn, mn, out)
@@ -224,7 +218,7 @@ class LMUMemory(StreamModule):
         m0 = self._check_state(state, batch, x)
         if time == 0:
             return self._output(x.new_zeros(batch, 0, self.input_size, self.order)), state
-        kernel_ok = self._use_kernel(x, m0)
+        kernel_ok = uses_kernels(x, m0)
         if method == "fft" or (method == "auto" and not kernel_ok):
             check_finite(x)
             check_finite(m0, "state.m")

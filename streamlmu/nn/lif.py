@@ -1,0 +1,145 @@
+"""Leaky integrate-and-fire neurons with the membrane in explicit state.
+
+The neuron of the LMUFormer paper (spikingjelly's LIF: tau 2, threshold 1,
+hard reset to 0, sigmoid surrogate gradient with alpha 4)::
+
+    h = v + (x - (v - v_reset)) / tau       # leak towards v_reset, integrate x
+    z = H(h - threshold)                     # spike (surrogate gradient in training)
+    v = v_reset if z else h                  # hard reset (the reset is not differentiated)
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from streamlmu.kernels import lif as lif_kernels
+from streamlmu.nn.inference import as_array, uses_kernels
+from streamlmu.stream import StreamModule, check_input, register_state
+
+Surrogate = Callable[[Tensor], Tensor]
+
+
+class LIFParams(NamedTuple):
+    tau: float = 2.0
+    threshold: float = 1.0
+    v_reset: float = 0.0
+
+
+@register_state
+class LIFState(NamedTuple):
+    """v: membrane potential ``(batch, features)``."""
+
+    v: Tensor
+
+
+class SigmoidSpike(torch.autograd.Function):
+    """Heaviside step (``x >= 0``) forward; ``alpha * s * (1 - s)``, ``s = sigmoid(alpha x)``, backward."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, alpha: float) -> Tensor:
+        ctx.save_for_backward(x)
+        ctx.alpha = alpha
+        return (x >= 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        (x,) = ctx.saved_tensors
+        s = torch.sigmoid(ctx.alpha * x)
+        return grad * ctx.alpha * s * (1 - s), None
+
+
+class SigmoidSurrogate:
+    """Spike function ``x -> H(x)`` whose gradient is the sigmoid's with slope ``alpha`` (picklable)."""
+
+    def __init__(self, alpha: float = 4.0):
+        self.alpha = float(alpha)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return SigmoidSpike.apply(x, self.alpha)
+
+    def __repr__(self) -> str:
+        return f"SigmoidSurrogate(alpha={self.alpha})"
+
+
+def lif_step(x: Tensor, v: Tensor, params: LIFParams = LIFParams(),
+             spike: Surrogate = SigmoidSurrogate()) -> tuple[Tensor, Tensor]:
+    """One LIF update, a pure function. Shapes: x, v ``(..., features)`` -> (z, v) alike."""
+    h = v + (x - (v - params.v_reset)) / params.tau
+    z = spike(h - params.threshold)
+    return z, torch.where(z.detach() > 0, torch.full_like(h, params.v_reset), h)
+
+
+class LIF(StreamModule):
+    """A layer of LIF neurons as a stream operator.
+
+    Args:
+        features: neurons per frame.
+        tau, threshold, v_reset: see :class:`LIFParams`.
+        surrogate: spike function used in training; default the sigmoid
+            surrogate with ``alpha``. snntorch surrogates fit here, e.g.
+            ``snntorch.surrogate.sigmoid(slope=4)`` (it fires on ``> 0``, not ``>= 0``).
+        alpha: slope of the default surrogate.
+
+    Without autograd on CPU, ``forward`` runs the Numba kernel, which performs
+    the same float operations as :func:`lif_step` and so gives the same spikes.
+
+    Shapes:
+        step:    x ``(batch, features)`` -> spikes ``(batch, features)`` (0.0 / 1.0)
+        forward: x ``(batch, time, features)`` -> spikes ``(batch, time, features)``
+        state:   ``LIFState(v=(batch, features))``
+    """
+
+    def __init__(self, features: int, tau: float = 2.0, threshold: float = 1.0, v_reset: float = 0.0,
+                 surrogate: Surrogate | None = None, alpha: float = 4.0):
+        super().__init__()
+        if tau <= 0:
+            raise ValueError(f"tau must be positive (got {tau})")
+        self.features = features
+        self.params = LIFParams(float(tau), float(threshold), float(v_reset))
+        self.surrogate = surrogate if surrogate is not None else SigmoidSurrogate(alpha)
+
+    def extra_repr(self) -> str:
+        p = self.params
+        return f"{self.features}, tau={p.tau}, threshold={p.threshold}, v_reset={p.v_reset}"
+
+    def init_state(self, batch_size: int = 1, dtype: torch.dtype = torch.float32,
+                   device: torch.device | str | None = None) -> LIFState:
+        return LIFState(torch.full((batch_size, self.features), self.params.v_reset, dtype=dtype, device=device))
+
+    def _check_state(self, state: object, x: Tensor) -> Tensor:
+        if type(state) is not LIFState:
+            raise TypeError(f"state must be an LIFState from LIF.init_state (got {type(state).__name__})")
+        expected = (x.shape[0], self.features)
+        if state.v.shape != expected:
+            raise ValueError(f"state.v must have shape (batch, features)={expected} (got {tuple(state.v.shape)})")
+        return state.v
+
+    def forward(self, x: Tensor, state: LIFState | None = None) -> tuple[Tensor, LIFState]:
+        check_input(x, 3, self.features)
+        v = self.init_state(x.shape[0], x.dtype, x.device).v if state is None else self._check_state(state, x)
+        if uses_kernels(x, v):
+            return self._kernel_scan(x, v)
+        zs = []
+        for t in range(x.shape[1]):
+            z, v = lif_step(x[:, t], v, self.params, self.surrogate)
+            zs.append(z)
+        return torch.stack(zs, dim=1), LIFState(v)
+
+    def _kernel_scan(self, x: Tensor, v: Tensor) -> tuple[Tensor, LIFState]:
+        xn, vn = as_array(x), as_array(v.to(x.dtype))
+        z, v_out = np.empty_like(xn), np.empty_like(vn)
+        scalars = (xn.dtype.type(s) for s in self.params)
+        code = lif_kernels.lif_scan(xn, vn, *scalars, z, v_out)
+        if code == lif_kernels.BAD_INPUT:
+            raise ValueError("x contains NaN or Inf; streams accept finite values only")
+        if code == lif_kernels.BAD_STATE:
+            raise ValueError("state.v contains NaN or Inf; pass a state from init_state or an earlier step")
+        return torch.from_numpy(z), LIFState(torch.from_numpy(v_out))
+
+    def step(self, x: Tensor, state: LIFState) -> tuple[Tensor, LIFState]:
+        check_input(x, 2, self.features)
+        z, state = self.forward(x.unsqueeze(1), state)
+        return z[:, 0], state

@@ -1,0 +1,75 @@
+import pytest
+import snntorch as snn
+import torch
+from snntorch import surrogate
+
+from streamlmu.nn.lif import LIF, LIFState, lif_step
+from streamlmu.testing import check_stream_op
+
+
+def drive(batch=3, time=150, features=32, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, time, features, generator=gen) * 1.5 + 0.8
+
+
+def test_lif_matches_snntorch_leaky_configured_alike():
+    """spikingjelly-style LIF (tau 2, hard reset to 0) == snntorch Leaky(beta=1-1/tau) fed x/tau."""
+    x = drive()
+    with torch.no_grad():
+        z, _ = LIF(32)(x)
+        leaky = snn.Leaky(beta=0.5, threshold=1.0, reset_mechanism="zero", reset_delay=False)
+        mem, ref = leaky.init_leaky(), []
+        for t in range(x.shape[1]):
+            spk, mem = leaky(x[:, t] / 2.0, mem)
+            ref.append(spk)
+    ref = torch.stack(ref, dim=1)
+    print(f"spike rate {z.mean():.3f}, mismatches {(z != ref).sum().item()} of {z.numel()}")
+    assert 0.05 < z.mean() < 0.6
+    assert torch.equal(z, ref)
+
+
+def test_numba_kernel_equals_torch_step_bit_for_bit():
+    x = drive(features=20)
+    lif = LIF(20, threshold=0.5)
+    with torch.no_grad():
+        z_kernel, s_kernel = lif(x)
+    z_torch, s_torch = lif(x.clone().requires_grad_())
+    assert torch.equal(z_kernel, z_torch.detach()) and torch.equal(s_kernel.v, s_torch.v.detach())
+
+
+def test_surrogate_gradient_is_the_sigmoid_derivative():
+    x = torch.tensor([[0.2, 1.0, 1.7, 3.0]], requires_grad=True)
+    z, _ = lif_step(x, torch.zeros(1, 4))
+    z.sum().backward()
+    s = torch.sigmoid(4.0 * (x.detach() / 2 - 1.0))
+    assert torch.allclose(x.grad, 4.0 * s * (1 - s) / 2)
+    assert z.tolist() == [[0.0, 0.0, 0.0, 1.0]]
+
+
+def test_snntorch_surrogates_are_accepted():
+    lif = LIF(8, surrogate=surrogate.sigmoid(slope=4))
+    x = drive(features=8).requires_grad_()
+    z, _ = lif(x)
+    z.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_stream_contract():
+    with torch.no_grad():
+        check_stream_op(LIF(6), drive(features=6, time=40))
+
+
+def test_bad_input_names_what_was_expected():
+    lif = LIF(4)
+    with pytest.raises(ValueError, match=r"x must have shape \(batch, time, features=4\)"):
+        lif(torch.zeros(2, 3, 5))
+    with pytest.raises(ValueError, match=r"state.v must have shape \(batch, features\)=\(2, 4\)"):
+        lif(torch.zeros(2, 3, 4), lif.init_state(3))
+    with pytest.raises(TypeError, match="state must be an LIFState"):
+        lif.step(torch.zeros(2, 4), (torch.zeros(2, 4),))
+    bad = torch.zeros(2, 3, 4)
+    bad[0, 1, 2] = float("nan")
+    state = LIFState(torch.ones(2, 4) * 0.3)
+    with torch.no_grad(), pytest.raises(ValueError, match="x contains NaN or Inf"):
+        lif(bad, state)
+    assert torch.equal(state.v, torch.ones(2, 4) * 0.3)
