@@ -1,0 +1,60 @@
+"""Cost per frame: multiply-accumulates (MACs) of every layer, and synaptic operations of spiking models.
+
+A dense layer with ``K`` inputs and ``N`` outputs costs ``K * N`` MACs per frame;
+a convolution over time ``kernel_size`` times that; a Legendre memory
+``channels * (order**2 + order)`` (``Ad m + Bd u``). On neuromorphic hardware a
+layer fed by spikes only accumulates the weights of the inputs that fired:
+its synaptic operations (SynOps) are its MACs times the input's firing rate.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from streamlmu.nn.conv import CausalConv1d
+from streamlmu.nn.linear import FrameLinear
+from streamlmu.nn.memory import LMUMemory
+
+
+def _layer_macs(module: nn.Module) -> int | None:
+    if isinstance(module, FrameLinear):
+        return module.in_features * module.out_features
+    if isinstance(module, CausalConv1d):
+        return module.kernel_size * module.in_channels * module.out_channels
+    if isinstance(module, LMUMemory):
+        return module.input_size * (module.order ** 2 + module.order)
+    return None
+
+
+def macs_per_frame(model: nn.Module) -> dict[str, int]:
+    """MACs per frame of each layer, keyed by module name (``"convs.0"``, ``"blocks.0.memory"``...)."""
+    return {name: macs for name, module in model.named_modules() if (macs := _layer_macs(module)) is not None}
+
+
+def synops_per_frame(model: nn.Module, x: Tensor) -> dict[str, float]:
+    """Measured synaptic operations per frame of each layer on input ``x`` ``(batch, time, features)``.
+
+    A dense or convolutional layer counts ``MACs * (fraction of non-zero inputs)``;
+    the memory counts its dense ``Ad m`` in full plus ``Bd u`` times the input's rate.
+    """
+    rates: dict[str, float] = {}
+    hooks = []
+    for name, module in model.named_modules():
+        if _layer_macs(module) is not None:
+            def record(mod, inputs, output, name=name):
+                rates[name] = float((inputs[0] != 0).float().mean())
+            hooks.append(module.register_forward_hook(record))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    ops = {}
+    for name, macs in macs_per_frame(model).items():
+        module = model.get_submodule(name)
+        if isinstance(module, LMUMemory):
+            ops[name] = module.input_size * (module.order ** 2 + module.order * rates[name])
+        else:
+            ops[name] = macs * rates[name]
+    return ops
