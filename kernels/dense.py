@@ -7,13 +7,14 @@ stepped alone and the same frame inside a chunk give bit-identical outputs
 the silent neurons of a spike train, are skipped, which is exact.
 
 Shapes: x ``(R, K)``, wT ``(K, N)`` (the transposed weight), b ``(N,)``,
-out ``(R, N)``. Returns ``OK`` or ``BAD_SHAPE``; it never allocates.
+out ``(R, N)``. Returns ``OK`` or ``BAD_SHAPE`` (:mod:`streamlmu.kernels.status`); it never allocates.
 """
 from __future__ import annotations
 
 from numba import njit
 
-OK, BAD_SHAPE = 0, 3
+from streamlmu.kernels.status import BAD_SHAPE, OK
+
 _ROWS = 4  # rows sharing one pass over wT (the weights stay in cache)
 
 

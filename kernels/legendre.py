@@ -2,12 +2,8 @@
 
 Plain functions over explicit arrays, in the argument order of the pure step
 ``(input, state, parameters..., out)``. They never allocate: the caller passes
-``out``. Each returns a status code instead of raising inside the loop:
-
-* ``OK`` (0): all values finite, ``out`` written;
-* ``BAD_INPUT`` (1): a NaN/Inf in ``u`` (``out`` is partially written);
-* ``BAD_STATE`` (2): a NaN/Inf in the incoming state;
-* ``BAD_SHAPE`` (3): the array shapes disagree (nothing is read or written).
+``out``. Each returns a code of :mod:`streamlmu.kernels.status` instead of
+raising inside the loop (``BAD_INPUT``: a NaN/Inf in ``u``).
 
 Reference implementations (``m @ Ad.T + u[..., None] * Bd``) live in the
 tests, which compare these kernels against them.
@@ -22,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-OK, BAD_INPUT, BAD_STATE, BAD_SHAPE = 0, 1, 2, 3
+from streamlmu.kernels.status import BAD_INPUT, BAD_SHAPE, BAD_STATE, OK
 
 # Reassociation lets LLVM vectorise the dot-product reductions; no 'nnan'/'ninf'
 # flags, so the finiteness checks below stay meaningful.

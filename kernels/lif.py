@@ -7,15 +7,15 @@ bit::
     h = v + (x - (v - v_reset)) / tau;   z = h >= threshold;   v = z ? v_reset : h
 
 Shapes: x ``(B, T, N)``, v ``(B, N)``, z_out ``(B, T, N)``, v_out ``(B, N)``;
-the scalars have the arrays' dtype. Returns ``OK``, ``BAD_INPUT`` (NaN/Inf in x),
-``BAD_STATE`` (NaN/Inf in v) or ``BAD_SHAPE``; it never allocates.
+the scalars have the arrays' dtype. Returns a code of
+:mod:`streamlmu.kernels.status`; it never allocates.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
 
-OK, BAD_INPUT, BAD_STATE, BAD_SHAPE = 0, 1, 2, 3
+from streamlmu.kernels.status import BAD_INPUT, BAD_SHAPE, BAD_STATE, OK
 
 
 @njit(cache=True, nogil=True)

@@ -90,6 +90,17 @@ def check_finite(x: Tensor, name: str = "x") -> None:
         raise ValueError(f"{name} contains NaN or Inf; streams accept finite values only")
 
 
+def step_by_forward(op: "StreamModule", x: Tensor, state: State, features: int) -> tuple[Tensor, State]:
+    """A ``step`` that is ``forward`` on a one-frame chunk: x ``(batch, features)`` -> ``(batch, ...)``.
+
+    For operators whose chunk path is already exact per frame, so the two
+    cannot drift apart.
+    """
+    check_input(x, 2, features)
+    y, state = op.forward(x.unsqueeze(1), state)
+    return y[:, 0], state
+
+
 def state_batch_size(state: State) -> int:
     leaves = tree_leaves(state)
     if not leaves:

@@ -40,7 +40,7 @@ from streamlmu.nn.lif import LIF, LIFState
 from streamlmu.nn.linear import FrameLinear
 from streamlmu.nn.memory import LMUMemory, LMUMemoryState
 from streamlmu.nn.norm import FrameBatchNorm
-from streamlmu.stream import StreamModule, check_finite, check_input, register_state
+from streamlmu.stream import StreamModule, check_finite, check_input, register_state, step_by_forward
 
 PRESETS: dict[str, dict] = {
     # The paper's SCv2-35 models; the spiking one doubles the memory order.
@@ -193,9 +193,7 @@ class LMUFormerBase(StreamModule):
 
     def step(self, x: Tensor, state: LMUFormerState) -> tuple[Tensor, LMUFormerState]:
         """One frame: x ``(batch, in_features)`` -> logits ``(batch, num_classes)``."""
-        check_input(x, 2, self.config.in_features)
-        logits, state = self.forward(x.unsqueeze(1), state)
-        return logits[:, 0], state
+        return step_by_forward(self, x, state, self.config.in_features)
 
     def classify(self, x: Tensor) -> Tensor:
         """Logits of whole clips (the mean over all frames): ``(batch, time, in) -> (batch, classes)``."""

@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from streamlmu.nn.inference import uses_kernels
 from streamlmu.nn.linear import KernelWeights, linear_rows
-from streamlmu.stream import StreamModule, check_input, register_state
+from streamlmu.stream import StreamModule, check_input, register_state, step_by_forward
 
 
 @register_state
@@ -91,9 +91,7 @@ class CausalConv1d(StreamModule):
 
     def step(self, x: Tensor, state: BufferState) -> tuple[Tensor, BufferState]:
         """One frame: x ``(batch, in_channels)`` -> ``(batch, out_channels)``."""
-        check_input(x, 2, self.in_channels)
-        y, state = self.forward(x.unsqueeze(1), state)
-        return y[:, 0], state
+        return step_by_forward(self, x, state, self.in_channels)
 
 
 class Delay(StreamModule):
@@ -119,6 +117,4 @@ class Delay(StreamModule):
         return padded[:, :x.shape[1]], BufferState(padded[:, x.shape[1]:])
 
     def step(self, x: Tensor, state: BufferState) -> tuple[Tensor, BufferState]:
-        check_input(x, 2, self.channels)
-        y, state = self.forward(x.unsqueeze(1), state)
-        return y[:, 0], state
+        return step_by_forward(self, x, state, self.channels)

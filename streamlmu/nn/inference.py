@@ -5,6 +5,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from streamlmu.kernels import status
+
 KERNEL_DTYPES = (torch.float32, torch.float64)
 
 
@@ -20,3 +22,14 @@ def uses_kernels(x: Tensor, *params: Tensor) -> bool:
 def as_array(x: Tensor) -> np.ndarray:
     """A C-contiguous NumPy view (or copy) of a CPU tensor, detached."""
     return np.ascontiguousarray(x.detach().numpy())
+
+
+def raise_for_status(code: int, state_name: str) -> None:
+    """Turn a kernel's status code into the error a user reads; ``OK`` passes."""
+    if code == status.OK:
+        return
+    if code == status.BAD_INPUT:
+        raise ValueError("x contains NaN or Inf; streams accept finite values only")
+    if code == status.BAD_STATE:
+        raise ValueError(f"{state_name} contains NaN or Inf; pass a state from init_state or an earlier step")
+    raise ValueError(f"x, {state_name} and output shapes disagree")

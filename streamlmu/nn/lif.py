@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 
 from streamlmu.kernels import lif as lif_kernels
-from streamlmu.nn.inference import as_array, uses_kernels
-from streamlmu.stream import StreamModule, check_input, register_state
+from streamlmu.nn.inference import as_array, raise_for_status, uses_kernels
+from streamlmu.stream import StreamModule, check_input, register_state, step_by_forward
 
 Surrogate = Callable[[Tensor], Tensor]
 
@@ -132,14 +132,8 @@ class LIF(StreamModule):
         xn, vn = as_array(x), as_array(v.to(x.dtype))
         z, v_out = np.empty_like(xn), np.empty_like(vn)
         scalars = (xn.dtype.type(s) for s in self.params)
-        code = lif_kernels.lif_scan(xn, vn, *scalars, z, v_out)
-        if code == lif_kernels.BAD_INPUT:
-            raise ValueError("x contains NaN or Inf; streams accept finite values only")
-        if code == lif_kernels.BAD_STATE:
-            raise ValueError("state.v contains NaN or Inf; pass a state from init_state or an earlier step")
+        raise_for_status(lif_kernels.lif_scan(xn, vn, *scalars, z, v_out), "state.v")
         return torch.from_numpy(z), LIFState(torch.from_numpy(v_out))
 
     def step(self, x: Tensor, state: LIFState) -> tuple[Tensor, LIFState]:
-        check_input(x, 2, self.features)
-        z, state = self.forward(x.unsqueeze(1), state)
-        return z[:, 0], state
+        return step_by_forward(self, x, state, self.features)

@@ -9,7 +9,8 @@ from torch import Tensor
 
 from streamlmu import legendre
 from streamlmu.kernels import legendre as kernels
-from streamlmu.nn.inference import uses_kernels
+from streamlmu.kernels import status
+from streamlmu.nn.inference import as_array, raise_for_status, uses_kernels
 from streamlmu.stream import StreamModule, check_finite, check_input, register_state
 
 METHODS = ("auto", "fft", "scan")
@@ -135,9 +136,7 @@ class LMUMemory(StreamModule):
 
     def _run_kernel(self, scan: bool, xn: np.ndarray, mn: np.ndarray, out: np.ndarray) -> None:
         """Call the step or scan kernel; raise on a bad status (``out`` is then garbage)."""
-        code = self._kernels[scan](xn, mn, *self._params[mn.dtype], out)
-        if code:
-            self._raise_for(code)
+        raise_for_status(self._kernels[scan](xn, mn, *self._params[mn.dtype], out), "state.m")
 
     def _output(self, m: Tensor) -> Tensor:
         return m.flatten(-2) if self.flatten else m
@@ -146,14 +145,6 @@ class LMUMemory(StreamModule):
     def _torch_update(x: Tensor, m: Tensor, Ad: Tensor, Bd: Tensor) -> Tensor:
         """``Ad @ m + Bd * x`` per channel: x ``(B, C)``, m ``(B, C, N)`` -> ``(B, C, N)``."""
         return m @ Ad.T + x.unsqueeze(-1) * Bd
-
-    @staticmethod
-    def _raise_for(code: int) -> None:
-        if code == kernels.BAD_SHAPE:  # callers check shapes first; this guards the kernel
-            raise ValueError("x, state and output shapes disagree")
-        if code == kernels.BAD_INPUT:
-            raise ValueError("x contains NaN or Inf; streams accept finite values only")
-        raise ValueError("state.m contains NaN or Inf; pass a state from init_state or an earlier step")
 
     # ------------------------------------------------------------------- API
     def init_state(self, batch_size: int = 1, dtype: torch.dtype = torch.float32,
@@ -179,12 +170,12 @@ class LMUMemory(StreamModule):
                         and xn.shape[1] == self.input_size:
                     out = np.empty(mn.shape, mn.dtype)
                     code = self._kernels[0](xn, mn, *params, out)  # also checks the other shapes
-                    if code == kernels.OK:
+                    if code == status.OK:
                         new = torch.from_numpy(out)
                         self._last_step[0] = (new, out)
                         return (new.flatten(-2) if self.flatten else new), _new_state(LMUMemoryState, (new,))
-                    if code != kernels.BAD_SHAPE:
-                        self._raise_for(code)
+                    if code != status.BAD_SHAPE:  # a bad shape gets the detailed checks below
+                        raise_for_status(code, "state.m")
         return self._checked_step(x, state)
 
     def _checked_step(self, x: Tensor, state: LMUMemoryState) -> tuple[Tensor, LMUMemoryState]:
@@ -234,9 +225,7 @@ class LMUMemory(StreamModule):
     def _kernel_scan(self, x: Tensor, m0: Tensor) -> Tensor:
         batch, time = x.shape[0], x.shape[1]
         out = torch.empty(batch, time, self.input_size, self.order, dtype=x.dtype)
-        xn = np.ascontiguousarray(x.detach().numpy())
-        mn = np.ascontiguousarray(m0.detach().numpy())
-        self._run_kernel(True, xn, mn, out.numpy())
+        self._run_kernel(True, as_array(x), as_array(m0), out.numpy())
         return out
 
     def _torch_scan(self, x: Tensor, m0: Tensor) -> Tensor:
