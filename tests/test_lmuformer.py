@@ -68,9 +68,21 @@ def test_step_forward_chunks_and_parallel_training_path_agree(preset, spiking):
         s_chunks = rec.take()
     y_parallel, _ = model(x)  # autograd on: torch layers, LMU memory by FFT
     s_parallel = rec.take()
-    errors = {"step": max_abs_diff(y_step, y_full), "chunks": max_abs_diff(y_chunks, y_full),
-              "fft": max_abs_diff(y_parallel.detach(), y_full)}
-    print(f"{preset} {type(model).__name__}: max abs logit errors {errors}")
+    # The training path rounds differently (BLAS sums, BatchNorm not folded), so a
+    # membrane within rounding of the threshold may spike on one path only; from
+    # that frame on the stream's logits legitimately differ. Compare logits up to
+    # each stream's first mismatched spike, and bound the mismatches.
+    agree_until = torch.full((x.shape[0],), x.shape[1])
+    if spiking:
+        for k in s_step:
+            differs = (s_parallel[k] != s_step[k]).any(dim=-1)           # (B, T)
+            first = torch.where(differs.any(1), differs.int().argmax(1), x.shape[1])
+            agree_until = torch.minimum(agree_until, first)
+    fft_error = max(max_abs_diff(y_parallel.detach()[b, :t], y_full[b, :t]) if t else 0.0
+                    for b, t in enumerate(agree_until.tolist()))
+    errors = {"step": max_abs_diff(y_step, y_full), "chunks": max_abs_diff(y_chunks, y_full), "fft": fft_error}
+    print(f"{preset} {type(model).__name__}: max abs logit errors {errors}; "
+          f"FFT path compared over {agree_until.tolist()} frames")
     assert errors["step"] <= 1e-5 and errors["chunks"] <= 1e-5 and errors["fft"] <= 1e-4
     if spiking:
         total = sum(s.numel() for s in s_step.values())
@@ -80,6 +92,7 @@ def test_step_forward_chunks_and_parallel_training_path_agree(preset, spiking):
         assert 0.01 < rate < 0.9
         assert all(torch.equal(s_step[k], s_full[k]) and torch.equal(s_step[k], s_chunks[k]) for k in s_step)
         assert mismatched <= 1e-4 * total
+        assert agree_until.sum() >= 0.5 * agree_until.numel() * x.shape[1]
 
 
 def official_noncausal_logits(model: LMUFormer, x: torch.Tensor) -> torch.Tensor:

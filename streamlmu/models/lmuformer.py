@@ -240,9 +240,9 @@ class LMUFormer(LMUFormerBase):
             m, mstate = block.memory(u, mstate)
             memories.append(mstate)
             h = F.relu(block.hidden(torch.cat([m, x], dim=-1)))
-            x = x + block.proj_bn(block.proj(h))
-            z = F.gelu(block.fc1_bn(block.fc1(x)))
-            x = x + F.relu(block.fc2_bn(block.fc2(z)))
+            x = x + block.proj(h, block.proj_bn)
+            z = F.gelu(block.fc1(x, block.fc1_bn))
+            x = x + F.relu(block.fc2(z, block.fc2_bn))
         return x, valid, dict(convs=tuple(convs), skip=skip, memories=tuple(memories), neurons=())
 
 
@@ -273,6 +273,10 @@ class SpikingLMUFormer(LMUFormerBase):
         self.head_bn = FrameBatchNorm(dim)
         self.head_lif = LIF(dim)
 
+    def _folded_conv_bn(self, i: int) -> FrameBatchNorm | None:
+        """The BatchNorm that directly follows embedding conv ``i`` (the last one's raw output also feeds the skip)."""
+        return self.conv_bns[i] if i < self.config.conv_layers - 1 else None
+
     def _lifs(self) -> list[LIF]:
         return [*self.conv_lifs, *(lif for group in self.block_lifs for lif in group), self.head_lif]
 
@@ -291,11 +295,12 @@ class SpikingLMUFormer(LMUFormerBase):
             return z
 
         convs = []
-        a, s = self.convs[0](x, state.convs[0])
+        a, s = self.convs[0](x, state.convs[0], bn=self._folded_conv_bn(0))
         convs.append(s)
         for i in range(1, n + 1):
-            spikes = fire(self.conv_lifs[i - 1], self.conv_bns[i - 1](a), self._valid(frames, time, i * L))
-            out, s = self.convs[i](spikes, state.convs[i])
+            normed = a if i < n else self.conv_bns[n - 1](a)
+            spikes = fire(self.conv_lifs[i - 1], normed, self._valid(frames, time, i * L))
+            out, s = self.convs[i](spikes, state.convs[i], bn=self._folded_conv_bn(i))
             convs.append(s)
             if i < n:
                 a = out
@@ -306,13 +311,13 @@ class SpikingLMUFormer(LMUFormerBase):
         memories = []
         for block, lifs, mstate in zip(self.blocks, self.block_lifs, state.memories):
             s_in = fire(lifs[0], block.pre_bn(x), valid)
-            u = fire(lifs[1], block.encoder_bn(block.encoder(s_in)), valid)
+            u = fire(lifs[1], block.encoder(s_in, block.encoder_bn), valid)
             m, mstate = block.memory(u, mstate)
             memories.append(mstate)
             m = fire(lifs[2], block.memory_bn(m), valid)
-            h = fire(lifs[3], block.hidden_bn(block.hidden(torch.cat([m, s_in], dim=-1))), valid)
-            x = x + block.proj_bn(block.proj(h))
-            z = block.fc1(fire(lifs[4], block.fc1_bn(x), valid))
-            x = x + block.fc2(fire(lifs[5], block.fc2_bn(z), valid))
+            h = fire(lifs[3], block.hidden(torch.cat([m, s_in], dim=-1), block.hidden_bn), valid)
+            x = x + block.proj(h, block.proj_bn)
+            z = block.fc1(fire(lifs[4], block.fc1_bn(x), valid), block.fc2_bn)
+            x = x + block.fc2(fire(lifs[5], z, valid))
         x = fire(self.head_lif, self.head_bn(x), valid)
         return x, valid, dict(convs=tuple(convs), skip=skip, memories=tuple(memories), neurons=tuple(new_neurons))

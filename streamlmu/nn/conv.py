@@ -4,12 +4,14 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from streamlmu.nn.inference import uses_kernels
 from streamlmu.nn.linear import KernelWeights, linear_rows
+from streamlmu.nn.norm import FrameBatchNorm
 from streamlmu.stream import StreamModule, check_input, register_state, step_by_forward
 
 
@@ -76,18 +78,25 @@ class CausalConv1d(StreamModule):
                    device: torch.device | str | None = None) -> BufferState:
         return BufferState(torch.zeros(batch_size, self.kernel_size - 1, self.in_channels, dtype=dtype, device=device))
 
-    def forward(self, x: Tensor, state: BufferState | None = None) -> tuple[Tensor, BufferState]:
+    def forward(self, x: Tensor, state: BufferState | None = None,
+                bn: FrameBatchNorm | None = None) -> tuple[Tensor, BufferState]:
+        """``bn`` (optional) follows the convolution; in eval mode with the kernel it is folded in."""
         check_input(x, 3, self.in_channels)
         k, time = self.kernel_size, x.shape[1]
         padded = _with_history(x, state, k - 1, "CausalConv1d")          # (B, k-1+T, C_in)
-        if uses_kernels(x, self.weight):
+        if uses_kernels(x, self.weight) and (bn is None or not bn.training):
             windows = padded.unfold(1, k, 1)                              # (B, T, C_in, k)
             windows = windows.transpose(-1, -2).reshape(x.shape[0], time, k * self.in_channels)
-            wT, b = self._kernel_weights.get(self.weight.permute(0, 2, 1), self.bias, x.dtype)
-            y = linear_rows(windows, wT, b)
+            y = linear_rows(windows, *self.kernel_weights(x.dtype, bn))
         else:
             y = F.conv1d(padded.transpose(1, 2), self.weight, self.bias).transpose(1, 2)
+            y = y if bn is None else bn(y)
         return y, BufferState(padded[:, padded.shape[1] - (k - 1):])
+
+    def kernel_weights(self, dtype: torch.dtype = torch.float32,
+                       bn: FrameBatchNorm | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(wT (kernel_size * in, out), b (out,))`` over windows ordered oldest frame first."""
+        return self._kernel_weights.get(self.weight.permute(0, 2, 1), self.bias, dtype, bn)
 
     def step(self, x: Tensor, state: BufferState) -> tuple[Tensor, BufferState]:
         """One frame: x ``(batch, in_channels)`` -> ``(batch, out_channels)``."""
