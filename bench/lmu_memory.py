@@ -26,20 +26,14 @@ Usage: ``python bench/lmu_memory.py [--quick] [--out PATH]``
 """
 from __future__ import annotations
 
-import os
-
-for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+import timing  # noqa: F401  (first: pins the thread pools to one thread)
 
 import argparse
 import json
-import platform
-import statistics
 import time
 from pathlib import Path
 from typing import Callable
 
-import numba
 import numpy as np
 import torch
 
@@ -107,45 +101,19 @@ def candidates(batch: int, order: int) -> dict[str, Callable[[], object]]:
     }
 
 
-def calls_for(fn: Callable[[], object], block_seconds: float) -> int:
-    start, n = time.perf_counter(), 0
-    while time.perf_counter() - start < block_seconds / 4:
-        fn()
-        n += 1
-    return max(4 * n, 1)
-
-
-def measure(fns: dict[str, Callable[[], object]], rounds: int, block_seconds: float) -> dict[str, float]:
-    """Median seconds per call of each candidate, interleaved over ``rounds``."""
-    for fn in fns.values():  # warm up: compile kernels, fill caches
-        for _ in range(3):
-            fn()
-    counts = {name: calls_for(fn, block_seconds) for name, fn in fns.items()}
-    samples: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            n = counts[name]
-            start = time.perf_counter()
-            for _ in range(n):
-                fn()
-            samples[name].append((time.perf_counter() - start) / n)
-    return {name: statistics.median(s) for name, s in samples.items()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few short rounds (a smoke test, noisy)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "lmu_memory.json"))
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    numba.set_num_threads(1)
+    timing.single_thread()
     rounds, block = (2, 0.005) if args.quick else (15, 0.05)
 
     results = []
     for order in (64, 256):
         for batch in (1, 64):
             with torch.inference_mode():  # the whole measurement: no per-call mode switch
-                seconds = measure(candidates(batch, order), rounds, block)
+                seconds = timing.measure(candidates(batch, order), rounds, block)
             results.append({"batch": batch, "order": order, "us_per_call": {k: v * 1e6 for k, v in seconds.items()}})
 
     names = list(results[0]["us_per_call"])
@@ -177,8 +145,7 @@ def main() -> None:
 
     report = {
         "benchmark": "lmu_memory", "quick": args.quick, "chunk_frames": CHUNK, "threads": 1,
-        "machine": {"processor": platform.processor() or platform.machine(), "python": platform.python_version(),
-                    "torch": torch.__version__, "numba": numba.__version__, "numpy": np.__version__},
+        "machine": timing.machine(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "results": results, "targets": checks,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -88,6 +88,12 @@ def _euler_update(x, m, coef, out) -> None:
 
 
 @njit(**_JIT)
+def dense_row(x, m, Ad, Bd, out) -> None:
+    """The dense update of one row, ``out = Ad @ m + Bd * x``, for other kernels to call."""
+    _dense_update(x, m, Ad, Bd, out)
+
+
+@njit(**_JIT)
 def lmu_step(u, m, Ad, Bd, out) -> int:
     """One dense step for every (batch, channel) row."""
     if not (_step_shapes_ok(u, m, Bd.shape[0], out) and Ad.shape == (Bd.shape[0], Bd.shape[0])):

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from streamlmu.engine import DEFAULT_BLAS_MIN_BATCH, ProgramBuilder, Slot, StreamRunner
 from streamlmu.nn.conv import BufferState, CausalConv1d, Delay
 from streamlmu.nn.lif import LIF, LIFState
 from streamlmu.nn.linear import FrameLinear
@@ -199,8 +200,22 @@ class LMUFormerBase(StreamModule):
         """Logits of whole clips (the mean over all frames): ``(batch, time, in) -> (batch, classes)``."""
         return self.forward(x)[0][:, -1]
 
+    def streaming(self, blas_min_batch: int | None = DEFAULT_BLAS_MIN_BATCH) -> StreamRunner:
+        """This (eval-mode) model compiled for the streaming engine; see :mod:`streamlmu.engine`."""
+        return StreamRunner(self, blas_min_batch=blas_min_batch)
+
     def _features(self, x: Tensor, state: LMUFormerState) -> tuple[Tensor, Tensor | None, dict]:
         raise NotImplementedError
+
+    def _emit_features(self, b: ProgramBuilder, x: Slot) -> Slot:
+        raise NotImplementedError
+
+    def _emit(self, b: ProgramBuilder) -> None:
+        """The eval-mode frame as engine ops (mirrors ``forward`` with a one-frame chunk)."""
+        cfg = self.config
+        features = self._emit_features(b, b.input(cfg.in_features))
+        valid = (cfg.conv_layers + 1) * cfg.lookahead
+        b.output(b.linear(b.running_mean(b.mask(features, valid), valid), self.head))
 
 
 class LMUFormer(LMUFormerBase):
@@ -244,6 +259,23 @@ class LMUFormer(LMUFormerBase):
             z = F.gelu(block.fc1(x, block.fc1_bn))
             x = x + F.relu(block.fc2(z, block.fc2_bn))
         return x, valid, dict(convs=tuple(convs), skip=skip, memories=tuple(memories), neurons=())
+
+    def _emit_features(self, b, x):
+        L, n = self.config.lookahead, self.config.conv_layers
+        h = x
+        for i in range(n):
+            h = b.batchnorm(b.relu(b.conv(b.mask(h, i * L), self.convs[i])), self.conv_bns[i])
+        h = b.mask(h, n * L)
+        x = b.add(b.delay(h, L), b.conv(h, self.convs[n]))
+        valid = (n + 1) * L
+        for block in self.blocks:
+            u = b.mask(b.relu(b.linear(x, block.encoder)), valid)
+            m = b.memory(u, block.memory)
+            h = b.relu(b.linear(b.concat(m, x), block.hidden))
+            x = b.add(x, b.linear(h, block.proj, block.proj_bn))
+            z = b.gelu(b.linear(x, block.fc1, block.fc1_bn))
+            x = b.add(x, b.relu(b.linear(z, block.fc2, block.fc2_bn)))
+        return x
 
 
 class SpikingLMUFormer(LMUFormerBase):
@@ -321,3 +353,28 @@ class SpikingLMUFormer(LMUFormerBase):
             x = x + block.fc2(fire(lifs[5], z, valid))
         x = fire(self.head_lif, self.head_bn(x), valid)
         return x, valid, dict(convs=tuple(convs), skip=skip, memories=tuple(memories), neurons=tuple(new_neurons))
+
+    def _emit_features(self, b, x):
+        L, n = self.config.lookahead, self.config.conv_layers
+        a = b.conv(x, self.convs[0], self._folded_conv_bn(0))
+        for i in range(1, n + 1):
+            normed = a if i < n else b.batchnorm(a, self.conv_bns[n - 1])
+            spikes = b.lif(b.mask(normed, i * L), self.conv_lifs[i - 1])
+            out = b.conv(spikes, self.convs[i], self._folded_conv_bn(i))
+            if i < n:
+                a = out
+        x = b.add(b.delay(b.mask(a, n * L), L), out)
+        valid = (n + 1) * L
+
+        def fire(lif: LIF, v: Slot) -> Slot:
+            return b.lif(b.mask(v, valid), lif)
+
+        for block, lifs in zip(self.blocks, self.block_lifs):
+            s_in = fire(lifs[0], b.batchnorm(x, block.pre_bn))
+            u = fire(lifs[1], b.linear(s_in, block.encoder, block.encoder_bn))
+            m = fire(lifs[2], b.batchnorm(b.memory(u, block.memory), block.memory_bn))
+            h = fire(lifs[3], b.linear(b.concat(m, s_in), block.hidden, block.hidden_bn))
+            x = b.add(x, b.linear(h, block.proj, block.proj_bn))
+            z = b.linear(fire(lifs[4], b.batchnorm(x, block.fc1_bn)), block.fc1, block.fc2_bn)
+            x = b.add(x, b.linear(fire(lifs[5], z), block.fc2))
+        return fire(self.head_lif, b.batchnorm(x, self.head_bn))
