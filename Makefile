@@ -23,6 +23,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/lmu_memory.py
+	$(VENV)/bin/python bench/model_step.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -60,3 +60,15 @@ def test_benchmark_runs_and_writes_json(tmp_path):
     assert {(r["batch"], r["order"]) for r in report["results"]} == {(1, 64), (64, 64), (1, 256), (64, 256)}
     assert all(t > 0 for r in report["results"] for t in r["us_per_call"].values())
     assert len(report["targets"]) == 6 and "targets" in result.stdout
+
+
+def test_model_benchmark_runs_and_writes_json(tmp_path):
+    out = tmp_path / "model_step.json"
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "model_step.py"), "--quick", "--out", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    rows = {(r["model"], r["preset"], r["batch"]) for r in report["results"]}
+    assert ("LMUFormer", "paper", 64) in rows and ("SpikingLMUFormer", "tiny", 1) in rows
+    assert all(t > 0 for r in report["results"] for t in r["us_per_frame"].values())
+    assert {t["target"] for t in report["targets"]} >= {"engine vs torch eager step", "engine within 2x of the floor"}

@@ -5,14 +5,17 @@ from pathlib import Path
 import pytest
 import torch
 
+import streamlmu.engine
 import streamlmu.legendre
+import streamlmu.models.lmuformer
 import streamlmu.nn.cell
 import streamlmu.nn.memory
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("module", [streamlmu.legendre, streamlmu.nn.memory, streamlmu.nn.cell])
+@pytest.mark.parametrize("module", [streamlmu.legendre, streamlmu.nn.memory, streamlmu.nn.cell, streamlmu.engine,
+                                    streamlmu.models.lmuformer])
 def test_docstring_examples_run(module):
     result = doctest.testmod(module, extraglobs={"torch": torch})
     assert result.attempted > 0 and result.failed == 0
@@ -25,6 +28,14 @@ def test_readme_usage_example_runs():
     scope: dict = {}
     exec(compile(usage, "README.md", "exec"), scope)
     assert scope["y"].shape == (1, 500, 1) and scope["y_t"].shape == (1, 1)
+
+
+def test_readme_engine_example_runs():
+    text = (ROOT / "README.md").read_text()
+    usage = next(b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if ".streaming()" in b)
+    scope: dict = {}
+    exec(compile(usage, "README.md", "exec"), scope)
+    assert scope["logits"].shape == (64, 35) and bool((scope["state"].frames == torch.tensor([0] + [1] * 63)).all())
 
 
 def test_readme_opens_with_the_two_commands():
