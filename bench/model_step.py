@@ -36,6 +36,7 @@ from torch.nn import functional as F
 
 from streamlmu.kernels import engine as ops
 from streamlmu.models import LMUFormer, LMUFormerConfig, SpikingLMUFormer
+from streamlmu.testing import randomize_batchnorm
 
 WINDOW_FRAMES = 128  # 1 s of 10 ms hops (98 frames), padded as the official model's input
 BATCHES = (1, 64, 256)
@@ -56,13 +57,7 @@ def build(preset: str, spiking: bool) -> LMUFormer | SpikingLMUFormer:
     """An eval-mode model with trained-like BatchNorm statistics (so spikes fire)."""
     torch.manual_seed(0)
     model = (SpikingLMUFormer if spiking else LMUFormer)(LMUFormerConfig.preset(preset, spiking=spiking)).eval()
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm1d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(1.5, 3.0) if spiking else m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.4)
-    return model
+    return randomize_batchnorm(model, spiking)
 
 
 def window_forward(model: LMUFormer, x: torch.Tensor) -> torch.Tensor:

@@ -122,3 +122,19 @@ def check_stream_op(op: StreamModule, x: Tensor, atol: float | None = None, seed
         clone = pickle.loads(pickle.dumps(op))
         assert max_abs_diff(clone(x)[0], y) == 0.0, "a pickled copy of the operator gives other outputs"
     return errors
+
+
+def randomize_batchnorm(model: torch.nn.Module, spiking: bool) -> torch.nn.Module:
+    """Give every BatchNorm trained-looking statistics and gains, in place (spiking: gains that make neurons fire).
+
+    Freshly initialised BatchNorms are identities, which hides folding and
+    ordering mistakes; tests and benchmarks use this instead.
+    """
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(1.5, 3.0) if spiking else m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.4)
+    return model

@@ -4,7 +4,8 @@ from torch.nn import functional as F
 
 from streamlmu.models import LMUFormer, LMUFormerConfig, SpikingLMUFormer
 from streamlmu.nn.lif import LIF
-from streamlmu.testing import check_stream_op, max_abs_diff, random_chunk_sizes, run_chunked, run_step_loop
+from streamlmu.testing import (check_stream_op, max_abs_diff, random_chunk_sizes, randomize_batchnorm, run_chunked,
+                               run_step_loop)
 
 OFFICIAL_PARAMETERS = {False: 1_621_796, True: 1_689_894}  # lmu_rnn_conv1d, slmu_rnn_ms_conv1d
 
@@ -13,14 +14,7 @@ def build(preset: str, spiking: bool, seed: int = 0, **overrides):
     """An eval-mode model with non-trivial BatchNorm statistics (gains that make neurons fire)."""
     torch.manual_seed(seed)
     cfg = LMUFormerConfig.preset(preset, spiking=spiking, **overrides)
-    model = (SpikingLMUFormer if spiking else LMUFormer)(cfg).eval()
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm1d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(1.5, 3.0) if spiking else m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.4)
-    return model
+    return randomize_batchnorm((SpikingLMUFormer if spiking else LMUFormer)(cfg).eval(), spiking)
 
 
 class SpikeRecorder:
