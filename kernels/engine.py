@@ -29,23 +29,20 @@ from streamlmu.kernels.legendre import dense_row
 from streamlmu.kernels.status import BAD_INPUT, BAD_SHAPE, BAD_STATE, OK
 
 INPUT, LINEAR, WINDOW, AFFINE, RELU, GELU, ADD, MASK, LIF, MEMORY, COPY, MEAN, OUTPUT = range(13)
-OP_NAMES = ("input", "linear", "window", "affine", "relu", "gelu", "add", "mask", "lif", "memory", "copy",
-            "mean", "output")
 _SQRT1_2 = np.float32(1.0 / math.sqrt(2.0))
 # erf(a) / a for 0 <= a <= 4 as a Chebyshev series in t = a^2 / 8 - 1 (fitted at
 # Chebyshev nodes to math.erf; float32 coefficients). Max abs error of erf ~2.2e-7;
 # beyond 4, erf is 1 in float32. Unlike libm's erf it vectorises.
-_ERF_CHEB = (0.485912948846817, -0.3454078435897827, 0.16182909905910492, -0.07648275792598724,
+_ERF_COEF = np.array((0.485912948846817, -0.3454078435897827, 0.16182909905910492, -0.07648275792598724,
              0.03466993570327759, -0.014811864122748375, 0.005922937765717506, -0.0022118405904620886,
              0.0007714154198765755, -0.0002515965898055583, 7.688657933613285e-05, -2.206549652328249e-05,
              5.96127392782364e-06, -1.519775082670094e-06, 3.6649305457103765e-07, -8.37899847283552e-08,
-             1.8201449236698863e-08)
-_ERF_COEF = np.array(_ERF_CHEB, dtype=np.float32)
+             1.8201449236698863e-08), dtype=np.float32)
 
 
 @njit(inline="always", cache=True, nogil=True)
 def erf32(a):
-    """erf in float32 by a Clenshaw sum (see ``_ERF_CHEB``)."""
+    """erf in float32 by a Clenshaw sum (see ``_ERF_COEF``)."""
     s = min(abs(a), np.float32(4.0))
     t = s * s * np.float32(0.125) - np.float32(1.0)
     t2 = t + t
@@ -56,25 +53,31 @@ def erf32(a):
     return np.float32(math.copysign(s * (t * b1 - b2 + _ERF_COEF[0]), a))
 
 
-@njit(cache=True, nogil=True)
-def _linear_blas(ws, src, k_in, dst, n_out, wT, bias, tmp_in, tmp_out) -> None:
-    batch = ws.shape[0]
-    a = tmp_in[:batch * k_in].reshape((batch, k_in))
-    o = tmp_out[:batch * n_out].reshape((batch, n_out))
-    for b in range(batch):
-        _copy(ws[b, src:src + k_in], a[b])
-    np.dot(a, wT, o)
-    for b in range(batch):
-        out, ob = ws[b, dst:dst + n_out], o[b]
-        for j in range(n_out):
-            out[j] = ob[j] + bias[j]
-
-
 @njit(inline="always", cache=True, nogil=True)
 def _copy(src, dst) -> None:
     """dst[:] = src for 1-D views (a plain loop: cheaper than slice assignment for short rows)."""
     for i in range(src.shape[0]):
         dst[i] = src[i]
+
+
+@njit(inline="always", cache=True, nogil=True)
+def _gather(rows, col, width, tmp):
+    """``rows[:, col:col + width]`` copied into ``tmp`` as a C-contiguous ``(batch, width)`` block (for BLAS)."""
+    block = tmp[:rows.shape[0] * width].reshape((rows.shape[0], width))
+    for b in range(rows.shape[0]):
+        _copy(rows[b, col:col + width], block[b])
+    return block
+
+
+@njit(cache=True, nogil=True)
+def _linear_blas(ws, src, k_in, dst, n_out, wT, bias, tmp_in, tmp_out) -> None:
+    batch = ws.shape[0]
+    o = tmp_out[:batch * n_out].reshape((batch, n_out))
+    np.dot(_gather(ws, src, k_in, tmp_in), wT, o)
+    for b in range(batch):
+        out, ob = ws[b, dst:dst + n_out], o[b]
+        for j in range(n_out):
+            out[j] = ob[j] + bias[j]
 
 
 @njit(cache=True, nogil=True)
@@ -91,11 +94,8 @@ def _all_finite(a) -> bool:
 @njit(cache=True, nogil=True)
 def _memory_blas(ws, src, order, dst, s_in, s_out, state, AdT, Bd, tmp_in, tmp_out) -> None:
     batch = ws.shape[0]
-    m = tmp_in[:batch * order].reshape((batch, order))
     o = tmp_out[:batch * order].reshape((batch, order))
-    for b in range(batch):
-        _copy(s_in[b, state:state + order], m[b])
-    np.dot(m, AdT, o)
+    np.dot(_gather(s_in, state, order, tmp_in), AdT, o)
     for b in range(batch):
         u, ob, m_new = ws[b, src], o[b], s_out[b, state:state + order]
         for i in range(order):

@@ -314,7 +314,7 @@ class StreamRunner(StreamModule):
         if not fast:
             xn, s_in, f_in = self._check(x, state)
             batch = xn.shape[0]
-        buffers = self._buffers.get(batch) or self._workspace(batch)
+        buffers = self._workspace(batch)
         s_out = np.empty_like(s_in)
         f_out = np.empty_like(f_in)
         y = np.empty((batch, p.out_features), _F32)

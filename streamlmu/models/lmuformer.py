@@ -215,7 +215,7 @@ class LMUFormerBase(StreamModule):
         cfg = self.config
         features = self._emit_features(b, b.input(cfg.in_features))
         valid = (cfg.conv_layers + 1) * cfg.lookahead
-        b.output(b.linear(b.running_mean(b.mask(features, valid), valid), self.head))
+        b.output(b.linear(b.running_mean(features, valid), self.head))  # the mean skips frames before ``valid``
 
 
 class LMUFormer(LMUFormerBase):

@@ -19,9 +19,18 @@ class FrameBatchNorm(nn.BatchNorm1d):
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training and uses_kernels(x, self.weight):
-            scale, shift = self.scale_shift()
-            return x * scale.to(x.dtype) + shift.to(x.dtype)
+            scale, shift = self._cached_scale_shift(x.dtype)
+            return x * scale + shift
         return super().forward(x.reshape(-1, x.shape[-1])).reshape(x.shape)
+
+    def _cached_scale_shift(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """``scale_shift()`` in ``dtype``, recomputed only when the parameters or statistics change."""
+        key = (self.version(), dtype)
+        cache = self.__dict__.get("_scale_shift_cache")
+        if cache is None or cache[0] != key:
+            scale, shift = self.scale_shift()
+            cache = self.__dict__["_scale_shift_cache"] = (key, scale.to(dtype), shift.to(dtype))
+        return cache[1], cache[2]
 
     def scale_shift(self) -> tuple[Tensor, Tensor]:
         """``(scale, shift)`` of the eval-mode map ``x * scale + shift``: ``(features,)`` each."""
