@@ -9,6 +9,9 @@ batches of 1, 64 and 256 streams it times, per frame of every stream:
               torch forward, as a user of a non-streaming model does: the
               official model's input, 98 frames padded to 128 (LMUFormer only:
               convolutions, BLAS, FFT memory);
+* ``kwt``     the causal KWT baseline's ``step`` (same preset name) once its
+              128-frame window is full: a transformer re-run over the window
+              every hop (LMUFormer rows only);
 * ``floor``   a bare NumPy chain of the same matrix products (each dense layer
               and the Legendre update, ``x @ W`` into preallocated outputs).
 
@@ -35,7 +38,7 @@ import torch
 from torch.nn import functional as F
 
 from streamlmu.kernels import engine as ops
-from streamlmu.models import LMUFormer, LMUFormerConfig, SpikingLMUFormer
+from streamlmu.models import KWT, KWTConfig, LMUFormer, LMUFormerConfig, SpikingLMUFormer
 from streamlmu.testing import randomize_batchnorm
 
 WINDOW_FRAMES = 128  # 1 s of 10 ms hops (98 frames), padded as the official model's input
@@ -120,7 +123,18 @@ def candidates(model, batch: int, quick: bool) -> dict[str, Callable[[], object]
     if not model.config.spiking and batch <= (1 if quick else 64):
         window = torch.randn(batch, WINDOW_FRAMES, model.config.in_features)
         fns["window"] = lambda: window_forward(model, window)
+        fns["kwt"] = kwt_step(model.config.in_features, model.config.dim, batch)
     return fns
+
+
+def kwt_step(in_features: int, dim: int, batch: int) -> Callable[[], None]:
+    """One step of the KWT preset named like the LMUFormer's (by ``dim``), its window already full."""
+    torch.manual_seed(0)
+    preset = "paper" if dim == LMUFormerConfig.preset("paper").dim else "tiny"
+    kwt = KWT(KWTConfig.preset(preset, in_features=in_features)).eval()
+    frame = torch.randn(batch, in_features)
+    state = kwt.forward(torch.randn(batch, kwt.config.window, in_features))[1]
+    return lambda: kwt.step(frame, state)
 
 
 def main() -> None:
@@ -147,7 +161,7 @@ def main() -> None:
                 print(f"{row['model']:>16} {preset:>5} batch {batch:>3}: " + "  ".join(
                     f"{k} {v:9.2f} us/frame" for k, v in row["us_per_frame"].items()), flush=True)
 
-    names = ("engine", "eager", "window", "floor")
+    names = ("engine", "eager", "window", "kwt", "floor")
     print("\nus per frame of one stream (batch 1: latency of a step; larger batches: call time / batch)")
     print(f"{'model':>16} {'preset':>6} {'batch':>5} " + " ".join(f"{n:>10}" for n in names)
           + f" {'engine fps':>11} {'floor fps':>10}")

@@ -30,27 +30,31 @@ from streamlmu.kernels.status import BAD_INPUT, BAD_SHAPE, BAD_STATE, OK
 
 INPUT, LINEAR, WINDOW, AFFINE, RELU, GELU, ADD, MASK, LIF, MEMORY, COPY, MEAN, OUTPUT = range(13)
 _SQRT1_2 = np.float32(1.0 / math.sqrt(2.0))
-# erf(a) / a for 0 <= a <= 4 as a Chebyshev series in t = a^2 / 8 - 1 (fitted at
-# Chebyshev nodes to math.erf; float32 coefficients). Max abs error of erf ~2.2e-7;
-# beyond 4, erf is 1 in float32. Unlike libm's erf it vectorises.
-_ERF_COEF = np.array((0.485912948846817, -0.3454078435897827, 0.16182909905910492, -0.07648275792598724,
-             0.03466993570327759, -0.014811864122748375, 0.005922937765717506, -0.0022118405904620886,
-             0.0007714154198765755, -0.0002515965898055583, 7.688657933613285e-05, -2.206549652328249e-05,
-             5.96127392782364e-06, -1.519775082670094e-06, 3.6649305457103765e-07, -8.37899847283552e-08,
-             1.8201449236698863e-08), dtype=np.float32)
+# erf(a) / a for 0 <= a <= 4 as a degree-16 polynomial in t = a^2 / 8 - 1: a least-squares
+# fit to erf at Chebyshev nodes, weighted by a (the error of erf itself), whose coefficients
+# were rounded to float32 one at a time from the highest, the others refitted each time.
+# Max abs error of erf 2.7e-7; beyond 4, erf is 1 in float32. Unlike libm's erf it vectorises.
+_ERF_POLY = np.array((0.35353100299835205, -0.17657619714736938, 0.13167527318000793, -0.10771209746599197,
+                      0.09020571410655975, -0.07470270991325378, 0.05991164967417717, -0.04593481495976448,
+                      0.03297848254442215, -0.021874547004699707, 0.014459386467933655, -0.009785231202840805,
+                      0.004875785205513239, -0.0012928121723234653, 0.0010791898239403963,
+                      -0.001311137923039496, 0.00047307065688073635), dtype=np.float32)
 
 
 @njit(inline="always", cache=True, nogil=True)
 def erf32(a):
-    """erf in float32 by a Clenshaw sum (see ``_ERF_COEF``)."""
+    """erf in float32; the polynomial ``_ERF_POLY`` by Estrin's scheme (few dependent steps, few ops)."""
+    c = _ERF_POLY
     s = min(abs(a), np.float32(4.0))
     t = s * s * np.float32(0.125) - np.float32(1.0)
-    t2 = t + t
-    b1 = np.float32(0.0)
-    b2 = np.float32(0.0)
-    for k in range(_ERF_COEF.shape[0] - 1, 0, -1):
-        b1, b2 = t2 * b1 - b2 + _ERF_COEF[k], b1
-    return np.float32(math.copysign(s * (t * b1 - b2 + _ERF_COEF[0]), a))
+    t2 = t * t
+    t4 = t2 * t2
+    t8 = t4 * t4
+    q0, q1, q2, q3 = c[0] + c[1] * t, c[2] + c[3] * t, c[4] + c[5] * t, c[6] + c[7] * t
+    q4, q5, q6, q7 = c[8] + c[9] * t, c[10] + c[11] * t, c[12] + c[13] * t, c[14] + c[15] * t
+    low = (q0 + q1 * t2) + (q2 + q3 * t2) * t4
+    high = (q4 + q5 * t2) + (q6 + q7 * t2) * t4
+    return np.float32(math.copysign(s * ((low + high * t8) + c[16] * (t8 * t8)), a))
 
 
 @njit(inline="always", cache=True, nogil=True)
@@ -103,6 +107,77 @@ def _memory_blas(ws, src, order, dst, s_in, s_out, state, AdT, Bd, tmp_in, tmp_o
         _copy(m_new, ws[b, dst:dst + order])
 
 
+@njit(inline="always", cache=True, nogil=True)
+def _elementwise(op, ws, s_in, s_out, f_in, W, a1, a2, a3, a4, a5) -> None:
+    """One elementwise op for every stream (the op is chosen once, outside the batch loop)."""
+    batch = ws.shape[0]
+    if op == WINDOW:                         # src, C, dst, state offset, frames kept
+        kept = a5 * a2
+        for b in range(batch):
+            row, old, new = ws[b], s_in[b], s_out[b]
+            window = row[a3:a3 + kept + a2]
+            _copy(old[a4:a4 + kept], window[:kept])
+            _copy(row[a1:a1 + a2], window[kept:])
+            _copy(window[a2:], new[a4:a4 + kept])
+    elif op == AFFINE:                       # src, N, dst, scale offset, shift offset
+        scale, shift = W[a4:a4 + a2], W[a5:a5 + a2]
+        for b in range(batch):
+            src, dst = ws[b, a1:a1 + a2], ws[b, a3:a3 + a2]
+            for i in range(a2):
+                dst[i] = src[i] * scale[i] + shift[i]
+    elif op == RELU:                         # src, N, dst
+        for b in range(batch):
+            src, dst = ws[b, a1:a1 + a2], ws[b, a3:a3 + a2]
+            for i in range(a2):
+                dst[i] = max(src[i], np.float32(0.0))
+    elif op == GELU:                         # src, N, dst
+        for b in range(batch):
+            src, dst = ws[b, a1:a1 + a2], ws[b, a3:a3 + a2]
+            for i in range(a2):
+                v = src[i]
+                dst[i] = v * np.float32(0.5) * (np.float32(1.0) + erf32(v * _SQRT1_2))
+    elif op == ADD:                          # src, N, dst, other
+        for b in range(batch):
+            src, dst, other = ws[b, a1:a1 + a2], ws[b, a3:a3 + a2], ws[b, a4:a4 + a2]
+            for i in range(a2):
+                dst[i] = src[i] + other[i]
+    elif op == COPY:                         # src, N, dst
+        for b in range(batch):
+            _copy(ws[b, a1:a1 + a2], ws[b, a3:a3 + a2])
+    elif op == MASK:                         # src, N, dst, frames before which the input is held at zero
+        for b in range(batch):
+            src, dst = ws[b, a1:a1 + a2], ws[b, a3:a3 + a2]
+            if f_in[b] >= a4:
+                _copy(src, dst)
+            else:
+                for i in range(a2):
+                    dst[i] = 0.0
+    elif op == LIF:                          # src, N, dst, state offset, (tau, threshold, v_reset) offset
+        tau, threshold, v_reset = W[a5], W[a5 + 1], W[a5 + 2]
+        for b in range(batch):
+            src, dst = ws[b, a1:a1 + a2], ws[b, a3:a3 + a2]
+            v_old, v_new = s_in[b, a4:a4 + a2], s_out[b, a4:a4 + a2]
+            for i in range(a2):
+                v = v_old[i]
+                h = v + (src[i] - (v - v_reset)) / tau
+                fired = h >= threshold
+                dst[i] = np.float32(1.0) if fired else np.float32(0.0)
+                v_new[i] = v_reset if fired else h
+    elif op == MEAN:                         # src, N, dst, state offset (N sums, then the count), delay
+        for b in range(batch):
+            src, dst = ws[b, a1:a1 + a2], ws[b, a3:a3 + a2]
+            old, new = s_in[b], s_out[b]
+            valid = f_in[b] >= a5
+            count = old[a4 + a2] + (np.float32(1.0) if valid else np.float32(0.0))
+            new[a4 + a2] = count
+            denominator = max(count, np.float32(1.0))
+            sums_old, sums_new = old[a4:a4 + a2], new[a4:a4 + a2]
+            for i in range(a2):
+                total = sums_old[i] + src[i] if valid else sums_old[i]
+                sums_new[i] = total
+                dst[i] = total / denominator
+
+
 @njit(cache=True, nogil=True)
 def run_frame(prog, W, x, s_in, f_in, s_out, f_out, ws, y, tmp_in, tmp_out, blas_min_batch) -> int:
     batch = x.shape[0]
@@ -123,84 +198,35 @@ def run_frame(prog, W, x, s_in, f_in, s_out, f_out, ws, y, tmp_in, tmp_out, blas
                 sparse = prog[p, 7] != 0
                 for b in range(batch):
                     linear_row(ws[b, a1:a1 + a2], wT, bias, ws[b, a3:a3 + a4], sparse)
-            continue
-        if op == MEMORY and blas:            # src (one channel), order, dst, state offset, Ad, Bd, Ad.T offsets
-            a7 = prog[p, 7]
-            _memory_blas(ws, a1, a2, a3, s_in, s_out, a4, W[a7:a7 + a2 * a2].reshape((a2, a2)), W[a6:a6 + a2],
-                         tmp_in, tmp_out)
-            continue
-        if op == INPUT and x.shape[1] != a2:
-            return BAD_SHAPE
-        if op == OUTPUT and y.shape[1] != a2:
-            return BAD_SHAPE
-        if op < INPUT or op > OUTPUT:
-            return BAD_SHAPE
-        for b in range(batch):
-            row, old, new = ws[b], s_in[b], s_out[b]
-            src = row[a1:a1 + a2]
-            if op == INPUT:                  # dst, n
+        elif op == MEMORY:                   # src (one channel), order, dst, state offset, Ad, Bd, Ad.T offsets
+            if blas:
+                a7 = prog[p, 7]
+                _memory_blas(ws, a1, a2, a3, s_in, s_out, a4, W[a7:a7 + a2 * a2].reshape((a2, a2)),
+                             W[a6:a6 + a2], tmp_in, tmp_out)
+            else:
+                Ad, Bd = W[a5:a5 + a2 * a2].reshape((a2, a2)), W[a6:a6 + a2]
+                for b in range(batch):
+                    m_new = s_out[b, a4:a4 + a2]
+                    dense_row(ws[b, a1], s_in[b, a4:a4 + a2], Ad, Bd, m_new)
+                    _copy(m_new, ws[b, a3:a3 + a2])
+        elif op == INPUT:                    # dst, n
+            if x.shape[1] != a2:
+                return BAD_SHAPE
+            for b in range(batch):
                 xb = x[b]
                 for i in range(a2):
                     if not np.isfinite(xb[i]):
                         return BAD_INPUT
-                _copy(xb, src)
-            elif op == WINDOW:               # src, C, dst, state offset, frames kept
-                kept = a5 * a2
-                window = row[a3:a3 + kept + a2]
-                _copy(old[a4:a4 + kept], window[:kept])
-                _copy(src, window[kept:])
-                _copy(window[a2:], new[a4:a4 + kept])
-            elif op == AFFINE:               # src, N, dst, scale offset, shift offset
-                dst, scale, shift = row[a3:a3 + a2], W[a4:a4 + a2], W[a5:a5 + a2]
-                for i in range(a2):
-                    dst[i] = src[i] * scale[i] + shift[i]
-            elif op == RELU:                 # src, N, dst
-                dst = row[a3:a3 + a2]
-                for i in range(a2):
-                    dst[i] = max(src[i], np.float32(0.0))
-            elif op == GELU:                 # src, N, dst
-                dst = row[a3:a3 + a2]
-                for i in range(a2):
-                    v = src[i]
-                    dst[i] = v * np.float32(0.5) * (np.float32(1.0) + erf32(v * _SQRT1_2))
-            elif op == ADD:                  # src, N, dst, other
-                dst, other = row[a3:a3 + a2], row[a4:a4 + a2]
-                for i in range(a2):
-                    dst[i] = src[i] + other[i]
-            elif op == COPY:                 # src, N, dst
-                _copy(src, row[a3:a3 + a2])
-            elif op == MASK:                 # src, N, dst, frames before which the input is held at zero
-                dst = row[a3:a3 + a2]
-                if f_in[b] >= a4:
-                    _copy(src, dst)
-                else:
-                    for i in range(a2):
-                        dst[i] = 0.0
-            elif op == LIF:                  # src, N, dst, state offset, (tau, threshold, v_reset) offset
-                tau, threshold, v_reset = W[a5], W[a5 + 1], W[a5 + 2]
-                dst, v_old, v_new = row[a3:a3 + a2], old[a4:a4 + a2], new[a4:a4 + a2]
-                for i in range(a2):
-                    v = v_old[i]
-                    h = v + (src[i] - (v - v_reset)) / tau
-                    fired = h >= threshold
-                    dst[i] = np.float32(1.0) if fired else np.float32(0.0)
-                    v_new[i] = v_reset if fired else h
-            elif op == MEMORY:               # src (one channel), order, dst, state offset, Ad, Bd offsets
-                m_new = new[a4:a4 + a2]
-                dense_row(row[a1], old[a4:a4 + a2], W[a5:a5 + a2 * a2].reshape((a2, a2)), W[a6:a6 + a2], m_new)
-                _copy(m_new, row[a3:a3 + a2])
-            elif op == MEAN:                 # src, N, dst, state offset (N sums, then the count), delay
-                valid = f_in[b] >= a5
-                count = old[a4 + a2] + (np.float32(1.0) if valid else np.float32(0.0))
-                new[a4 + a2] = count
-                denominator = max(count, np.float32(1.0))
-                dst, sums_old, sums_new = row[a3:a3 + a2], old[a4:a4 + a2], new[a4:a4 + a2]
-                for i in range(a2):
-                    total = sums_old[i] + src[i] if valid else sums_old[i]
-                    sums_new[i] = total
-                    dst[i] = total / denominator
-            elif op == OUTPUT:               # src, N
-                _copy(src, y[b])
+                _copy(xb, ws[b, a1:a1 + a2])
+        elif op == OUTPUT:                   # src, N
+            if y.shape[1] != a2:
+                return BAD_SHAPE
+            for b in range(batch):
+                _copy(ws[b, a1:a1 + a2], y[b])
+        elif WINDOW <= op <= MEAN:
+            _elementwise(op, ws, s_in, s_out, f_in, W, a1, a2, a3, a4, a5)
+        else:
+            return BAD_SHAPE
     for b in range(batch):
         f_out[b] = f_in[b] + 1
     return OK

@@ -5,12 +5,19 @@ a convolution over time ``kernel_size`` times that; a Legendre memory
 ``channels * (order**2 + order)`` (``Ad m + Bd u``). On neuromorphic hardware a
 layer fed by spikes only accumulates the weights of the inputs that fired:
 its synaptic operations (SynOps) are its MACs times the input's firing rate.
+
+A transformer without recurrent state (the KWT baseline) re-runs on every
+prefix of its window, so one frame costs a whole run over the frames heard:
+``run_macs`` counts it; attention counts the causal half it needs
+(``n (n + 1) / 2`` query-key pairs, each ``dim`` MACs for the scores and
+``dim`` for the weighted sum).
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
+from streamlmu.models.kwt import KWT
 from streamlmu.nn.conv import CausalConv1d
 from streamlmu.nn.linear import FrameLinear
 from streamlmu.nn.memory import LMUMemory
@@ -27,7 +34,12 @@ def _layer_macs(module: nn.Module) -> int | None:
 
 
 def macs_per_frame(model: nn.Module) -> dict[str, int]:
-    """MACs per frame of each layer, keyed by module name (``"convs.0"``, ``"blocks.0.memory"``...)."""
+    """MACs per frame of each layer, keyed by module name (``"convs.0"``, ``"blocks.0.memory"``...).
+
+    For a KWT: the cost of a frame once its window is full (``run_macs`` over ``window`` frames).
+    """
+    if isinstance(model, KWT):
+        return run_macs(model, model.config.window)
     return {name: macs for name, module in model.named_modules() if (macs := _layer_macs(module)) is not None}
 
 
@@ -58,3 +70,26 @@ def synops_per_frame(model: nn.Module, x: Tensor) -> dict[str, float]:
         else:
             ops[name] = macs * rates[name]
     return ops
+
+
+def run_macs(model: KWT, frames: int) -> dict[str, int]:
+    """MACs of one KWT run over ``frames`` frames (capped at its window), per layer.
+
+    That run is what a stream pays for the frame at which it has heard ``frames`` frames.
+    """
+    cfg = model.config
+    n, d = min(frames, cfg.window), cfg.dim
+    macs = {"embed": n * cfg.in_features * d}
+    for i in range(cfg.depth):
+        macs[f"blocks.{i}.qkv"] = n * d * 3 * d
+        macs[f"blocks.{i}.attention"] = n * (n + 1) * d  # scores and weighted sum over the causal pairs
+        macs[f"blocks.{i}.out"] = n * d * d
+        macs[f"blocks.{i}.fc1"] = n * d * cfg.mlp_dim
+        macs[f"blocks.{i}.fc2"] = n * cfg.mlp_dim * d
+    macs["head"] = d * cfg.num_classes
+    return macs
+
+
+def mean_run_macs(model: KWT, frames: int) -> float:
+    """Mean MACs per frame of a KWT stream over its first ``frames`` frames (one run per frame)."""
+    return sum(sum(run_macs(model, t).values()) for t in range(1, frames + 1)) / frames

@@ -7,6 +7,7 @@ import torch
 
 import streamlmu.engine
 import streamlmu.legendre
+import streamlmu.models.kwt
 import streamlmu.models.lmuformer
 import streamlmu.nn.cell
 import streamlmu.nn.memory
@@ -15,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("module", [streamlmu.legendre, streamlmu.nn.memory, streamlmu.nn.cell, streamlmu.engine,
-                                    streamlmu.models.lmuformer])
+                                    streamlmu.models.lmuformer, streamlmu.models.kwt])
 def test_docstring_examples_run(module):
     result = doctest.testmod(module, extraglobs={"torch": torch})
     assert result.attempted > 0 and result.failed == 0

@@ -1,4 +1,6 @@
 """Models built from stream operators."""
+from streamlmu.models.kwt import KWT, KWT_PRESETS, KWTConfig, KWTState
 from streamlmu.models.lmuformer import PRESETS, LMUFormer, LMUFormerConfig, LMUFormerState, SpikingLMUFormer
 
-__all__ = ["PRESETS", "LMUFormer", "LMUFormerConfig", "LMUFormerState", "SpikingLMUFormer"]
+__all__ = ["KWT", "KWTConfig", "KWTState", "KWT_PRESETS", "PRESETS", "LMUFormer", "LMUFormerConfig",
+           "LMUFormerState", "SpikingLMUFormer"]
