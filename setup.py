@@ -6,7 +6,8 @@ setup(
     description="Streaming-first neuromorphic signal processing: Legendre Memory Units, "
     "LMUFormer and spiking models as exact frame-by-frame stream operators.",
     python_requires=">=3.10",
-    packages=["streamlmu", "streamlmu.nn", "streamlmu.models", "streamlmu.kernels", "streamlmu.apps"],
+    packages=["streamlmu", "streamlmu.nn", "streamlmu.models", "streamlmu.audio", "streamlmu.data", "streamlmu.kernels",
+              "streamlmu.apps"],
     package_dir={
         "streamlmu": "streamlmu",
         "streamlmu.kernels": "kernels",

@@ -11,6 +11,7 @@ import sys
 
 APPS = {
     "lmu-demo": "streamlmu.apps.lmu_demo",
+    "synth-speech-commands": "streamlmu.apps.synth_speech_commands",
 }
 
 

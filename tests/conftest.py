@@ -14,3 +14,15 @@ def smooth_signal(length: int, sigma: float = 10.0, seed: int = 0) -> np.ndarray
     """Unit-variance low-pass noise, ``(length,)`` float64."""
     u = gaussian_filter1d(np.random.default_rng(seed).standard_normal(length), sigma)
     return u / u.std()
+
+
+TINY_WORDS = ("yes", "no", "up", "marvin", "dog", "backward")
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory):
+    """A small synthetic SCv2 corpus: 6 words (3 of the 12-label task's), 12 clips each."""
+    from streamlmu.data.synth import SynthConfig, generate
+    root = tmp_path_factory.mktemp("scv2")
+    return generate(root, SynthConfig(clips_per_word=12, background_seconds=4.0, seed=3), TINY_WORDS,
+                    workers=2, progress=False)

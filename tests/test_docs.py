@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import streamlmu.audio.features
 import streamlmu.engine
 import streamlmu.legendre
 import streamlmu.models.kwt
@@ -16,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("module", [streamlmu.legendre, streamlmu.nn.memory, streamlmu.nn.cell, streamlmu.engine,
-                                    streamlmu.models.lmuformer, streamlmu.models.kwt])
+                                    streamlmu.models.lmuformer, streamlmu.models.kwt,
+                                    streamlmu.audio.features])
 def test_docstring_examples_run(module):
     result = doctest.testmod(module, extraglobs={"torch": torch})
     assert result.attempted > 0 and result.failed == 0

@@ -1,0 +1,1 @@
+"""Audio front end: features, sources and keyword detection."""

@@ -1,0 +1,51 @@
+"""Training-time augmentation of feature batches: SpecAugment masks and mixup.
+
+Both draw from an explicit ``torch.Generator``, so a resumed training run
+repeats the same augmentations.
+
+Shapes: features ``(batch, time, mel)``; targets ``(batch, classes)`` (one-hot or soft).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def _mask(x: Tensor, dim: int, count: int, width: int, generator: torch.Generator) -> Tensor:
+    """Zero ``count`` bands of up to ``width`` consecutive indices along ``dim`` (1: time, 2: mel), per example."""
+    batch, size = x.shape[0], x.shape[dim]
+    if count == 0 or width == 0 or size == 0:
+        return x
+    widths = torch.randint(0, min(width, size) + 1, (batch, count), generator=generator)
+    starts = (torch.rand(batch, count, generator=generator) * (size - widths + 1)).long()
+    index = torch.arange(size)
+    band = (index >= starts[..., None]) & (index < (starts + widths)[..., None])  # (batch, count, size)
+    keep = ~band.any(dim=1)                                                       # (batch, size)
+    shape = [batch, 1, 1]
+    shape[dim] = size
+    return x * keep.view(shape).to(x.dtype)
+
+
+def spec_augment(x: Tensor, generator: torch.Generator, freq_masks: int = 2, freq_width: int = 24,
+                 time_masks: int = 2, time_width: int = 24) -> Tensor:
+    """SpecAugment (Park et al., 2019) without time warping: zeroed mel bands and time spans."""
+    if x.dim() != 3:
+        raise ValueError(f"features must have shape (batch, time, mel) (got {tuple(x.shape)})")
+    x = _mask(x, 2, freq_masks, freq_width, generator)
+    return _mask(x, 1, time_masks, time_width, generator)
+
+
+def mixup(x: Tensor, targets: Tensor, alpha: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Mixup (Zhang et al., 2018): each example blended with a shuffled partner, ``lam ~ Beta(alpha, alpha)``.
+
+    Returns the mixed features and the same blend of the targets. ``alpha = 0`` leaves both unchanged.
+    """
+    if alpha <= 0:
+        return x, targets
+    if targets.dim() != 2 or targets.shape[0] != x.shape[0]:
+        raise ValueError(f"targets must have shape (batch={x.shape[0]}, classes) (got {tuple(targets.shape)})")
+    seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
+    lam = float(np.random.default_rng(seed).beta(alpha, alpha))
+    partner = torch.randperm(x.shape[0], generator=generator)
+    return lam * x + (1 - lam) * x[partner], lam * targets + (1 - lam) * targets[partner]

@@ -1,0 +1,1 @@
+"""Datasets: Speech Commands v2 (real or synthetic) in its published layout."""

@@ -1,0 +1,124 @@
+import pickle
+
+import pytest
+import torch
+from torchaudio.compliance import kaldi
+
+from streamlmu.audio.augment import mixup, spec_augment
+from streamlmu.audio.features import FbankConfig, StreamingFbank, fbank, pad_frames
+
+CFG = FbankConfig()
+
+
+def speechlike(samples: int, seed: int = 0) -> torch.Tensor:
+    """A chirp with harmonics and noise, amplitude about 0.3."""
+    gen = torch.Generator().manual_seed(seed)
+    t = torch.arange(samples) / 16000
+    f0 = 120 + 80 * torch.sin(2 * torch.pi * 1.3 * t)
+    phase = 2 * torch.pi * torch.cumsum(f0, 0) / 16000
+    voiced = sum(torch.sin(k * phase) / k for k in range(1, 6))
+    return 0.1 * voiced + 0.02 * torch.randn(samples, generator=gen)
+
+
+def test_offline_features_equal_torchaudio_kaldi_fbank():
+    wave = speechlike(16000)
+    ref = kaldi.fbank(wave[None], **CFG.kaldi_kwargs())
+    ours = fbank(wave, CFG, normalize=False)
+    assert ours.shape == (98, 128) == ref.shape  # 1 s -> 98 frames, as in the paper
+    assert (ours - ref).abs().max() <= 1e-4
+    normalized = fbank(wave, CFG)
+    assert torch.allclose(normalized, (ref + 6.845978) / (2 * 5.5654526), atol=1e-5)
+
+
+def test_clip_mean_removal_of_the_recipe_changes_nothing():
+    """The official recipe subtracts the clip mean first; per-frame DC removal makes that a no-op."""
+    wave = speechlike(16000) + 0.05
+    ref = kaldi.fbank((wave - wave.mean())[None], **CFG.kaldi_kwargs())
+    assert (fbank(wave, CFG, normalize=False) - ref).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("chunk", [1, 37, 160, 1000])
+def test_streaming_features_equal_offline_for_any_chunk_size(chunk):
+    wave = speechlike(12_345, seed=1)
+    extractor = StreamingFbank(normalize=False)
+    state = extractor.init_state(1)
+    frames = []
+    for start in range(0, wave.shape[0], chunk):
+        out, state = extractor(wave[None, start:start + chunk], state)
+        frames.append(out)
+    streamed = torch.cat(frames, dim=1)[0]
+    ref = kaldi.fbank(wave[None], **CFG.kaldi_kwargs())
+    assert streamed.shape == ref.shape == (CFG.num_frames(12_345), 128)
+    assert (streamed - ref).abs().max() <= 1e-4
+
+
+def test_streaming_batch_state_roundtrip_and_reset():
+    extractor = StreamingFbank()
+    waves = torch.stack([speechlike(3000, seed=s) for s in range(2)])
+    whole, _ = extractor(waves)
+    assert torch.allclose(whole, fbank(waves), atol=1e-5)
+    head, state = extractor(waves[:, :1234])
+    state = pickle.loads(pickle.dumps(state))
+    tail, _ = extractor(waves[:, 1234:], state)
+    assert torch.equal(torch.cat([head, tail], dim=1), whole)
+
+    # reset silences stream 0's history; its frames after a full new window equal a fresh run
+    cleared = extractor.reset(state, torch.tensor([True, False]))
+    assert torch.equal(cleared.samples, state.samples) and not cleared.tail[0].any()
+    assert torch.equal(cleared.tail[1], state.tail[1])
+    rest, _ = extractor(waves[:, 1234:], cleared)
+    zero_history = torch.cat([torch.zeros(1234), waves[0, 1234:]])
+    assert torch.allclose(rest[0], fbank(zero_history)[head.shape[1]:], atol=1e-5)
+
+
+@pytest.mark.parametrize("bad, error, words", [
+    (torch.zeros(400), ValueError, r"\(batch, samples\)"),
+    (torch.zeros(1, 400, dtype=torch.int16), TypeError, "float"),
+    (torch.full((1, 400), float("nan")), ValueError, "NaN"),
+])
+def test_streaming_bad_input(bad, error, words):
+    extractor = StreamingFbank()
+    state = extractor.init_state(1)
+    with pytest.raises(error, match=words):
+        extractor(bad, state)
+
+
+def test_streams_out_of_step_are_refused():
+    extractor = StreamingFbank()
+    state = extractor.init_state(2)
+    state = state._replace(samples=torch.tensor([0, 5]))
+    with pytest.raises(ValueError, match="same number of samples"):
+        extractor(torch.zeros(2, 10), state)
+
+
+def test_pad_frames_to_the_official_length():
+    x = torch.ones(2, 98, 128)
+    padded = pad_frames(x, 128)
+    assert padded.shape == (2, 128, 128) and padded[:, 98:].abs().sum() == 0
+    assert pad_frames(torch.ones(2, 130, 128), 128).shape == (2, 128, 128)
+
+
+def test_spec_augment_masks_bands_deterministically():
+    x = torch.ones(4, 100, 128)
+    a = spec_augment(x, torch.Generator().manual_seed(0), freq_width=30, time_width=20)
+    b = spec_augment(x, torch.Generator().manual_seed(0), freq_width=30, time_width=20)
+    assert torch.equal(a, b)
+    zero = a == 0
+    assert zero.any() and not zero.all()
+    # a masked mel bin is masked at every frame, a masked frame at every bin
+    for i in range(4):
+        masked_bins = zero[i].all(dim=0)
+        masked_frames = zero[i].all(dim=1)
+        assert torch.equal(zero[i], masked_bins[None, :] | masked_frames[:, None])
+        assert masked_bins.sum() <= 2 * 30 and masked_frames.sum() <= 2 * 20
+
+
+def test_mixup_blends_features_and_targets_alike():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.arange(4.0)[:, None, None].expand(4, 3, 2).clone()
+    y = torch.eye(4)
+    xm, ym = mixup(x, y, alpha=0.5, generator=gen)
+    assert torch.allclose(ym.sum(dim=1), torch.ones(4))
+    # each mixed example's value equals the label-weighted mean of the originals
+    assert torch.allclose(xm[:, 0, 0], ym @ torch.arange(4.0), atol=1e-6)
+    assert mixup(x, y, alpha=0.0, generator=gen) == (x, y)
