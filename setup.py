@@ -6,8 +6,8 @@ setup(
     description="Streaming-first neuromorphic signal processing: Legendre Memory Units, "
     "LMUFormer and spiking models as exact frame-by-frame stream operators.",
     python_requires=">=3.10",
-    packages=["streamlmu", "streamlmu.nn", "streamlmu.models", "streamlmu.audio", "streamlmu.data", "streamlmu.kernels",
-              "streamlmu.apps"],
+    packages=["streamlmu", "streamlmu.nn", "streamlmu.models", "streamlmu.audio", "streamlmu.data",
+              "streamlmu.train", "streamlmu.kernels", "streamlmu.apps"],
     package_dir={
         "streamlmu": "streamlmu",
         "streamlmu.kernels": "kernels",
@@ -15,6 +15,8 @@ setup(
     },
     install_requires=[
         "torch>=2.4",
+        "torchaudio>=2.4",
+        "soundfile",
         "numpy>=1.24",
         "numba>=0.59",
         "scipy>=1.10",

@@ -1,0 +1,68 @@
+"""Checkpoints: everything needed to use a trained model (and to resume training) in one file.
+
+A checkpoint is a dict saved with ``torch.save``::
+
+    format      CHECKPOINT_FORMAT
+    model       registry name ("lmuformer", "spiking-lmuformer", "kwt")
+    config      the model config as a dict
+    labels      class names in label-index order
+    features    the FbankConfig as a dict
+    weights     model.state_dict()
+    training    optimiser, scheduler, RNG states, epoch, metrics (absent in a bare model file)
+
+Files are written to a temporary name and renamed, so a run killed while
+saving leaves the previous checkpoint intact.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from streamlmu.audio.features import FbankConfig
+from streamlmu.models.registry import model_from_config, model_name
+from streamlmu.stream import StreamModule
+
+CHECKPOINT_FORMAT = "streamlmu-checkpoint-1"
+
+
+def save_checkpoint(path: str | Path, model: StreamModule, labels: tuple[str, ...] | list[str],
+                    features: FbankConfig, training: dict | None = None) -> None:
+    """Write ``model`` with its labels and feature parameters (and optional training state) atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": CHECKPOINT_FORMAT, "model": model_name(model), "config": model.config.to_dict(),
+               "labels": list(labels), "features": features.to_dict(), "weights": model.state_dict()}
+    if training is not None:
+        payload["training"] = training
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """The checkpoint dict, or an error that names the file and what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises many types for a damaged file
+        raise ValueError(f"{path} is not a readable streamlmu checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a streamlmu checkpoint (expected format {CHECKPOINT_FORMAT!r})")
+    return payload
+
+
+def load_model(path: str | Path) -> StreamModule:
+    """A trained model, ready for inference (eval mode), from a checkpoint file.
+
+    The model carries ``labels`` (class names) and ``features`` (its FbankConfig).
+    """
+    payload = read_checkpoint(path)
+    model = model_from_config(payload["model"], payload["config"])
+    model.load_state_dict(payload["weights"])
+    model.labels = tuple(payload["labels"])
+    model.features = FbankConfig(**payload["features"])
+    return model.eval()
