@@ -108,7 +108,7 @@ def floor_chain(program, batch: int) -> Callable[[], None]:
     return run
 
 
-def candidates(model, batch: int, quick: bool) -> dict[str, Callable[[], object]]:
+def candidates(model, preset: str, batch: int, quick: bool) -> dict[str, Callable[[], object]]:
     runner = model.streaming()
     frame = torch.randn(batch, model.config.in_features, generator=torch.Generator().manual_seed(1))
     streams = {"engine": runner.init_state(batch), "eager": model.init_state(batch)}
@@ -123,14 +123,13 @@ def candidates(model, batch: int, quick: bool) -> dict[str, Callable[[], object]
     if not model.config.spiking and batch <= (1 if quick else 64):
         window = torch.randn(batch, WINDOW_FRAMES, model.config.in_features)
         fns["window"] = lambda: window_forward(model, window)
-        fns["kwt"] = kwt_step(model.config.in_features, model.config.dim, batch)
+        fns["kwt"] = kwt_step(preset, model.config.in_features, batch)
     return fns
 
 
-def kwt_step(in_features: int, dim: int, batch: int) -> Callable[[], None]:
-    """One step of the KWT preset named like the LMUFormer's (by ``dim``), its window already full."""
+def kwt_step(preset: str, in_features: int, batch: int) -> Callable[[], None]:
+    """One step of the KWT ``preset``, its window already full."""
     torch.manual_seed(0)
-    preset = "paper" if dim == LMUFormerConfig.preset("paper").dim else "tiny"
     kwt = KWT(KWTConfig.preset(preset, in_features=in_features)).eval()
     frame = torch.randn(batch, in_features)
     state = kwt.forward(torch.randn(batch, kwt.config.window, in_features))[1]
@@ -152,7 +151,7 @@ def main() -> None:
             model = build(preset, spiking)
             for batch in batches:
                 with torch.inference_mode():
-                    seconds = timing.measure(candidates(model, batch, args.quick), rounds, block)
+                    seconds = timing.measure(candidates(model, preset, batch, args.quick), rounds, block)
                 row = {"model": type(model).__name__, "preset": preset, "batch": batch,
                        "us_per_frame": {k: v * 1e6 / batch for k, v in seconds.items()},
                        "us_per_call": {k: v * 1e6 for k, v in seconds.items()},

@@ -1,4 +1,5 @@
 import hashlib
+import shutil
 
 import numpy as np
 import pytest
@@ -111,7 +112,6 @@ def test_bad_audio_files(tmp_path):
 
 
 def test_training_skips_and_counts_bad_clips(tiny_corpus, tmp_path):
-    import shutil
     root = tmp_path / "corpus"
     shutil.copytree(tiny_corpus, root)
     data = SpeechCommands(root, "training", skip_bad_files=True)

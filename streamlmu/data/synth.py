@@ -168,8 +168,8 @@ def plan_clips(cfg: SynthConfig, words: tuple[str, ...] = WORDS_35) -> list[Clip
     """The corpus's clips in a fixed order; file names follow SCv2 (``<speaker>_nohash_<n>.wav``)."""
     variants = espeak_variants()
     plans, counts = [], {}
-    for w, word in enumerate(words):
-        rng = np.random.default_rng([cfg.seed, WORDS_35.index(word) if word in WORDS_35 else 1000 + w])
+    for word in words:
+        rng = np.random.default_rng([cfg.seed, WORDS_35.index(word)])
         for _ in range(cfg.clips_per_word):
             voice, variant = str(rng.choice(VOICES)), str(rng.choice(variants))
             speaker = hashlib.sha1(f"{voice}+{variant}".encode()).hexdigest()[:8]

@@ -7,36 +7,39 @@ from streamlmu.models.kwt import KWT, KWTConfig
 from streamlmu.models.lmuformer import LMUFormer, LMUFormerConfig, SpikingLMUFormer
 from streamlmu.stream import StreamModule
 
-MODEL_NAMES = ("lmuformer", "spiking-lmuformer", "kwt")
+# name -> (model class, config class, fixed preset arguments)
+_MODELS: dict[str, tuple[type, type, dict]] = {
+    "lmuformer": (LMUFormer, LMUFormerConfig, {}),
+    "spiking-lmuformer": (SpikingLMUFormer, LMUFormerConfig, {"spiking": True}),
+    "kwt": (KWT, KWTConfig, {}),
+}
+MODEL_NAMES = tuple(_MODELS)
+
+
+def _entry(name: str) -> tuple[type, type, dict]:
+    if name not in _MODELS:
+        raise ValueError(f"model must be one of {MODEL_NAMES} (got {name!r})")
+    return _MODELS[name]
 
 
 def build_model(name: str, preset: str = "tiny", **overrides) -> StreamModule:
     """A fresh model: ``name`` in ``MODEL_NAMES``, ``preset`` ``"tiny"`` or ``"paper"``, config overrides."""
-    if name == "lmuformer":
-        return LMUFormer(LMUFormerConfig.preset(preset, **overrides))
-    if name == "spiking-lmuformer":
-        return SpikingLMUFormer(LMUFormerConfig.preset(preset, spiking=True, **overrides))
-    if name == "kwt":
-        return KWT(KWTConfig.preset(preset, **overrides))
-    raise ValueError(f"model must be one of {MODEL_NAMES} (got {name!r})")
+    cls, config_cls, fixed = _entry(name)
+    return cls(config_cls.preset(preset, **fixed, **overrides))
 
 
 def model_name(model: StreamModule) -> str:
     """The registry name of a model instance."""
-    names = {LMUFormer: "lmuformer", SpikingLMUFormer: "spiking-lmuformer", KWT: "kwt"}
-    if type(model) not in names:
-        raise TypeError(f"no registry name for {type(model).__name__}")
-    return names[type(model)]
+    for name, (cls, _, _) in _MODELS.items():
+        if type(model) is cls:
+            return name
+    raise TypeError(f"no registry name for {type(model).__name__}")
 
 
 def model_from_config(name: str, config: dict) -> StreamModule:
     """The model ``name`` with exactly the config fields in ``config`` (as ``config.to_dict()`` wrote them)."""
-    cls, config_cls = {"lmuformer": (LMUFormer, LMUFormerConfig), "spiking-lmuformer": (SpikingLMUFormer, LMUFormerConfig),
-                       "kwt": (KWT, KWTConfig)}.get(name, (None, None))
-    if cls is None:
-        raise ValueError(f"model must be one of {MODEL_NAMES} (got {name!r})")
-    known = {f.name for f in fields(config_cls)}
-    unknown = sorted(set(config) - known)
+    cls, config_cls, _ = _entry(name)
+    unknown = sorted(set(config) - {f.name for f in fields(config_cls)})
     if unknown:
         raise ValueError(f"config of {name} has unknown fields {unknown}")
     return cls(config_cls(**config))
