@@ -76,31 +76,52 @@ def _dense_update(x, m, Ad, Bd, out) -> None:
 
 
 @njit(inline="always", **_JIT)
+def _euler_finish(m, coef, out, even_drive, odd_drive) -> None:
+    """out[i] = m[i] + coef[i] (2 out[i] + drive), the drive chosen by the parity of i.
+
+    A select on ``i & 1`` rather than a loop over pairs, so that LLVM vectorises it.
+    """
+    for i in range(m.shape[0]):
+        out[i] = m[i] + coef[i] * ((out[i] + out[i]) + (even_drive if i & 1 == 0 else odd_drive))
+
+
+@njit(inline="always", **_JIT)
 def _euler_update(x, m, coef, out) -> None:
     """Euler step out = m + (A m + B x) dt / theta in O(order); ``coef[i] = (2i+1) dt / theta``.
 
     Since (A m)_i = (2i+1) (2 W_i - total), with W_i the sum of the m_j, j < i,
-    whose index parity differs from i's, and B_i = (2i+1) (-1)^i, one pass with
-    two running sums (even and odd entries) suffices.
+    whose index parity differs from i's, and B_i = (2i+1) (-1)^i, running sums
+    of the even and of the odd entries suffice. The row is cut in two halves
+    whose running sums advance side by side (a single pair would be one chain
+    of order/2 dependent additions), each W_i is parked in ``out``, and a
+    vectorised pass adds the first half's sums to the second's and finishes
+    the update: about 1.7x faster than one interleaved pass at order 256.
+    Sums are in the arrays' dtype; ``x`` is finite (the callers check it);
+    ``out`` must not alias ``m``.
     """
     n = m.shape[0]
-    total = m[0] * 0.0
-    for j in range(n):
-        total += m[j]
-    even_sum = total * 0.0
-    odd_sum = total * 0.0
-    even_drive = x - total   # the (-1)^i B x - total term of an even entry
-    odd_drive = -x - total
-    for k in range(n // 2):
-        i = 2 * k
-        a = m[i]
-        b = m[i + 1]
-        out[i] = a + coef[i] * (2.0 * odd_sum + even_drive)
-        even_sum += a
-        out[i + 1] = b + coef[i + 1] * (2.0 * even_sum + odd_drive)
-        odd_sum += b
-    if n % 2 == 1:
-        out[n - 1] = m[n - 1] + coef[n - 1] * (2.0 * odd_sum + even_drive)
+    h = 2 * (n // 4)  # the first half: an even number of entries
+    zero = x - x      # in x's dtype: a literal 0.0 would promote float32 sums to float64
+    m0, m1, w0, w1 = m[:h], m[h:], out[:h], out[h:]
+    even0, even1, odd0, odd1 = zero, zero, zero, zero
+    for i in range(0, h, 2):
+        w0[i], w1[i] = odd0, odd1
+        even0 += m0[i]
+        even1 += m1[i]
+        w0[i + 1], w1[i + 1] = even0, even1
+        odd0 += m0[i + 1]
+        odd1 += m1[i + 1]
+    for i in range(h, m1.shape[0]):  # the second half's extra entries (n % 4)
+        if i & 1 == 0:
+            w1[i] = odd1
+            even1 += m1[i]
+        else:
+            w1[i] = even1
+            odd1 += m1[i]
+    total = (even0 + odd0) + (even1 + odd1)
+    even_drive, odd_drive = x - total, -x - total
+    _euler_finish(m0, coef[:h], w0, even_drive, odd_drive)
+    _euler_finish(m1, coef[h:], w1, (odd0 + odd0) + even_drive, (even0 + even0) + odd_drive)
 
 
 @njit(**_JIT)
