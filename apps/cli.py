@@ -12,6 +12,8 @@ import sys
 APPS = {
     "lmu-demo": "streamlmu.apps.lmu_demo",
     "synth-speech-commands": "streamlmu.apps.synth_speech_commands",
+    "train": "streamlmu.apps.train",
+    "evaluate": "streamlmu.apps.evaluate",
 }
 
 

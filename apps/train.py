@@ -1,0 +1,51 @@
+"""``streamlmu train``: train a keyword-spotting model on a Speech Commands v2 layout."""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from streamlmu.models.registry import MODEL_NAMES
+from streamlmu.train.trainer import TrainConfig, train
+
+DESCRIPTION = """Train LMUFormer, Spiking LMUFormer or the KWT baseline on Speech Commands v2
+(or the synthetic corpus of `streamlmu synth-speech-commands`), with the paper's recipe:
+BCE, Adam, StepLR, SpecAugment, mixup. Validates every epoch; writes last.pt (resumable),
+best.pt (for `streamlmu evaluate` and streamlmu.load_model), metrics.csv and TensorBoard
+logs to --out. For several processes: torchrun --nproc_per_node=N -m streamlmu.apps.cli train ..."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = TrainConfig(data="")
+    parser.add_argument("--data", required=True, help="corpus root in the SCv2 layout")
+    parser.add_argument("--model", choices=MODEL_NAMES, default=d.model, help="architecture")
+    parser.add_argument("--preset", default=d.preset, help="model size (tiny, small or paper)")
+    parser.add_argument("--labels", type=int, choices=(35, 12), default=d.labels, help="35 words, or 10 + unknown + silence")
+    parser.add_argument("--out", default=d.out, help="run folder for checkpoints and logs")
+    parser.add_argument("--epochs", type=int, default=d.epochs, help="total epochs (a resumed run counts the done ones)")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size, help="clips per step and process")
+    parser.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
+    parser.add_argument("--mixup", type=float, default=d.mixup_alpha, help="mixup Beta alpha (0: off)")
+    parser.add_argument("--no-spec-augment", action="store_true", help="train without SpecAugment")
+    parser.add_argument("--seed", type=int, default=d.seed, help="seed of every random choice")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument("--workers", type=int, default=d.workers, help="data-loading processes (0: in the main one)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per process (default: torch's)")
+    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke tests)")
+    parser.add_argument("--no-tensorboard", action="store_true", help="skip the TensorBoard logs")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    cfg = TrainConfig(data=args.data, model=args.model, preset=args.preset, labels=args.labels, out=args.out,
+                      epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, mixup_alpha=args.mixup,
+                      spec_augment=not args.no_spec_augment, seed=args.seed, workers=args.workers,
+                      max_steps=args.max_steps, tensorboard=not args.no_tensorboard)
+    result = train(cfg, resume=args.resume, progress=not args.quiet)
+    if result["history"] and not args.quiet:
+        last = result["history"][-1]
+        print(f"done: {len(result['history'])} epochs, best validation accuracy {result['best_val_accuracy']:.4f}, "
+              f"last {last['val_accuracy']:.4f}; checkpoints in {result['out']}")
+    return 0

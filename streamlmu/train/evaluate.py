@@ -1,0 +1,149 @@
+"""Accuracy of a keyword-spotting model, offline and streaming, with a per-class table and a confusion matrix.
+
+Offline: the Kaldi fbank of each whole clip, padded to ``clip_frames``, through
+``model.classify`` (the training path). Streaming: the clip's audio in hops
+of ``hop_samples`` through :class:`~streamlmu.audio.features.StreamingFbank`,
+each frame through the model one step at a time (the Numba engine for the
+LMUFormers, ``step`` for the others), then the same zero frames as the
+offline padding; the decision is the last frame's. Both see the same frames,
+so their predictions agree unless two logits tie to within float error.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from streamlmu.audio.features import FbankConfig, StreamingFbank
+from streamlmu.data.speech_commands import SpeechCommands, collate
+from streamlmu.stream import StreamModule
+from streamlmu.train.trainer import clip_features
+
+MODES = ("offline", "streaming")
+
+
+class Evaluation(NamedTuple):
+    """Predictions of one mode: targets and predictions ``(clips,)`` int64, logits ``(clips, classes)``."""
+
+    classes: tuple[str, ...]
+    targets: np.ndarray
+    predictions: np.ndarray
+    logits: np.ndarray
+    skipped: int
+
+    @property
+    def accuracy(self) -> float:
+        return float((self.targets == self.predictions).mean()) if len(self.targets) else float("nan")
+
+    def confusion(self) -> np.ndarray:
+        """``(classes, classes)`` counts: row = true class, column = predicted."""
+        n = len(self.classes)
+        return np.bincount(self.targets * n + self.predictions, minlength=n * n).reshape(n, n)
+
+
+@torch.no_grad()
+def offline_logits(model: StreamModule, waves: Tensor, features: FbankConfig) -> Tensor:
+    """Whole clips: ``(batch, samples)`` -> logits ``(batch, classes)``."""
+    return model.classify(clip_features(waves, features))
+
+
+@torch.no_grad()
+def streaming_logits(model: StreamModule, waves: Tensor, features: FbankConfig, hop_samples: int = 160,
+                     runner: StreamModule | None = None) -> Tensor:
+    """Clips streamed hop by hop, frame by frame: ``(batch, samples)`` -> last-frame logits ``(batch, classes)``.
+
+    ``runner`` is the per-frame operator (default: ``model.streaming()`` where the model has one).
+    """
+    if runner is None:
+        runner = model.streaming() if hasattr(model, "streaming") else model
+    extractor = StreamingFbank(features)
+    fstate = extractor.init_state(waves.shape[0])
+    state = runner.init_state(waves.shape[0])
+    logits, frames = None, 0
+    for chunk in waves.split(hop_samples, dim=1):
+        feats, fstate = extractor(chunk, fstate)
+        for t in range(feats.shape[1]):
+            if frames == features.clip_frames:
+                break
+            logits, state = runner.step(feats[:, t].contiguous(), state)
+            frames += 1
+    silence = waves.new_zeros(waves.shape[0], features.num_mel_bins)
+    while frames < features.clip_frames:  # the offline zero padding, frame by frame
+        logits, state = runner.step(silence, state)
+        frames += 1
+    return logits
+
+
+def evaluate(model: StreamModule, dataset: SpeechCommands, mode: str = "offline", batch_size: int = 64,
+             progress: bool = True) -> Evaluation:
+    """Run ``model`` (with ``.labels`` and ``.features`` as ``load_model`` sets them) over ``dataset``."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES} (got {mode!r})")
+    classes = tuple(model.labels)
+    if classes != tuple(dataset.classes):
+        raise ValueError(f"the model's {len(classes)} labels differ from the dataset's {len(dataset.classes)} "
+                         f"(a {len(classes)}-label model needs --labels {len(classes)})")
+    model.eval()
+    runner = model.streaming() if mode == "streaming" and hasattr(model, "streaming") else None
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
+    targets, logits, skipped = [], [], 0
+    for waves, labels, bad in tqdm(loader, desc=mode, unit="batch", leave=False, disable=not progress):
+        skipped += bad
+        if not len(waves):
+            continue
+        if mode == "offline":
+            out = offline_logits(model, waves, model.features)
+        else:
+            out = streaming_logits(model, waves, model.features, runner=runner)
+        targets.append(labels.numpy())
+        logits.append(out.numpy())
+    all_logits = np.concatenate(logits) if logits else np.zeros((0, len(classes)), np.float32)
+    all_targets = np.concatenate(targets) if targets else np.zeros(0, np.int64)
+    return Evaluation(classes, all_targets, all_logits.argmax(1), all_logits, skipped)
+
+
+def class_table(result: Evaluation) -> str:
+    """A per-class text table: clips, accuracy (recall), precision, and the most frequent confusion."""
+    conf = result.confusion()
+    lines = [f"{'class':<12} {'clips':>5} {'recall':>7} {'precision':>9}  most confused with"]
+    for i, name in enumerate(result.classes):
+        total, predicted = conf[i].sum(), conf[:, i].sum()
+        recall = conf[i, i] / total if total else float("nan")
+        precision = conf[i, i] / predicted if predicted else float("nan")
+        others = conf[i].copy()
+        others[i] = 0
+        worst = f"{result.classes[others.argmax()]} ({others.max()})" if others.max() else ""
+        lines.append(f"{name:<12} {total:>5} {recall:>7.3f} {precision:>9.3f}  {worst}")
+    return "\n".join(lines)
+
+
+def plot_confusion(result: Evaluation, path: str | Path, title: str = "") -> Path:
+    """Write the row-normalised confusion matrix as a PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    conf = result.confusion().astype(float)
+    rows = conf.sum(1, keepdims=True)
+    norm = np.divide(conf, rows, out=np.zeros_like(conf), where=rows > 0)
+    n = len(result.classes)
+    size = max(5.0, 0.28 * n + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), result.classes, rotation=90, fontsize=7)
+    ax.set_yticks(range(n), result.classes, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or f"accuracy {result.accuracy:.4f} on {len(result.targets)} clips")
+    fig.colorbar(image, ax=ax, fraction=0.046, label="fraction of the true class")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,278 @@
+"""Keyword-spotting training on a Speech Commands v2 layout: one loop for one process or many.
+
+The recipe is the LMUFormer paper's: 128-mel Kaldi fbank padded to 128 frames,
+binary cross-entropy on one-hot targets, Adam (lr 2.5e-3, betas 0.95/0.999),
+StepLR x0.85 every 10 epochs, SpecAugment and mixup. The loss is taken on the
+last frame's logits, the running mean over the whole (padded) clip.
+
+Every random choice of an epoch (sample order, noise, SpecAugment, mixup) is
+drawn from generators seeded by ``(seed, epoch, rank)``, and ``last.pt`` is
+written after every epoch; so a run killed at any point and resumed with
+``resume=True`` redoes the unfinished epoch exactly and ends with the same
+weights and metrics as an uninterrupted one.
+
+Under ``torchrun`` each process trains on its own shard of every epoch with
+``batch_size`` clips per step; gradients are averaged by DDP, validation counts
+are summed over ranks, and only rank 0 writes files.
+
+Files in ``out``:
+    last.pt       weights, optimiser, scheduler, epoch, history (``resume`` reads it)
+    best.pt       the model of the best validation accuracy (for ``load_model``)
+    metrics.csv   one row per epoch
+    tb/           TensorBoard scalars
+    replicas.json (DDP) the parameter digest of every rank at the end
+"""
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from streamlmu.audio.augment import mixup, spec_augment
+from streamlmu.audio.features import FbankConfig, fbank, pad_frames
+from streamlmu.data.speech_commands import SpeechCommands, collate, labels_for
+from streamlmu.models.registry import build_model
+from streamlmu.train.checkpoint import read_checkpoint, save_checkpoint
+from streamlmu.train.distributed import (World, broadcast_buffers, close_world, gather_strings, init_world,
+                                         parameter_digest, sum_over_ranks)
+
+# Fields that must agree between a run and the run it resumes.
+_RESUME_KEYS = ("model", "preset", "labels", "batch_size", "lr", "betas", "lr_step", "lr_gamma", "mixup_alpha",
+                "spec_augment", "noise_probability", "seed", "overrides")
+
+
+@dataclass
+class TrainConfig:
+    """One training run. ``batch_size`` is per process; ``overrides`` change the model preset's fields."""
+
+    data: str
+    model: str = "lmuformer"
+    preset: str = "tiny"
+    labels: int = 35
+    out: str = "runs/kws"
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 2.5e-3
+    betas: tuple[float, float] = (0.95, 0.999)
+    lr_step: int = 10
+    lr_gamma: float = 0.85
+    mixup_alpha: float = 0.2
+    spec_augment: bool = True
+    noise_probability: float = 0.8
+    seed: int = 0
+    workers: int = 0
+    max_steps: int | None = None
+    tensorboard: bool = True
+    overrides: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1 (got {self.epochs}, {self.batch_size})")
+        if self.labels not in (35, 12):
+            raise ValueError(f"labels must be 35 or 12 (got {self.labels})")
+
+
+def clip_features(waves: Tensor, features: FbankConfig) -> Tensor:
+    """Model input of whole clips: ``(batch, samples)`` -> ``(batch, clip_frames, num_mel_bins)``."""
+    return pad_frames(fbank(waves, features), features.clip_frames)
+
+
+def _generator(*keys: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(np.random.SeedSequence(list(keys)).generate_state(1)[0]))
+
+
+def _epoch_batches(size: int, cfg: TrainConfig, epoch: int, world: World) -> list[list[int]]:
+    """This rank's batches of one epoch: a shuffle fixed by (seed, epoch), split evenly over ranks."""
+    order = torch.randperm(size, generator=_generator(cfg.seed, epoch)).tolist()
+    order = order[:size // world.size * world.size][world.rank::world.size]
+    return [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+
+
+class _Run:
+    """The mutable pieces of one run."""
+
+    def __init__(self, cfg: TrainConfig, world: World):
+        self.cfg, self.world = cfg, world
+        self.out = Path(cfg.out)
+        self.classes = labels_for(cfg.labels)
+        self.features = FbankConfig()
+        self.train_set = SpeechCommands(cfg.data, "training", cfg.labels, noise_probability=cfg.noise_probability,
+                                        skip_bad_files=True, seed=cfg.seed)
+        self.val_set = SpeechCommands(cfg.data, "validation", cfg.labels, skip_bad_files=True, seed=cfg.seed)
+        if len(self.train_set) == 0 or len(self.val_set) == 0:
+            raise ValueError(f"{cfg.data} has {len(self.train_set)} training and {len(self.val_set)} validation "
+                             f"clips; both splits must be non-empty")
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg.model, cfg.preset, num_classes=len(self.classes), **cfg.overrides)
+        self.model.to(world.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=cfg.betas)
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.lr_step, cfg.lr_gamma)
+        self.epoch, self.best, self.history, self.steps = 0, -1.0, [], 0
+
+    # ------------------------------------------------------------- state
+    def training_state(self) -> dict:
+        return {"config": asdict(self.cfg), "epoch": self.epoch, "best": self.best, "history": self.history,
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+
+    def restore(self, path: Path) -> None:
+        payload = read_checkpoint(path)
+        training = payload.get("training")
+        if training is None or "optimizer" not in training:
+            raise ValueError(f"{path} holds no training state (a bare model file); resume needs a last.pt")
+        old = training["config"]
+        differ = [k for k in _RESUME_KEYS if _as_tuple(old.get(k)) != _as_tuple(getattr(self.cfg, k))]
+        if differ:
+            raise ValueError(f"cannot resume {path}: it was trained with different " + ", ".join(
+                f"{k} ({old.get(k)!r} vs {getattr(self.cfg, k)!r})" for k in differ))
+        self.model.load_state_dict(payload["weights"])
+        self.optimizer.load_state_dict(training["optimizer"])
+        self.scheduler.load_state_dict(training["scheduler"])
+        self.epoch, self.best, self.history = training["epoch"], training["best"], training["history"]
+
+    # ------------------------------------------------------------- loops
+    def loader(self, dataset: SpeechCommands, batches: list[list[int]]) -> DataLoader:
+        return DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=self.cfg.workers)
+
+    def train_epoch(self, net: nn.Module, progress: bool) -> dict:
+        cfg, world = self.cfg, self.world
+        self.model.train()
+        self.train_set.set_epoch(self.epoch)
+        torch.manual_seed(int(np.random.SeedSequence([cfg.seed, self.epoch, world.rank, 1]).generate_state(1)[0]))
+        augment = _generator(cfg.seed, self.epoch, world.rank, 2)
+        batches = _epoch_batches(len(self.train_set), cfg, self.epoch, world)
+        loss_sum = correct = count = skipped = 0.0
+        bar = tqdm(self.loader(self.train_set, batches), total=len(batches), leave=False, unit="batch",
+                   desc=f"epoch {self.epoch + 1}/{cfg.epochs}", disable=not (progress and world.is_main))
+        for waves, labels, bad in bar:
+            skipped += bad
+            waves, labels = waves.to(world.device), labels.to(world.device)
+            x = clip_features(waves, self.features)
+            if cfg.spec_augment and len(x):
+                x = spec_augment(x, augment)
+            targets = F.one_hot(labels, len(self.classes)).to(x.dtype)
+            x, targets = mixup(x, targets, cfg.mixup_alpha, augment) if len(x) > 1 else (x, targets)
+            if len(x):
+                logits = net(x)[0][:, -1]
+                loss = F.binary_cross_entropy_with_logits(logits, targets)
+            else:  # every clip of the batch was unreadable: a zero step keeps the ranks in lock step
+                loss = sum(p.sum() * 0.0 for p in self.model.parameters())
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.steps += 1
+            if len(x):
+                loss_sum += loss.item() * len(x)
+                correct += float((logits.argmax(1) == labels).sum())
+                count += len(x)
+                bar.set_postfix(loss=f"{loss_sum / count:.4f}", acc=f"{correct / count:.3f}")
+            if cfg.max_steps is not None and self.steps >= cfg.max_steps:
+                break
+        broadcast_buffers(self.model, world)
+        loss_sum, correct, count, skipped = sum_over_ranks([loss_sum, correct, count, skipped], world)
+        return {"train_loss": loss_sum / max(count, 1), "train_accuracy": correct / max(count, 1),
+                "skipped_files": int(skipped)}
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        self.model.eval()
+        loss_sum = correct = count = 0.0
+        shard = list(range(self.world.rank, len(self.val_set), self.world.size))
+        for waves, labels, _ in self.loader(self.val_set, _chunks(shard, 256)):
+            if not len(waves):
+                continue
+            waves, labels = waves.to(self.world.device), labels.to(self.world.device)
+            logits = self.model.classify(clip_features(waves, self.features))
+            targets = F.one_hot(labels, len(self.classes)).to(logits.dtype)
+            loss_sum += float(F.binary_cross_entropy_with_logits(logits, targets, reduction="sum")) / len(self.classes)
+            correct += float((logits.argmax(1) == labels).sum())
+            count += len(labels)
+        loss_sum, correct, count = sum_over_ranks([loss_sum, correct, count], self.world)
+        return {"val_loss": loss_sum / max(count, 1), "val_accuracy": correct / max(count, 1)}
+
+    # ------------------------------------------------------------- output
+    def save(self, metrics: dict) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        if metrics["val_accuracy"] > self.best:
+            self.best = metrics["val_accuracy"]
+            save_checkpoint(self.out / "best.pt", self.model, self.classes, self.features,
+                            training={"epoch": self.epoch, "metrics": metrics, "config": asdict(self.cfg)})
+        save_checkpoint(self.out / "last.pt", self.model, self.classes, self.features, self.training_state())
+        with open(self.out / "metrics.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(self.history[0]))
+            writer.writeheader()
+            writer.writerows(self.history)
+
+
+def _chunks(items: list[int], size: int) -> list[list[int]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _as_tuple(value: object) -> object:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
+    """Train (or resume) one run; returns ``{"history", "best_val_accuracy", "out", "steps", "digests"}``.
+
+    ``cfg.max_steps`` stops the run after that many optimiser steps in total,
+    without writing the unfinished epoch (a smoke test, or a simulated kill).
+    """
+    world = init_world()
+    try:
+        run = _Run(cfg, world)
+        if resume:
+            run.restore(run.out / "last.pt")
+        net: nn.Module = run.model
+        if world.distributed:
+            net = DistributedDataParallel(run.model, device_ids=[world.device.index] if world.device.type == "cuda"
+                                          else None)
+        writer = None
+        if cfg.tensorboard and world.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+            writer = SummaryWriter(str(run.out / "tb"), purge_step=run.epoch + 1)
+        log = tqdm.write if progress else (lambda s: None)
+        if world.is_main and run.epoch:
+            log(f"resuming {run.out / 'last.pt'} after epoch {run.epoch}")
+        while run.epoch < cfg.epochs:
+            start = time.perf_counter()
+            metrics = run.train_epoch(net, progress)
+            if cfg.max_steps is not None and run.steps >= cfg.max_steps:
+                break
+            metrics.update(run.validate())
+            metrics = {"epoch": run.epoch + 1, "lr": run.optimizer.param_groups[0]["lr"], **metrics,
+                       "seconds": round(time.perf_counter() - start, 2)}
+            run.scheduler.step()
+            run.history.append(metrics)
+            run.epoch += 1  # epochs done: what last.pt records
+            if world.is_main:
+                run.save(metrics)
+                if writer is not None:
+                    for key, value in metrics.items():
+                        if key != "epoch":
+                            writer.add_scalar(key, value, metrics["epoch"])
+                    writer.flush()
+                log(f"epoch {metrics['epoch']:>3}  loss {metrics['train_loss']:.4f}  train {metrics['train_accuracy']:.4f}"
+                    f"  val {metrics['val_accuracy']:.4f}  lr {metrics['lr']:.2e}  {metrics['seconds']:.1f} s"
+                    + (f"  skipped {metrics['skipped_files']} bad files" if metrics["skipped_files"] else ""))
+        if writer is not None:
+            writer.close()
+        digests = gather_strings(parameter_digest(run.model), world)
+        if world.distributed and world.is_main:
+            run.out.mkdir(parents=True, exist_ok=True)
+            (run.out / "replicas.json").write_text(json.dumps({"world_size": world.size, "steps": run.steps,
+                                                               "digests": digests}, indent=1))
+        return {"history": run.history, "best_val_accuracy": run.best, "out": str(run.out), "steps": run.steps,
+                "digests": digests}
+    finally:
+        close_world(world)

@@ -1,0 +1,135 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import streamlmu
+from streamlmu.apps.cli import main
+from streamlmu.data.speech_commands import SpeechCommands
+from streamlmu.models.registry import build_model
+from streamlmu.train.distributed import parameter_digest
+from streamlmu.train.evaluate import evaluate
+from streamlmu.train.trainer import TrainConfig, train
+
+# A small model keeps every run here to a few seconds.
+SMALL = dict(dim=16, order=16)
+
+
+def config(data, out, **kw) -> TrainConfig:
+    kw = dict(dict(batch_size=16, tensorboard=False, overrides=SMALL), **kw)
+    return TrainConfig(data=str(data), out=str(out), **kw)
+
+
+def without_time(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_corpus, tmp_path_factory):
+    """Two epochs, uninterrupted: the reference run."""
+    out = tmp_path_factory.mktemp("run")
+    result = train(config(tiny_corpus, out, epochs=2, tensorboard=True), progress=False)
+    return out, result
+
+
+def test_run_writes_checkpoints_logs_and_learns_something(trained):
+    out, result = trained
+    assert {p.name for p in out.iterdir()} >= {"last.pt", "best.pt", "metrics.csv", "tb"}
+    assert any(p.name.startswith("events.") for p in (out / "tb").iterdir())
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,lr,train_loss") and len(rows) == 3
+    history = result["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert history[1]["train_loss"] < history[0]["train_loss"]
+    assert result["best_val_accuracy"] == max(h["val_accuracy"] for h in history)
+
+
+def test_resumed_run_equals_uninterrupted_run(trained, tiny_corpus, tmp_path):
+    out, reference = trained
+    steps_per_epoch = reference["steps"] // 2
+    # Killed one step into the second epoch: last.pt still holds the end of epoch 1.
+    killed = train(config(tiny_corpus, tmp_path, epochs=2, max_steps=steps_per_epoch + 1), progress=False)
+    assert len(killed["history"]) == 1
+    resumed = train(config(tiny_corpus, tmp_path, epochs=2), resume=True, progress=False)
+    assert without_time(resumed["history"]) == without_time(reference["history"])
+    assert resumed["digests"] == reference["digests"]
+    a, b = streamlmu.load_model(out / "last.pt"), streamlmu.load_model(tmp_path / "last.pt")
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), name
+
+
+def test_resume_refuses_a_different_recipe_or_a_missing_run(trained, tiny_corpus, tmp_path):
+    out, _ = trained
+    shutil.copy(out / "last.pt", tmp_path / "last.pt")
+    with pytest.raises(ValueError, match=r"seed \(0 vs 1\)"):
+        train(config(tiny_corpus, tmp_path, epochs=3, seed=1), resume=True, progress=False)
+    with pytest.raises(FileNotFoundError, match="last.pt"):
+        train(config(tiny_corpus, tmp_path / "none", epochs=3), resume=True, progress=False)
+    (tmp_path / "other").mkdir()
+    shutil.copy(out / "best.pt", tmp_path / "other" / "last.pt")  # a model file, not a run
+    with pytest.raises(ValueError, match="no training state"):
+        train(config(tiny_corpus, tmp_path / "other", epochs=3), resume=True, progress=False)
+
+
+def test_streaming_evaluation_equals_offline(trained, tiny_corpus):
+    out, _ = trained
+    model = streamlmu.load_model(out / "best.pt")
+    data = SpeechCommands(tiny_corpus, "testing")
+    offline = evaluate(model, data, "offline", progress=False)
+    streaming = evaluate(model, data, "streaming", progress=False)
+    assert len(offline.targets) == len(data) > 0
+    assert np.array_equal(offline.predictions, streaming.predictions)
+    assert np.abs(offline.logits - streaming.logits).max() < 1e-4
+    assert offline.confusion().sum() == len(data)
+    with pytest.raises(ValueError, match="--labels 35"):
+        evaluate(model, SpeechCommands(tiny_corpus, "testing", labels=12), progress=False)
+
+
+def test_training_skips_and_counts_a_corrupt_file(tiny_corpus, tmp_path):
+    root = tmp_path / "corpus"
+    shutil.copytree(tiny_corpus, root)
+    rel = SpeechCommands(root, "training").items[0][0]
+    (root / rel).write_bytes(b"RIFF broken")
+    result = train(config(root, tmp_path / "run", epochs=1), progress=False)
+    assert result["history"][0]["skipped_files"] == 1
+
+
+def test_missing_corpus_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="Speech Commands"):
+        train(config(tmp_path / "nowhere", tmp_path / "run", epochs=1), progress=False)
+
+
+def test_cli_train_then_evaluate(tiny_corpus, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tiny_corpus), "--out", str(run), "--epochs", "1", "--batch-size", "16",
+                 "--no-tensorboard", "--quiet", "--threads", "1"]) == 0
+    assert main(["evaluate", "--model", str(run / "best.pt"), "--data", str(tiny_corpus), "--quiet",
+                 "--plot", str(tmp_path / "c.png"), "--json", str(tmp_path / "r.json")]) == 0
+    out = capsys.readouterr().out
+    assert "streaming vs offline: 0 predictions differ" in out
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["accuracy"]["offline"] == report["accuracy"]["streaming"]
+    assert main(["evaluate", "--model", str(run / "best.pt"), "--data", str(tiny_corpus), "--modes", "fast"]) == 2
+
+
+@pytest.mark.skipif(shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None, reason="no torchrun")
+def test_two_process_ddp_keeps_replicas_identical(tiny_corpus, tmp_path):
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [torchrun, "--nproc_per_node=2", "--standalone", "-m", "streamlmu.apps.cli", "train",
+           "--data", str(tiny_corpus), "--out", str(tmp_path), "--epochs", "1", "--batch-size", "8",
+           "--max-steps", "3", "--no-tensorboard", "--quiet", "--threads", "1"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "replicas.json").read_text())
+    assert report["world_size"] == 2 and report["steps"] == 3
+    assert report["digests"][0] == report["digests"][1]
+    torch.manual_seed(0)
+    untrained = build_model("lmuformer", "tiny", num_classes=35)
+    assert report["digests"][0] != parameter_digest(untrained)  # the replicas moved, together
