@@ -37,6 +37,30 @@ def test_numba_kernel_equals_torch_step_bit_for_bit():
     assert torch.equal(z_kernel, z_torch.detach()) and torch.equal(s_kernel.v, s_torch.v.detach())
 
 
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-6), (torch.float64, 1e-14)])
+def test_training_kernel_equals_autograd_through_torch_steps(dtype, tol):
+    """The one-node Numba scan gives the spikes and gradients of a loop of lif_step under autograd."""
+    lif = LIF(24, threshold=0.5)
+    x = drive(features=24, time=60).to(dtype).requires_grad_()
+    v0 = (torch.rand(3, 24, dtype=dtype) * 0.4).requires_grad_()
+    z, state = lif(x, LIFState(v0))
+    gen = torch.Generator().manual_seed(1)
+    wz, wv = torch.randn(z.shape, generator=gen, dtype=dtype), torch.randn(v0.shape, generator=gen, dtype=dtype)
+    ((z * wz).sum() + (state.v * wv).sum()).backward()
+    grads = x.grad.clone(), v0.grad.clone()
+    x.grad = v0.grad = None
+    v, zs = v0, []
+    for t in range(x.shape[1]):
+        zt, v = lif_step(x[:, t], v, lif.params, lif.surrogate)
+        zs.append(zt)
+    ref = torch.stack(zs, dim=1)
+    ((ref * wz).sum() + (v * wv).sum()).backward()
+    assert torch.equal(z, ref) and torch.equal(state.v, v)
+    assert 0.05 < float(z.detach().mean()) < 0.6
+    scale = float(x.grad.abs().max())
+    assert (grads[0] - x.grad).abs().max() <= tol * scale and (grads[1] - v0.grad).abs().max() <= tol * scale
+
+
 def test_surrogate_gradient_is_the_sigmoid_derivative():
     x = torch.tensor([[0.2, 1.0, 1.7, 3.0]], requires_grad=True)
     z, _ = lif_step(x, torch.zeros(1, 4))

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from streamlmu.kernels import lif as lif_kernels
-from streamlmu.nn.inference import as_array, raise_for_status, uses_kernels
+from streamlmu.nn.inference import KERNEL_DTYPES, as_array, raise_for_status, uses_kernels
 from streamlmu.stream import StreamModule, check_input, register_state, step_by_forward
 
 Surrogate = Callable[[Tensor], Tensor]
@@ -62,6 +62,33 @@ class SigmoidSurrogate:
 
     def __repr__(self) -> str:
         return f"SigmoidSurrogate(alpha={self.alpha})"
+
+
+class _LIFScan(torch.autograd.Function):
+    """The LIF scan with the default sigmoid surrogate as one autograd node (Numba forward and backward)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, v: Tensor, params: LIFParams, alpha: float) -> tuple[Tensor, Tensor]:
+        xn, vn = as_array(x), as_array(v.to(x.dtype))
+        z, h, v_out = np.empty_like(xn), np.empty_like(xn), np.empty_like(vn)
+        scalars = tuple(xn.dtype.type(s) for s in params)
+        raise_for_status(lif_kernels.lif_scan_train(xn, vn, *scalars, z, h, v_out), "state.v")
+        z_t, h_t = torch.from_numpy(z), torch.from_numpy(h)
+        ctx.save_for_backward(z_t, h_t)
+        ctx.params, ctx.alpha = params, alpha
+        return z_t, torch.from_numpy(v_out)
+
+    @staticmethod
+    def backward(ctx, grad_z: Tensor | None, grad_v: Tensor | None):
+        z, h = ctx.saved_tensors
+        dtype = h.numpy().dtype.type
+        gz = as_array(grad_z) if grad_z is not None else np.zeros_like(h.numpy())
+        gv = as_array(grad_v) if grad_v is not None else np.zeros((h.shape[0], h.shape[2]), h.numpy().dtype)
+        gx, gv0 = np.empty_like(gz), np.empty_like(gv)
+        p = ctx.params
+        raise_for_status(lif_kernels.lif_scan_backward(gz, gv, h.numpy(), z.numpy(), dtype(p.tau), dtype(p.threshold),
+                                                       dtype(ctx.alpha), gx, gv0), "gradient")
+        return torch.from_numpy(gx), torch.from_numpy(gv0), None, None
 
 
 def lif_step(x: Tensor, v: Tensor, params: LIFParams = LIFParams(),
@@ -122,6 +149,9 @@ class LIF(StreamModule):
         v = self.init_state(x.shape[0], x.dtype, x.device).v if state is None else self._check_state(state, x)
         if uses_kernels(x, v):
             return self._kernel_scan(x, v)
+        if x.is_cpu and x.dtype in KERNEL_DTYPES and type(self.surrogate) is SigmoidSurrogate:
+            z, v = _LIFScan.apply(x, v, self.params, self.surrogate.alpha)
+            return z, LIFState(v)
         zs = []
         for t in range(x.shape[1]):
             z, v = lif_step(x[:, t], v, self.params, self.surrogate)
