@@ -7,7 +7,8 @@ setup(
     "LMUFormer and spiking models as exact frame-by-frame stream operators.",
     python_requires=">=3.10",
     packages=["streamlmu", "streamlmu.nn", "streamlmu.models", "streamlmu.audio", "streamlmu.data",
-              "streamlmu.train", "streamlmu.kernels", "streamlmu.apps"],
+              "streamlmu.train", "streamlmu.pretrained", "streamlmu.kernels", "streamlmu.apps"],
+    package_data={"streamlmu.pretrained": ["*.pt", "*.md"]},
     package_dir={
         "streamlmu": "streamlmu",
         "streamlmu.kernels": "kernels",
@@ -21,6 +22,7 @@ setup(
         "numba>=0.59",
         "scipy>=1.10",
         "tqdm",
+        "matplotlib",
     ],
     entry_points={"console_scripts": ["streamlmu=streamlmu.apps.cli:main"]},
 )

@@ -41,3 +41,9 @@ def test_bad_checkpoints_name_the_file(tmp_path):
 def test_unknown_model_name():
     with pytest.raises(ValueError, match="lmuformer"):
         build_model("resnet")
+
+
+def test_unknown_bundled_name_lists_the_bundled_models():
+    from streamlmu.pretrained import available
+    with pytest.raises(FileNotFoundError, match="no bundled model named 'nonexistent'; bundled: " + ", ".join(available())):
+        streamlmu.load_model("nonexistent")

@@ -22,6 +22,7 @@ import torch
 
 from streamlmu.audio.features import FbankConfig
 from streamlmu.models.registry import model_from_config, model_name
+from streamlmu.pretrained import pretrained_path
 from streamlmu.stream import StreamModule
 
 CHECKPOINT_FORMAT = "streamlmu-checkpoint-1"
@@ -56,10 +57,12 @@ def read_checkpoint(path: str | Path) -> dict:
 
 
 def load_model(path: str | Path) -> StreamModule:
-    """A trained model, ready for inference (eval mode), from a checkpoint file.
+    """A trained model, ready for inference (eval mode), from a checkpoint file or a bundled model's name.
 
     The model carries ``labels`` (class names) and ``features`` (its FbankConfig).
     """
+    if not Path(path).exists() and Path(path).suffix == "" and "/" not in str(path):
+        path = pretrained_path(str(path))
     payload = read_checkpoint(path)
     model = model_from_config(payload["model"], payload["config"])
     model.load_state_dict(payload["weights"])

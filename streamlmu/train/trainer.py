@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -113,6 +114,11 @@ class _Run:
         if len(self.train_set) == 0 or len(self.val_set) == 0:
             raise ValueError(f"{cfg.data} has {len(self.train_set)} training and {len(self.val_set)} validation "
                              f"clips; both splits must be non-empty")
+        present = {label for _, label in self.train_set.items}
+        missing = [name for i, name in enumerate(self.classes) if i not in present]
+        if missing and world.is_main:
+            warnings.warn(f"{cfg.data} has no training clips of {len(missing)} of the {len(self.classes)} labels "
+                          f"({', '.join(missing)}); the model will never predict them", stacklevel=3)
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, cfg.preset, num_classes=len(self.classes), **cfg.overrides)
         self.model.to(world.device)
@@ -238,10 +244,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
             net = DistributedDataParallel(run.model, device_ids=[world.device.index] if world.device.type == "cuda"
                                           else None)
         writer = None
-        if cfg.tensorboard and world.is_main:
-            from torch.utils.tensorboard import SummaryWriter
-            writer = SummaryWriter(str(run.out / "tb"), purge_step=run.epoch + 1)
         log = tqdm.write if progress else (lambda s: None)
+        if cfg.tensorboard and world.is_main:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                writer = SummaryWriter(str(run.out / "tb"), purge_step=run.epoch + 1)
+            except ImportError:
+                log("tensorboard is not installed: logging to metrics.csv only (pip install tensorboard)")
         if world.is_main and run.epoch:
             log(f"resuming {run.out / 'last.pt'} after epoch {run.epoch}")
         while run.epoch < cfg.epochs:

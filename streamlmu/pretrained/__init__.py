@@ -1,0 +1,22 @@
+"""Keyword-spotting models shipped with the package; their model card is ``MODEL_CARD.md`` beside them.
+
+``streamlmu.load_model(name)`` takes one of :func:`available` as well as a path.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+FOLDER = Path(__file__).parent
+
+
+def available() -> tuple[str, ...]:
+    """Names of the bundled checkpoints (file names without ``.pt``)."""
+    return tuple(sorted(p.stem for p in FOLDER.glob("*.pt")))
+
+
+def pretrained_path(name: str) -> Path:
+    """The file of a bundled model, or an error listing the names there are."""
+    path = FOLDER / f"{name}.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"no bundled model named {name!r}; bundled: {', '.join(available()) or 'none'}")
+    return path
