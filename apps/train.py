@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = TrainConfig(data="")
     parser.add_argument("--data", required=True, help="corpus root in the SCv2 layout")
     parser.add_argument("--model", choices=MODEL_NAMES, default=d.model, help="architecture")
-    parser.add_argument("--preset", default=d.preset, help="model size (tiny, small or paper)")
+    parser.add_argument("--preset", default=d.preset, choices=("tiny", "paper"), help="model size")
     parser.add_argument("--labels", type=int, choices=(35, 12), default=d.labels, help="35 words, or 10 + unknown + silence")
     parser.add_argument("--out", default=d.out, help="run folder for checkpoints and logs")
     parser.add_argument("--epochs", type=int, default=d.epochs, help="total epochs (a resumed run counts the done ones)")

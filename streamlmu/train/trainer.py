@@ -97,7 +97,7 @@ def _epoch_batches(size: int, cfg: TrainConfig, epoch: int, world: World) -> lis
     """This rank's batches of one epoch: a shuffle fixed by (seed, epoch), split evenly over ranks."""
     order = torch.randperm(size, generator=_generator(cfg.seed, epoch)).tolist()
     order = order[:size // world.size * world.size][world.rank::world.size]
-    return [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+    return _chunks(order, cfg.batch_size)
 
 
 class _Run:
