@@ -80,6 +80,11 @@ def test_resume_refuses_a_different_recipe_or_a_missing_run(trained, tiny_corpus
         train(config(tiny_corpus, tmp_path / "other", epochs=3), resume=True, progress=False)
 
 
+def test_warmup_ramps_the_learning_rate_linearly(tiny_corpus, tmp_path):
+    result = train(config(tiny_corpus, tmp_path, epochs=1, warmup_steps=100), progress=False)
+    assert result["history"][0]["lr"] == pytest.approx(2.5e-3 * result["steps"] / 100)
+
+
 def test_streaming_evaluation_equals_offline(trained, tiny_corpus):
     out, _ = trained
     model = streamlmu.load_model(out / "best.pt")

@@ -2,7 +2,8 @@
 
 The recipe is the LMUFormer paper's: 128-mel Kaldi fbank padded to 128 frames,
 binary cross-entropy on one-hot targets, Adam (lr 2.5e-3, betas 0.95/0.999),
-StepLR x0.85 every 10 epochs, SpecAugment and mixup. The loss is taken on the
+StepLR x0.85 every 10 epochs (after an optional linear warm-up over the first
+``warmup_steps`` steps, as the official code has), SpecAugment and mixup. The loss is taken on the
 last frame's logits, the running mean over the whole (padded) clip.
 
 Every random choice of an epoch (sample order, noise, SpecAugment, mixup) is
@@ -48,7 +49,8 @@ from streamlmu.train.distributed import (World, broadcast_buffers, close_world, 
                                          parameter_digest, sum_over_ranks)
 
 # Fields that must agree between a run and the run it resumes.
-_RESUME_KEYS = ("model", "preset", "labels", "batch_size", "lr", "betas", "lr_step", "lr_gamma", "mixup_alpha",
+_RESUME_KEYS = ("model", "preset", "labels", "batch_size", "lr", "betas", "lr_step", "lr_gamma", "warmup_steps",
+                "mixup_alpha",
                 "spec_augment", "noise_probability", "seed", "overrides")
 
 
@@ -67,6 +69,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.95, 0.999)
     lr_step: int = 10
     lr_gamma: float = 0.85
+    warmup_steps: int = 0
     mixup_alpha: float = 0.2
     spec_augment: bool = True
     noise_probability: float = 0.8
@@ -137,7 +140,9 @@ class _Run:
         if training is None or "optimizer" not in training:
             raise ValueError(f"{path} holds no training state (a bare model file); resume needs a last.pt")
         old = training["config"]
-        differ = [k for k in _RESUME_KEYS if _as_tuple(old.get(k)) != _as_tuple(getattr(self.cfg, k))]
+        defaults = asdict(TrainConfig(data=""))  # a field newer than the checkpoint has its default there
+        old = {k: old.get(k, defaults[k]) for k in _RESUME_KEYS}
+        differ = [k for k in _RESUME_KEYS if _as_tuple(old[k]) != _as_tuple(getattr(self.cfg, k))]
         if differ:
             raise ValueError(f"cannot resume {path}: it was trained with different " + ", ".join(
                 f"{k} ({old.get(k)!r} vs {getattr(self.cfg, k)!r})" for k in differ))
@@ -160,8 +165,13 @@ class _Run:
         loss_sum = correct = count = skipped = 0.0
         bar = tqdm(self.loader(self.train_set, batches), total=len(batches), leave=False, unit="batch",
                    desc=f"epoch {self.epoch + 1}/{cfg.epochs}", disable=not (progress and world.is_main))
-        for waves, labels, bad in bar:
+        scheduled = cfg.lr * cfg.lr_gamma ** (self.epoch // cfg.lr_step)  # what StepLR gives this epoch
+        for index, (waves, labels, bad) in enumerate(bar):
             skipped += bad
+            step = self.epoch * len(batches) + index
+            if step <= cfg.warmup_steps and cfg.warmup_steps:  # linear warm-up, then the schedule
+                for group in self.optimizer.param_groups:
+                    group["lr"] = scheduled * min(1.0, (step + 1) / cfg.warmup_steps)
             waves, labels = waves.to(world.device), labels.to(world.device)
             x = clip_features(waves, self.features)
             if cfg.spec_augment and len(x):
