@@ -106,6 +106,11 @@ def test_training_skips_and_counts_a_corrupt_file(tiny_corpus, tmp_path):
     (root / rel).write_bytes(b"RIFF broken")
     result = train(config(root, tmp_path / "run", epochs=1), progress=False)
     assert result["history"][0]["skipped_files"] == 1
+    items = SpeechCommands(root, "training").items
+    for rel, _ in items:  # whole batches unreadable: zero steps, the run goes on
+        (root / rel).write_bytes(b"RIFF broken")
+    result = train(config(root, tmp_path / "run2", epochs=1), progress=False)
+    assert result["history"][0]["skipped_files"] == len(items)
 
 
 def test_missing_corpus_is_a_clear_error(tmp_path):

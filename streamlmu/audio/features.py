@@ -115,8 +115,8 @@ def fbank(waveform: Tensor, cfg: FbankConfig = FbankConfig(), normalize: bool = 
         raise TypeError(f"waveform must be float samples in [-1, 1] (got {waveform.dtype})")
     check_finite(waveform, "waveform")
     count = cfg.num_frames(waveform.shape[-1])
-    if count == 0:
-        return waveform.new_zeros(*waveform.shape[:-1], 0, cfg.num_mel_bins)
+    if count == 0 or waveform.numel() == 0:  # too short, or an empty batch
+        return waveform.new_zeros(*waveform.shape[:-1], count, cfg.num_mel_bins)
     frames = waveform[..., :cfg.window_size + (count - 1) * cfg.hop].unfold(-1, cfg.window_size, cfg.hop)
     return frame_features(frames, cfg, normalize)
 

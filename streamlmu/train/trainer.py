@@ -181,8 +181,8 @@ class _Run:
             if len(x):
                 logits = net(x)[0][:, -1]
                 loss = F.binary_cross_entropy_with_logits(logits, targets)
-            else:  # every clip of the batch was unreadable: a zero step keeps the ranks in lock step
-                loss = sum(p.sum() * 0.0 for p in self.model.parameters())
+            else:  # every clip of the batch was unreadable: a zero step keeps DDP's ranks in lock step
+                loss = net(x.new_zeros(1, *x.shape[1:]))[0].sum() * 0.0
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
