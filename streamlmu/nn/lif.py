@@ -110,8 +110,11 @@ class LIF(StreamModule):
             ``snntorch.surrogate.sigmoid(slope=4)`` (it fires on ``> 0``, not ``>= 0``).
         alpha: slope of the default surrogate.
 
-    Without autograd on CPU, ``forward`` runs the Numba kernel, which performs
-    the same float operations as :func:`lif_step` and so gives the same spikes.
+    On CPU, ``forward`` runs Numba kernels that perform the same float
+    operations as :func:`lif_step` and so give the same spikes: the inference
+    scan without autograd, and with autograd and the default surrogate a
+    training scan whose backward pass is one Numba loop too (other surrogates
+    loop over :func:`lif_step`).
 
     Shapes:
         step:    x ``(batch, features)`` -> spikes ``(batch, features)`` (0.0 / 1.0)
