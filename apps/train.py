@@ -6,7 +6,7 @@ import argparse
 import torch
 
 from streamlmu.models.registry import MODEL_NAMES
-from streamlmu.train.trainer import TrainConfig, train
+from streamlmu.train.trainer import LOSSES, TrainConfig, train
 
 DESCRIPTION = """Train LMUFormer, Spiking LMUFormer or the KWT baseline on Speech Commands v2
 (or the synthetic corpus of `streamlmu synth-speech-commands`), with the paper's recipe:
@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
     parser.add_argument("--warmup-steps", type=int, default=d.warmup_steps,
                         help="linear learning-rate warm-up over this many steps (0: none)")
+    parser.add_argument("--loss", choices=LOSSES, default=d.loss,
+                        help="bce: the paper's binary cross-entropy; ce: softmax cross-entropy")
     parser.add_argument("--mixup", type=float, default=d.mixup_alpha, help="mixup Beta alpha (0: off)")
     parser.add_argument("--no-spec-augment", action="store_true", help="train without SpecAugment")
     parser.add_argument("--seed", type=int, default=d.seed, help="seed of every random choice")
@@ -43,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     cfg = TrainConfig(data=args.data, model=args.model, preset=args.preset, labels=args.labels, out=args.out,
                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
-                      mixup_alpha=args.mixup,
+                      loss=args.loss, mixup_alpha=args.mixup,
                       spec_augment=not args.no_spec_augment, seed=args.seed, workers=args.workers,
                       max_steps=args.max_steps, tensorboard=not args.no_tensorboard)
     result = train(cfg, resume=args.resume, progress=not args.quiet)

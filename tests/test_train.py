@@ -85,6 +85,13 @@ def test_warmup_ramps_the_learning_rate_linearly(tiny_corpus, tmp_path):
     assert result["history"][0]["lr"] == pytest.approx(2.5e-3 * result["steps"] / 100)
 
 
+def test_softmax_cross_entropy_option(tiny_corpus, tmp_path):
+    result = train(config(tiny_corpus, tmp_path, epochs=1, loss="ce"), progress=False)
+    assert result["history"][0]["train_loss"] > 0
+    with pytest.raises(ValueError, match="loss must be one of"):
+        config(tiny_corpus, tmp_path, loss="hinge")
+
+
 def test_streaming_evaluation_equals_offline(trained, tiny_corpus):
     out, _ = trained
     model = streamlmu.load_model(out / "best.pt")
