@@ -26,16 +26,22 @@ def test_bundled_models_are_small_and_load_by_name():
     assert BUNDLED in (FOLDER / "MODEL_CARD.md").read_text()
 
 
-@pytest.mark.slow
-def test_bundled_model_reproduces_its_card_on_the_synthetic_test_split(tmp_path):
-    """Regenerates the default synthetic corpus (about 1 min) and re-measures the card's test accuracies."""
+@pytest.fixture(scope="module")
+def synthetic_test_split(tmp_path_factory):
+    """The default synthetic corpus's test split, regenerated (about 1 min)."""
     from streamlmu.data.synth import SynthConfig, generate
-    root = generate(tmp_path / "scv2", SynthConfig(), WORDS_35, workers=2, progress=False)
-    data = SpeechCommands(root, "testing")
-    model = streamlmu.load_model(BUNDLED)
+    root = generate(tmp_path_factory.mktemp("scv2"), SynthConfig(), WORDS_35, workers=2, progress=False)
+    return SpeechCommands(root, "testing")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [BUNDLED, "spiking-lmuformer-tiny-synth35"])
+def test_bundled_model_reproduces_its_card_on_the_synthetic_test_split(name, synthetic_test_split):
+    data = synthetic_test_split
+    model = streamlmu.load_model(name)
     offline = evaluate(model, data, "offline", progress=False)
     streaming = evaluate(model, data, "streaming", progress=False)
-    card = card_figures()[BUNDLED]
+    card = card_figures()[name]
     assert len(data) == card["test_clips"]
     assert np.array_equal(offline.predictions, streaming.predictions)
     assert streaming.accuracy == pytest.approx(card["test_accuracy_streaming"], abs=1e-9)
