@@ -52,15 +52,19 @@ def offline_logits(model: StreamModule, waves: Tensor, features: FbankConfig) ->
     return model.classify(clip_features(waves, features))
 
 
+def frame_operator(model: StreamModule) -> StreamModule:
+    """What steps ``model`` one frame at a time: its compiled engine where it has one, else the model."""
+    return model.streaming() if hasattr(model, "streaming") else model
+
+
 @torch.no_grad()
 def streaming_logits(model: StreamModule, waves: Tensor, features: FbankConfig, hop_samples: int = 160,
                      runner: StreamModule | None = None) -> Tensor:
     """Clips streamed hop by hop, frame by frame: ``(batch, samples)`` -> last-frame logits ``(batch, classes)``.
 
-    ``runner`` is the per-frame operator (default: ``model.streaming()`` where the model has one).
+    ``runner`` is the per-frame operator (default: :func:`frame_operator` of the model).
     """
-    if runner is None:
-        runner = model.streaming() if hasattr(model, "streaming") else model
+    runner = frame_operator(model) if runner is None else runner
     extractor = StreamingFbank(features)
     fstate = extractor.init_state(waves.shape[0])
     state = runner.init_state(waves.shape[0])
@@ -89,7 +93,7 @@ def evaluate(model: StreamModule, dataset: SpeechCommands, mode: str = "offline"
         raise ValueError(f"the model's {len(classes)} labels differ from the dataset's {len(dataset.classes)} "
                          f"(a {len(classes)}-label model needs --labels {len(classes)})")
     model.eval()
-    runner = model.streaming() if mode == "streaming" and hasattr(model, "streaming") else None
+    runner = frame_operator(model) if mode == "streaming" else None  # compiled once, not per batch
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
     targets, logits, skipped = [], [], 0
     for waves, labels, bad in tqdm(loader, desc=mode, unit="batch", leave=False, disable=not progress):

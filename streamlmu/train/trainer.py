@@ -97,8 +97,12 @@ def clip_features(waves: Tensor, features: FbankConfig) -> Tensor:
     return pad_frames(fbank(waves, features), features.clip_frames)
 
 
+def _seed(*keys: int) -> int:
+    return int(np.random.SeedSequence(list(keys)).generate_state(1)[0])
+
+
 def _generator(*keys: int) -> torch.Generator:
-    return torch.Generator().manual_seed(int(np.random.SeedSequence(list(keys)).generate_state(1)[0]))
+    return torch.Generator().manual_seed(_seed(*keys))
 
 
 def _epoch_batches(size: int, cfg: TrainConfig, epoch: int, world: World) -> list[list[int]]:
@@ -132,11 +136,11 @@ class _Run:
         self.model.to(world.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=cfg.betas)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.lr_step, cfg.lr_gamma)
-        self.epoch, self.best, self.history, self.steps = 0, -1.0, [], 0
+        self.epoch, self.history, self.steps = 0, [], 0
 
     # ------------------------------------------------------------- state
     def training_state(self) -> dict:
-        return {"config": asdict(self.cfg), "epoch": self.epoch, "best": self.best, "history": self.history,
+        return {"config": asdict(self.cfg), "epoch": self.epoch, "history": self.history,
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
 
     def restore(self, path: Path) -> None:
@@ -154,7 +158,7 @@ class _Run:
         self.model.load_state_dict(payload["weights"])
         self.optimizer.load_state_dict(training["optimizer"])
         self.scheduler.load_state_dict(training["scheduler"])
-        self.epoch, self.best, self.history = training["epoch"], training["best"], training["history"]
+        self.epoch, self.history = training["epoch"], training["history"]
 
     # ------------------------------------------------------------- loops
     def loader(self, dataset: SpeechCommands, batches: list[list[int]]) -> DataLoader:
@@ -164,7 +168,7 @@ class _Run:
         cfg, world = self.cfg, self.world
         self.model.train()
         self.train_set.set_epoch(self.epoch)
-        torch.manual_seed(int(np.random.SeedSequence([cfg.seed, self.epoch, world.rank, 1]).generate_state(1)[0]))
+        torch.manual_seed(_seed(cfg.seed, self.epoch, world.rank, 1))
         augment = _generator(cfg.seed, self.epoch, world.rank, 2)
         batches = _epoch_batches(len(self.train_set), cfg, self.epoch, world)
         loss_sum = correct = count = skipped = 0.0
@@ -222,10 +226,14 @@ class _Run:
         return {"val_loss": loss_sum / max(count, 1), "val_accuracy": correct / max(count, 1)}
 
     # ------------------------------------------------------------- output
+    def best(self, epochs: int | None = None) -> float:
+        """The best validation accuracy of the first ``epochs`` epochs (all by default); -1 before any."""
+        return max((h["val_accuracy"] for h in self.history[:epochs]), default=-1.0)
+
     def save(self, metrics: dict) -> None:
+        """Write last.pt, metrics.csv and, when ``metrics`` (the newest epoch's) beat every earlier epoch, best.pt."""
         self.out.mkdir(parents=True, exist_ok=True)
-        if metrics["val_accuracy"] > self.best:
-            self.best = metrics["val_accuracy"]
+        if metrics["val_accuracy"] > self.best(-1):
             save_checkpoint(self.out / "best.pt", self.model, self.classes, self.features,
                             training={"epoch": self.epoch, "metrics": metrics, "config": asdict(self.cfg)})
         save_checkpoint(self.out / "last.pt", self.model, self.classes, self.features, self.training_state())
@@ -303,7 +311,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
             run.out.mkdir(parents=True, exist_ok=True)
             (run.out / "replicas.json").write_text(json.dumps({"world_size": world.size, "steps": run.steps,
                                                                "digests": digests}, indent=1))
-        return {"history": run.history, "best_val_accuracy": run.best, "out": str(run.out), "steps": run.steps,
+        return {"history": run.history, "best_val_accuracy": run.best(), "out": str(run.out), "steps": run.steps,
                 "digests": digests}
     finally:
         close_world(world)
