@@ -14,6 +14,8 @@ APPS = {
     "synth-speech-commands": "streamlmu.apps.synth_speech_commands",
     "train": "streamlmu.apps.train",
     "evaluate": "streamlmu.apps.evaluate",
+    "listen": "streamlmu.apps.listen",
+    "kws-eval": "streamlmu.apps.kws_eval",
 }
 
 
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as err:
         print(f"streamlmu {args.app}: error: {err}", file=sys.stderr)
         return 2
 

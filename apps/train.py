@@ -31,6 +31,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bce: the paper's binary cross-entropy; ce: softmax cross-entropy")
     parser.add_argument("--mixup", type=float, default=d.mixup_alpha, help="mixup Beta alpha (0: off)")
     parser.add_argument("--no-spec-augment", action="store_true", help="train without SpecAugment")
+    parser.add_argument("--init", metavar="CKPT", default=None,
+                        help="start from this checkpoint's weights (every tensor whose name and shape match)")
+    parser.add_argument("--teacher", metavar="CKPT", default=None,
+                        help="distil from this trained model (same labels) on every training batch")
+    parser.add_argument("--distill-weight", type=float, default=d.distill_weight,
+                        help="weight of the distillation loss against the label loss (with --teacher)")
+    parser.add_argument("--distill-temperature", type=float, default=d.distill_temperature,
+                        help="softmax temperature of the distillation loss (with --teacher)")
     parser.add_argument("--seed", type=int, default=d.seed, help="seed of every random choice")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     parser.add_argument("--workers", type=int, default=d.workers, help="data-loading processes (0: in the main one)")
@@ -47,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
                       loss=args.loss, mixup_alpha=args.mixup,
                       spec_augment=not args.no_spec_augment, seed=args.seed, workers=args.workers,
-                      max_steps=args.max_steps, tensorboard=not args.no_tensorboard)
+                      max_steps=args.max_steps, tensorboard=not args.no_tensorboard, init=args.init,
+                      teacher=args.teacher, distill_weight=args.distill_weight,
+                      distill_temperature=args.distill_temperature)
     result = train(cfg, resume=args.resume, progress=not args.quiet)
     if result["history"] and not args.quiet:
         last = result["history"][-1]

@@ -35,6 +35,7 @@ from streamlmu.nn.norm import FrameBatchNorm
 from streamlmu.stream import StreamModule, check_input, register_state
 
 DEFAULT_BLAS_MIN_BATCH = 16
+POOLINGS = ("mean", "frame")  # the model's running-mean head, or per-frame logits (see the model's _emit)
 _F32, _I64 = np.dtype(np.float32), np.dtype(np.int64)
 _new_state = tuple.__new__  # builds a NamedTuple state without its Python-level __new__
 
@@ -220,6 +221,10 @@ class StreamRunner(StreamModule):
             weights: build a new one after changing the model.
         blas_min_batch: from this many streams on, dense layers use BLAS
             (None: never; then every batch size matches the model bit for bit).
+        pooling: ``"mean"``: the model's own output (the head on the running
+            mean of the features since the stream began); ``"frame"``: the
+            head on each frame's features, to be averaged over a window by the
+            caller (continuous keyword spotting).
 
     Not thread-safe: one runner per thread (it reuses its workspace).
 
@@ -231,14 +236,18 @@ class StreamRunner(StreamModule):
     (2, 35)
     """
 
-    def __init__(self, model: StreamModule, blas_min_batch: int | None = DEFAULT_BLAS_MIN_BATCH):
+    def __init__(self, model: StreamModule, blas_min_batch: int | None = DEFAULT_BLAS_MIN_BATCH,
+                 pooling: str = "mean"):
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS} (got {pooling!r})")
         if model.training:
             raise ValueError("StreamRunner runs the eval-mode model; call model.eval() first")
         if not hasattr(model, "_emit"):
             raise TypeError(f"{type(model).__name__} cannot be compiled for the streaming engine")
         builder = ProgramBuilder()
-        model._emit(builder)
+        model._emit(builder, pooling)
+        self.pooling = pooling
         self.program = builder.finish()
         self.model_name = type(model).__name__
         self.latency_frames = model.latency_frames
@@ -256,7 +265,7 @@ class StreamRunner(StreamModule):
 
     def extra_repr(self) -> str:
         p = self.program
-        return (f"{self.model_name}: {p.in_features} -> {p.out_features}, {len(p.ops)} ops, "
+        return (f"{self.model_name} ({self.pooling} pooling): {p.in_features} -> {p.out_features}, {len(p.ops)} ops, "
                 f"{p.weights.size:,} weights, state {p.state_size} per stream")
 
     def _workspace(self, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

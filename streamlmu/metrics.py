@@ -6,6 +6,8 @@ a convolution over time ``kernel_size`` times that; a Legendre memory
 layer fed by spikes only accumulates the weights of the inputs that fired:
 its synaptic operations (SynOps) are its MACs times the input's firing rate.
 
+:class:`LatencyHistogram` keeps compute times of a long run in bounded memory.
+
 A transformer without recurrent state (the KWT baseline) re-runs on every
 prefix of its window, so one frame costs a whole run over the frames heard:
 ``run_macs`` counts it; attention counts the causal half it needs
@@ -14,6 +16,9 @@ prefix of its window, so one frame costs a whole run over the frames heard:
 """
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -93,3 +98,32 @@ def run_macs(model: KWT, frames: int) -> dict[str, int]:
 def mean_run_macs(model: KWT, frames: int) -> float:
     """Mean MACs per frame of a KWT stream over its first ``frames`` frames (one run per frame)."""
     return sum(sum(run_macs(model, t).values()) for t in range(1, frames + 1)) / frames
+
+
+class LatencyHistogram:
+    """Durations in seconds on log-spaced bins (1 ns to 1000 s, 2 % wide): mean, max and quantiles in O(1) memory."""
+
+    _LOW, _BINS_PER_DECADE, _DECADES = 1e-9, 115, 12
+
+    def __init__(self) -> None:
+        self.counts = np.zeros(self._BINS_PER_DECADE * self._DECADES + 1, np.int64)
+        self.count, self.total, self.max = 0, 0.0, 0.0
+
+    def add(self, seconds: float, times: int = 1) -> None:
+        """Record ``times`` durations of ``seconds`` each."""
+        position = math.log10(max(seconds, self._LOW) / self._LOW) * self._BINS_PER_DECADE
+        self.counts[min(int(position), len(self.counts) - 1)] += times
+        self.count += times
+        self.total += seconds * times
+        self.max = max(self.max, seconds)
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.count if self.count else 0.0
+
+    def quantile(self, q: float) -> float:
+        """The upper edge of the bin holding quantile ``q`` (within 2 % above the true value); 0 when empty."""
+        if not self.count:
+            return 0.0
+        index = int(np.searchsorted(np.cumsum(self.counts), q * self.count))
+        return min(self._LOW * 10 ** ((index + 1) / self._BINS_PER_DECADE), self.max)

@@ -40,6 +40,19 @@ def test_engine_is_a_stream_operator(spiking):
     assert runner.latency_frames == 5
 
 
+@pytest.mark.parametrize("spiking", [False, True])
+def test_frame_pooling_averages_to_the_models_output(spiking):
+    model = build("tiny", spiking)
+    x = torch.randn(2, 40, 128, generator=torch.Generator().manual_seed(5))
+    pooled, _ = model.streaming()(x)
+    per_frame, _ = model.streaming(pooling="frame")(x)
+    running = per_frame.cumsum(dim=1) / torch.arange(1, 41).view(1, -1, 1)
+    assert max_abs_diff(running, pooled) <= 1e-5
+    assert max_abs_diff(per_frame, pooled) > 1e-2  # the frames differ from their mean
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        model.streaming(pooling="max")
+
+
 def test_reset_restarts_only_the_masked_stream():
     model = build("tiny", spiking=True)
     runner = model.streaming()

@@ -200,9 +200,9 @@ class LMUFormerBase(StreamModule):
         """Logits of whole clips (the mean over all frames): ``(batch, time, in) -> (batch, classes)``."""
         return self.forward(x)[0][:, -1]
 
-    def streaming(self, blas_min_batch: int | None = DEFAULT_BLAS_MIN_BATCH) -> StreamRunner:
+    def streaming(self, blas_min_batch: int | None = DEFAULT_BLAS_MIN_BATCH, pooling: str = "mean") -> StreamRunner:
         """This (eval-mode) model compiled for the streaming engine; see :mod:`streamlmu.engine`."""
-        return StreamRunner(self, blas_min_batch=blas_min_batch)
+        return StreamRunner(self, blas_min_batch=blas_min_batch, pooling=pooling)
 
     def _features(self, x: Tensor, state: LMUFormerState) -> tuple[Tensor, Tensor | None, dict]:
         raise NotImplementedError
@@ -210,10 +210,19 @@ class LMUFormerBase(StreamModule):
     def _emit_features(self, b: ProgramBuilder, x: Slot) -> Slot:
         raise NotImplementedError
 
-    def _emit(self, b: ProgramBuilder) -> None:
-        """The eval-mode frame as engine ops (mirrors ``forward`` with a one-frame chunk)."""
+    def _emit(self, b: ProgramBuilder, pooling: str = "mean") -> None:
+        """The eval-mode frame as engine ops (``pooling="mean"`` mirrors ``forward`` with a one-frame chunk).
+
+        ``pooling="frame"``: the head on this frame's features alone. The head is
+        affine, so the mean of these logits over any span of frames is the
+        logits of the mean features over that span (a sliding window for
+        continuous keyword spotting).
+        """
         cfg = self.config
         features = self._emit_features(b, b.input(cfg.in_features))
+        if pooling == "frame":
+            b.output(b.linear(features, self.head))
+            return
         valid = (cfg.conv_layers + 1) * cfg.lookahead
         b.output(b.linear(b.running_mean(features, valid), self.head))  # the mean skips frames before ``valid``
 

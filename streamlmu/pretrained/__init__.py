@@ -7,6 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 FOLDER = Path(__file__).parent
+# 30 s of synthetic speech with keywords among other words over noise, and its word times
+# (made by scripts/make_demo_recording.py from the synthetic corpus's test split).
+DEMO_RECORDING = FOLDER / "demo-keywords.wav"
+DEMO_TRUTH = FOLDER / "demo-keywords.json"
 
 
 def available() -> tuple[str, ...]:

@@ -43,7 +43,9 @@ def save_checkpoint(path: str | Path, model: StreamModule, labels: tuple[str, ..
 
 
 def read_checkpoint(path: str | Path) -> dict:
-    """The checkpoint dict, or an error that names the file and what is wrong."""
+    """The checkpoint dict of a file or a bundled model's name, or an error that names the file and what is wrong."""
+    if not Path(path).exists() and Path(path).suffix == "" and "/" not in str(path):
+        path = pretrained_path(str(path))
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
@@ -61,8 +63,6 @@ def load_model(path: str | Path) -> StreamModule:
 
     The model carries ``labels`` (class names) and ``features`` (its FbankConfig).
     """
-    if not Path(path).exists() and Path(path).suffix == "" and "/" not in str(path):
-        path = pretrained_path(str(path))
     payload = read_checkpoint(path)
     model = model_from_config(payload["model"], payload["config"])
     model.load_state_dict(payload["weights"])

@@ -6,6 +6,12 @@ StepLR x0.85 every 10 epochs (after an optional linear warm-up over the first
 ``warmup_steps`` steps, as the official code has), SpecAugment and mixup. The loss is taken on the
 last frame's logits, the running mean over the whole (padded) clip.
 
+Two options help a model that is hard to optimise (the Spiking LMUFormer on a
+small corpus): ``init`` starts from another checkpoint's weights (every tensor
+whose name and shape match), and ``teacher`` adds knowledge distillation, the
+KL divergence to a trained model's softened posteriors on the same augmented
+batch (Hinton et al. 2015), weighted by ``distill_weight``.
+
 Every random choice of an epoch (sample order, noise, SpecAugment, mixup) is
 drawn from generators seeded by ``(seed, epoch, rank)``, and ``last.pt`` is
 written after every epoch; so a run killed at any point and resumed with
@@ -44,7 +50,7 @@ from streamlmu.audio.augment import mixup, spec_augment
 from streamlmu.audio.features import FbankConfig, fbank, pad_frames
 from streamlmu.data.speech_commands import SpeechCommands, collate, labels_for
 from streamlmu.models.registry import build_model
-from streamlmu.train.checkpoint import read_checkpoint, save_checkpoint
+from streamlmu.train.checkpoint import load_model, read_checkpoint, save_checkpoint
 from streamlmu.train.distributed import (World, broadcast_buffers, close_world, gather_strings, init_world,
                                          parameter_digest, sum_over_ranks)
 
@@ -52,8 +58,8 @@ LOSSES = ("bce", "ce")  # the paper's binary cross-entropy on one-hot targets, o
 
 # Fields that must agree between a run and the run it resumes.
 _RESUME_KEYS = ("model", "preset", "labels", "batch_size", "lr", "betas", "lr_step", "lr_gamma", "warmup_steps",
-                "loss", "mixup_alpha",
-                "spec_augment", "noise_probability", "seed", "overrides")
+                "loss", "mixup_alpha", "spec_augment", "noise_probability", "seed", "overrides",
+                "teacher", "distill_weight", "distill_temperature")
 
 
 @dataclass
@@ -81,6 +87,10 @@ class TrainConfig:
     max_steps: int | None = None
     tensorboard: bool = True
     overrides: dict = field(default_factory=dict)
+    init: str | None = None
+    teacher: str | None = None
+    distill_weight: float = 0.5
+    distill_temperature: float = 2.0
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
@@ -90,6 +100,9 @@ class TrainConfig:
             raise ValueError(f"labels must be 35 or 12 (got {self.labels})")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES} (got {self.loss!r})")
+        if not 0.0 <= self.distill_weight <= 1.0 or self.distill_temperature <= 0:
+            raise ValueError(f"distill_weight must be in [0, 1] and distill_temperature > 0 "
+                             f"(got {self.distill_weight}, {self.distill_temperature})")
 
 
 def clip_features(waves: Tensor, features: FbankConfig) -> Tensor:
@@ -133,7 +146,10 @@ class _Run:
                           f"({', '.join(missing)}); the model will never predict them", stacklevel=3)
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, cfg.preset, num_classes=len(self.classes), **cfg.overrides)
+        if cfg.init is not None:
+            _warm_start(self.model, cfg.init)
         self.model.to(world.device)
+        self.teacher = _teacher(cfg.teacher, self.classes, world.device) if cfg.teacher else None
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=cfg.betas)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.lr_step, cfg.lr_gamma)
         self.epoch, self.history, self.steps = 0, [], 0
@@ -190,6 +206,11 @@ class _Run:
             if len(x):
                 logits = net(x)[0][:, -1]
                 loss = _loss(logits, targets, cfg.loss)
+                if self.teacher is not None:
+                    with torch.no_grad():
+                        taught = self.teacher(x)[0][:, -1]
+                    loss = ((1 - cfg.distill_weight) * loss
+                            + cfg.distill_weight * _distillation(logits, taught, cfg.distill_temperature))
             else:  # every clip of the batch was unreadable: a zero step keeps DDP's ranks in lock step
                 loss = net(x.new_zeros(1, *x.shape[1:]))[0].sum() * 0.0
             self.optimizer.zero_grad(set_to_none=True)
@@ -248,6 +269,33 @@ def _loss(logits: Tensor, targets: Tensor, kind: str) -> Tensor:
     if kind == "ce":
         return -(targets * F.log_softmax(logits, dim=1)).sum(1).mean()
     return F.binary_cross_entropy_with_logits(logits, targets)
+
+
+def _distillation(logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    """KL(teacher || student) of ``(batch, classes)`` logits softened by ``temperature``, scaled by its square."""
+    student = F.log_softmax(logits / temperature, dim=1)
+    teacher = F.log_softmax(teacher_logits / temperature, dim=1)
+    return F.kl_div(student, teacher, reduction="batchmean", log_target=True) * temperature ** 2
+
+
+def _warm_start(model: nn.Module, path: str) -> None:
+    """Copy every tensor of checkpoint ``path`` whose name and shape match ``model``'s; error when none do."""
+    weights = read_checkpoint(path)["weights"]
+    own = model.state_dict()
+    matched = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
+    if not matched:
+        raise ValueError(f"{path} shares no tensor (same name and shape) with a {type(model).__name__}; "
+                         f"nothing to start from")
+    model.load_state_dict(matched, strict=False)
+
+
+def _teacher(path: str, classes: tuple[str, ...], device: torch.device) -> nn.Module:
+    """A frozen trained model whose labels are ``classes``, in eval mode on ``device``."""
+    teacher = load_model(path)
+    if tuple(teacher.labels) != tuple(classes):
+        raise ValueError(f"teacher {path} has labels {list(teacher.labels)[:5]}... ({len(teacher.labels)}); "
+                         f"the run needs the same {len(classes)} labels in the same order")
+    return teacher.requires_grad_(False).to(device)
 
 
 def _chunks(items: list[int], size: int) -> list[list[int]]:

@@ -1,0 +1,80 @@
+"""``streamlmu kws-eval``: hit rate, false alarms per hour and latency of live keyword spotting on long streams."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from streamlmu.audio.kws import StreamingKWS
+from streamlmu.audio.kws_eval import calibrate, plot_stream, run_streams, score
+from streamlmu.data.speech_commands import SAMPLE_RATE, WORDS_10, SpeechCommands
+from streamlmu.data.streams import StreamBuilder, StreamConfig
+
+DESCRIPTION = """Evaluate live keyword spotting: builds long streams from a Speech Commands split
+(keyword and other words over background noise, with known word times), runs StreamingKWS over
+them, and reports hits, false alarms per hour and detection latency (event time minus word end)
+per keyword. --calibrate first picks the threshold on validation streams, never on the test ones."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="lmuformer-tiny-synth35", help="checkpoint file or bundled model name")
+    parser.add_argument("--data", required=True, help="corpus root in the SCv2 layout")
+    parser.add_argument("--split", default="testing", choices=("validation", "testing"), help="split to evaluate")
+    parser.add_argument("--keywords", default=",".join(WORDS_10), help="comma-separated keywords")
+    parser.add_argument("--minutes", type=float, default=40.0, help="audio to evaluate, over all streams")
+    parser.add_argument("--streams", type=int, default=8, help="streams run side by side")
+    parser.add_argument("--threshold", type=float, default=None, help="detection threshold (default: StreamingKWS's)")
+    parser.add_argument("--calibrate", type=float, default=None, metavar="FA_PER_HOUR",
+                        help="choose the lowest threshold with at most this many false alarms per hour on "
+                             "validation streams")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the streams")
+    parser.add_argument("--plot", default="kws_stream.png", help="PNG of the first stream's first 30 s")
+    parser.add_argument("--json", default=None, help="write the figures to this JSON file")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _streams(args, split: str, keywords: tuple[str, ...], seed: int):
+    seconds = args.minutes * 60 / args.streams
+    builder = StreamBuilder(SpeechCommands(args.data, split, 35), keywords, StreamConfig(seconds=seconds))
+    built = [builder.build(seed=seed + i) for i in range(args.streams)]
+    return np.stack([audio for audio, _ in built]), [truth for _, truth in built]
+
+
+def run(args: argparse.Namespace) -> int:
+    keywords = tuple(k.strip() for k in args.keywords.split(",") if k.strip())
+    if args.streams < 1 or args.minutes <= 0:
+        raise ValueError(f"--streams must be >= 1 and --minutes > 0 (got {args.streams}, {args.minutes})")
+    options = dict(streams=args.streams, keywords=keywords)
+    result: dict = {"model": str(args.model), "split": args.split, "keywords": list(keywords)}
+    threshold = args.threshold
+    if args.calibrate is not None:
+        kws = StreamingKWS.from_pretrained(args.model, **options)
+        audio, truths = _streams(args, "validation", keywords, args.seed + 10_000)
+        _, posteriors = run_streams(kws, audio, progress=not args.quiet)
+        threshold, rows = calibrate(kws, posteriors, truths, audio.size / SAMPLE_RATE, args.calibrate)
+        result["calibration"] = rows
+        print(f"calibrated on {audio.size / SAMPLE_RATE / 3600:.2f} h of validation streams: threshold {threshold} "
+              f"(at most {args.calibrate} false alarms per hour)")
+    if threshold is not None:
+        options["threshold"] = threshold
+    kws = StreamingKWS.from_pretrained(args.model, **options)
+    audio, truths = _streams(args, args.split, keywords, args.seed)
+    events, posteriors = run_streams(kws, audio, progress=not args.quiet)
+    report = score(events, truths, keywords, audio.size / SAMPLE_RATE)
+    print(report.table())
+    result.update(threshold=kws.detector.thresholds[kws.labels.index(keywords[0])], **report.summary(),
+                  per_keyword={k: {"occurrences": s.occurrences, "hits": s.hits, "false_alarms": s.false_alarms,
+                                   "median_latency_s": float(np.median(s.latencies)) if s.latencies else None}
+                               for k, s in report.keywords.items()},
+                  compute_per_hop_ms={"mean": kws.hop_seconds.mean * 1e3,
+                                      "p99": kws.hop_seconds.quantile(0.99) * 1e3, "streams": args.streams})
+    if args.plot:
+        plot_stream(args.plot, audio[0], posteriors[0], kws.labels, keywords, truths[0], events[0],
+                    kws.features.hop / kws.features.sample_rate,
+                    title=f"{Path(str(args.model)).stem}: {args.split} stream 0")
+        print(f"plot: {args.plot}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    return 0

@@ -1,0 +1,106 @@
+"""``streamlmu listen``: spot keywords live in a microphone, sound files or raw PCM on stdin."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+
+import numpy as np
+
+from streamlmu.audio.kws import StreamingKWS
+from streamlmu.audio.sources import FileSource, MicrophoneSource, PCMSource, input_devices
+
+DESCRIPTION = """Spot keywords in real time. Reads the microphone (default), sound files, or raw PCM
+on stdin ('-'); resamples to 16 kHz and mixes to mono. Prints one JSON line per detection on
+stdout ({"t", "keyword", "score", "source"}); on a terminal, stderr shows a live line with the
+top label, its score and an input level meter. Ctrl-C stops with a summary."""
+
+DEMO = "demo"  # the bundled demo recording (streamlmu/pretrained/demo-keywords.wav)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="*", metavar="INPUT",
+                        help=f"sound files, '-' for raw PCM on stdin, or '{DEMO}' for the bundled recording "
+                             f"(none: the microphone)")
+    parser.add_argument("--model", default="lmuformer-tiny-synth35", help="checkpoint file or bundled model name")
+    parser.add_argument("--keywords", default=None, help="comma-separated labels that may fire (default: all words)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="smoothed posterior a keyword must reach (default: StreamingKWS's)")
+    parser.add_argument("--device", default=None, help="input device index or name (see --list-devices)")
+    parser.add_argument("--list-devices", action="store_true", help="list audio input devices and exit")
+    parser.add_argument("--realtime", action="store_true", help="pace files at the speed of the audio")
+    parser.add_argument("--seconds", type=float, default=None, help="stop the microphone after this long")
+    parser.add_argument("--rate", type=int, default=16000, help="sample rate of raw PCM on stdin")
+    parser.add_argument("--channels", type=int, default=1, help="channels of raw PCM on stdin")
+    parser.add_argument("--pcm-dtype", default="int16", choices=("int16", "int32", "float32"),
+                        help="sample type of raw PCM on stdin")
+    parser.add_argument("--chunk-ms", type=float, default=100.0, help="audio per read")
+    parser.add_argument("--quiet", action="store_true", help="no live line and no summary on stderr")
+
+
+def _meter(level: float, width: int = 20) -> str:
+    """An input-level bar from -60 to 0 dBFS."""
+    db = 20 * np.log10(max(level, 1e-6))
+    filled = int(np.clip((db + 60) / 60, 0, 1) * width)
+    return "#" * filled + "-" * (width - filled) + f" {db:6.1f} dBFS"
+
+
+def _sources(args: argparse.Namespace) -> list:
+    from streamlmu.pretrained import DEMO_RECORDING
+    chunk = args.chunk_ms / 1000
+    if not args.inputs:
+        device = int(args.device) if args.device is not None and args.device.isdigit() else args.device
+        return [MicrophoneSource(device, chunk_s=chunk, max_seconds=args.seconds)]
+    sources = []
+    for name in args.inputs:
+        if name == "-":
+            sources.append(PCMSource(None, args.rate, args.channels, args.pcm_dtype, chunk))
+        else:
+            source = FileSource(DEMO_RECORDING if name == DEMO else name, chunk, args.realtime)
+            source.name = name
+            sources.append(source)
+    return sources
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list_devices:
+        for d in input_devices():
+            print(f"{d['index']:>3}  {d['name']}  ({d['channels']} channels, {d['default_rate']} Hz)")
+        return 0
+    keywords = tuple(k.strip() for k in args.keywords.split(",") if k.strip()) if args.keywords else None
+    options = {} if args.threshold is None else {"threshold": args.threshold}
+    kws = StreamingKWS.from_pretrained(args.model, keywords=keywords, **options)
+    live = not args.quiet and sys.stderr.isatty()
+    sources = _sources(args)
+    lost = 0
+    try:
+        for source in sources:
+            kws.reset()
+            for chunk, rate in source:
+                kws.accept_waveform(chunk, rate)
+                for event in kws.poll_events():
+                    if live:
+                        sys.stderr.write("\r\033[K")
+                    print(json.dumps({**event.to_dict(), "source": source.name}), flush=True)
+                if live:
+                    label, score = kws.top()
+                    level = float(np.abs(chunk).max()) if len(chunk) else 0.0
+                    sys.stderr.write(f"\r\033[K{kws.stream_time():8.2f} s  {label:>10} {score:5.2f}  {_meter(level)}")
+                    sys.stderr.flush()
+                if source.overflows > lost:
+                    warnings.warn(f"{source.name}: the input dropped audio ({source.overflows - lost} buffer "
+                                  f"overflow(s)); detections around them may be missed", stacklevel=1)
+                    lost = source.overflows
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if live:
+            sys.stderr.write("\r\033[K")
+        if not args.quiet:
+            s = kws.stats
+            print(f"listened to {s.audio_seconds:.1f} s of audio: {s.events} event(s), {s.frames} hops, compute per "
+                  f"hop mean {kws.hop_seconds.mean * 1e3:.3f} ms, p99 {kws.hop_seconds.quantile(0.99) * 1e3:.3f} ms"
+                  + (f", {lost} input overflow(s)" if lost else "")
+                  + (f", {s.clipped_samples} clipped sample(s)" if s.clipped_samples else ""), file=sys.stderr)
+    return 0

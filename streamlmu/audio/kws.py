@@ -1,0 +1,234 @@
+"""Real-time keyword spotting over many audio streams: ``StreamingKWS``.
+
+One call per audio chunk (any size, any sample rate) advances every stream::
+
+    audio -> resample to 16 kHz -> streaming fbank -> model frame (streaming engine, all streams in one step)
+          -> mean of the per-frame logits over the last ``window_frames`` -> softmax -> detector -> events
+
+The model's own head averages its features over every frame since the
+stream began, which suits 1 s clips, not an endless stream. The head is
+affine, so the engine's per-frame logits (``pooling="frame"``) averaged over a
+sliding window equal the head on the window's mean features: a 1 s window
+(100 frames) matches what the model saw in training. The Legendre memory,
+convolutions and neurons forget on their own (the memory spans ``theta``
+frames), so the state stays bounded for any stream length.
+
+Times are stream times in seconds since the stream began (or was last reset):
+a frame counts as heard when its last sample has arrived.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from streamlmu.audio.detect import (DetectorConfig, detector_init, detector_reset, detector_step, keyword_thresholds,
+                                    moving_average_init, moving_average_reset, moving_average_step)
+from streamlmu.audio.features import FbankConfig, StreamingFbank
+from streamlmu.audio.resample import StreamingResampler
+from streamlmu.engine import DEFAULT_BLAS_MIN_BATCH
+from streamlmu.metrics import LatencyHistogram
+
+MAX_QUEUED_EVENTS = 10_000
+
+
+class Event(NamedTuple):
+    """A detection: ``t`` stream time in seconds, ``keyword``, smoothed posterior ``score``, ``stream`` index."""
+
+    t: float
+    keyword: str
+    score: float
+    stream: int = 0
+
+    def to_dict(self) -> dict:
+        return {"t": round(self.t, 3), "keyword": self.keyword, "score": round(self.score, 4), "stream": self.stream}
+
+
+@dataclass
+class KWSStats:
+    """What the spotter has processed: per-hop compute times are in ``hop_seconds``."""
+
+    audio_seconds: float = 0.0
+    frames: int = 0
+    events: int = 0
+    dropped_events: int = 0
+    clipped_samples: int = 0
+    rejected_chunks: int = 0
+
+
+class StreamingKWS:
+    """A keyword spotter for ``streams`` synchronous audio streams.
+
+    Args:
+        model: a trained LMUFormer / Spiking LMUFormer with ``labels`` and
+            ``features`` (what :func:`streamlmu.load_model` returns).
+        streams: how many streams every ``accept_waveform`` call carries.
+        keywords: labels that may fire (default: every label except
+            ``_unknown_`` and ``_silence_``).
+        threshold: smoothed posterior a keyword must reach; one value or one per keyword.
+        rearm_fraction: a keyword fires again only after its score fell below
+            this fraction of its threshold.
+        window_s, smooth_s, patience_s, refractory_s: the logit window, the
+            posterior smoothing, the time over the threshold before firing, and
+            the silence after an event on the same stream.
+
+    >>> kws = StreamingKWS.from_pretrained("lmuformer-tiny-synth35", keywords=("yes", "no"))
+    >>> kws.accept_waveform(np.zeros(16000, np.float32), 16000)
+    98
+    >>> kws.poll_events()
+    []
+    """
+
+    def __init__(self, model: torch.nn.Module, streams: int = 1, keywords: tuple[str, ...] | None = None,
+                 threshold: float | dict[str, float] = 0.95, rearm_fraction: float = 0.5, window_s: float = 1.0,
+                 smooth_s: float = 0.05, patience_s: float = 0.03, refractory_s: float = 0.3,
+                 blas_min_batch: int | None = DEFAULT_BLAS_MIN_BATCH):
+        if streams < 1:
+            raise ValueError(f"streams must be >= 1 (got {streams})")
+        if not 0.0 <= rearm_fraction <= 1.0:
+            raise ValueError(f"rearm_fraction must be in [0, 1] (got {rearm_fraction})")
+        self.labels: tuple[str, ...] = tuple(model.labels)
+        self.rearm_fraction = rearm_fraction
+        self.features: FbankConfig = model.features
+        self.streams = streams
+        hop_s = self.features.frame_shift_ms / 1000
+        frames = (lambda seconds, least: max(least, int(round(seconds / hop_s))))
+        thresholds = keyword_thresholds(self.labels, keywords, threshold)
+        self.keywords = tuple(label for label, value in zip(self.labels, thresholds) if np.isfinite(value))
+        self.detector = DetectorConfig(thresholds, tuple(t * rearm_fraction for t in thresholds),
+                                       smooth_frames=frames(smooth_s, 1), patience_frames=frames(patience_s, 1),
+                                       refractory_frames=frames(refractory_s, 0))
+        self.window_frames = frames(window_s, 1)
+        self.runner = model.eval().streaming(blas_min_batch=blas_min_batch, pooling="frame")
+        self.fbank = StreamingFbank(self.features)
+        self.stats = KWSStats()
+        self.hop_seconds = LatencyHistogram()
+        self.reset()
+
+    @classmethod
+    def from_pretrained(cls, path_or_name: str | Path, **kwargs) -> "StreamingKWS":
+        """A spotter over a checkpoint file or a bundled model's name (see :mod:`streamlmu.pretrained`)."""
+        from streamlmu.train.checkpoint import load_model
+        return cls(load_model(path_or_name), **kwargs)
+
+    # ------------------------------------------------------------ state
+    def reset(self, stream: int | None = None) -> None:
+        """Start stream ``stream`` (every stream if None) afresh: its time restarts at 0, its history is dropped."""
+        if stream is None:
+            self._engine = self.runner.init_state(self.streams)
+            self._fbank = self.fbank.init_state(self.streams)
+            self._window = moving_average_init(self.streams, self.window_frames, len(self.labels))
+            self._detect = detector_init(self.streams, self.detector)
+            self._origin = np.zeros(self.streams, np.int64)   # the frame index each stream's time starts at
+            self._frame = 0                                   # frames every stream has heard (one clock)
+            self._resampler: StreamingResampler | None = None
+            self._events: list[Event] = []
+            self._smoothed = np.zeros((self.streams, len(self.labels)), np.float32)
+            return
+        if not 0 <= stream < self.streams:
+            raise ValueError(f"stream must be in [0, {self.streams}) (got {stream})")
+        mask = torch.zeros(self.streams, dtype=torch.bool)
+        mask[stream] = True
+        self._engine = self.runner.reset(self._engine, mask)
+        self._fbank = self.fbank.reset(self._fbank, mask)
+        rows = np.array([stream])
+        moving_average_reset(self._window, rows)
+        detector_reset(self._detect, rows)
+        self._origin[stream] = self._frame
+        self._smoothed[stream] = 0.0
+
+    # ------------------------------------------------------------ audio in
+    def _as_batch(self, samples: object) -> np.ndarray:
+        """``(samples,)`` or ``(streams, samples)`` audio of any numeric dtype as float32 ``(streams, n)``."""
+        if isinstance(samples, torch.Tensor):
+            samples = samples.detach().cpu().numpy()
+        audio = np.asarray(samples)
+        if audio.dtype.kind in "iu":  # integer PCM: full scale maps to 1.0
+            info = np.iinfo(audio.dtype)
+            audio = (audio.astype(np.float32) - (info.max + 1 + info.min) / 2) / ((info.max - info.min + 1) / 2)
+        elif audio.dtype.kind != "f":
+            raise TypeError(f"samples must be float or integer PCM (got dtype {audio.dtype})")
+        audio = audio.astype(np.float32, copy=False)
+        if audio.ndim == 1 and self.streams == 1:
+            audio = audio[None]
+        if audio.ndim != 2 or audio.shape[0] != self.streams:
+            expected = "(samples,) or (1, samples)" if self.streams == 1 else f"({self.streams}, samples)"
+            raise ValueError(f"samples must have shape {expected}, one row per stream (got {audio.shape})")
+        if not np.isfinite(audio).all():
+            stream, index = np.argwhere(~np.isfinite(audio))[0]
+            self.stats.rejected_chunks += 1
+            raise ValueError(f"samples contain NaN or Inf (stream {stream}, sample {index}); the chunk was not "
+                             f"used and every stream's state is unchanged")
+        return audio
+
+    def accept_waveform(self, samples: object, sample_rate: int = 16000, trace: list | None = None) -> int:
+        """Feed one chunk per stream; returns how many frames (10 ms hops) every stream advanced.
+
+        ``samples``: ``(n,)`` for one stream or ``(streams, n)``, float in
+        [-1, 1] or integer PCM, at ``sample_rate`` Hz (resampled to the
+        model's rate). A bad chunk raises a ``ValueError`` and leaves the state
+        as it was. ``trace``: a list that receives each hop's posteriors
+        ``(streams, classes)``, the detector's input (for evaluation and plots).
+        """
+        start = time.perf_counter()
+        audio = self._as_batch(samples)
+        if sample_rate <= 0:
+            raise ValueError(f"sample_rate must be a positive number of Hz (got {sample_rate})")
+        self.stats.clipped_samples += int((np.abs(audio) >= 0.999).sum())
+        self.stats.audio_seconds += audio.shape[1] / sample_rate
+        if sample_rate != self.features.sample_rate:
+            if self._resampler is None or self._resampler.orig_rate != sample_rate:
+                self._resampler = StreamingResampler(sample_rate, self.features.sample_rate, self.streams)
+            audio = self._resampler(audio)
+        frames, self._fbank = self.fbank(torch.from_numpy(audio), self._fbank)
+        count = frames.shape[1]
+        for t in range(count):
+            posteriors = self._hop(frames[:, t].contiguous())
+            if trace is not None:
+                trace.append(posteriors)
+        if count:
+            per_hop = (time.perf_counter() - start) / count
+            self.hop_seconds.add(per_hop, count)
+        return count
+
+    def _hop(self, frame: torch.Tensor) -> np.ndarray:
+        logits, self._engine = self.runner.step(frame, self._engine)
+        mean = moving_average_step(logits.numpy(), self._window)
+        mean = mean - mean.max(axis=1, keepdims=True)
+        posteriors = np.exp(mean)
+        posteriors /= posteriors.sum(axis=1, keepdims=True)
+        fired, score, smoothed = detector_step(posteriors, self._detect, self.detector)
+        self._frame += 1
+        self.stats.frames += 1
+        self._smoothed = smoothed
+        for stream in np.flatnonzero(fired >= 0):
+            heard = self._frame - self._origin[stream] - 1  # this frame's index in the stream
+            t = (heard * self.features.hop + self.features.window_size) / self.features.sample_rate
+            self._queue(Event(float(t), self.labels[fired[stream]], float(score[stream]), int(stream)))
+        return posteriors
+
+    def _queue(self, event: Event) -> None:
+        self.stats.events += 1
+        if len(self._events) >= MAX_QUEUED_EVENTS:  # nobody polls: keep memory bounded, count what is lost
+            self._events.pop(0)
+            self.stats.dropped_events += 1
+        self._events.append(event)
+
+    # ------------------------------------------------------------ events out
+    def poll_events(self) -> list[Event]:
+        """The detections since the last call, oldest first."""
+        events, self._events = self._events, []
+        return events
+
+    def top(self, stream: int = 0) -> tuple[str, float]:
+        """The label with the highest smoothed posterior on ``stream`` now, and that posterior."""
+        k = int(self._smoothed[stream].argmax())
+        return self.labels[k], float(self._smoothed[stream, k])
+
+    def stream_time(self, stream: int = 0) -> float:
+        """Seconds of audio stream ``stream`` has heard since it began or was reset (at the model's rate)."""
+        return float((self._frame - self._origin[stream]) * self.features.hop / self.features.sample_rate)

@@ -1,0 +1,134 @@
+"""Audio sources for live keyword spotting: files, raw PCM on stdin, and microphones.
+
+Each source is an iterator of ``(chunk, sample_rate)`` with ``chunk`` mono
+float32 ``(samples,)`` in [-1, 1] (several channels are averaged), and
+counts what it lost in ``overflows`` (dropped input buffers) so a caller
+can warn about it.
+"""
+from __future__ import annotations
+
+import queue
+import sys
+import time
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+import numpy as np
+import soundfile
+
+from streamlmu.data.speech_commands import AudioFileError
+
+
+class FileSource:
+    """A sound file in chunks of ``chunk_s`` seconds; ``realtime`` paces them at the speed of the audio."""
+
+    def __init__(self, path: str | Path, chunk_s: float = 0.1, realtime: bool = False):
+        self.path, self.chunk_s, self.realtime = Path(path), chunk_s, realtime
+        self.overflows = 0
+        try:
+            info = soundfile.info(str(self.path))
+        except (RuntimeError, soundfile.LibsndfileError, OSError) as err:
+            raise AudioFileError(f"{self.path}: not a readable audio file ({err})") from None
+        if info.frames == 0:
+            raise AudioFileError(f"{self.path}: the file holds no samples")
+        self.sample_rate, self.channels, self.frames = info.samplerate, info.channels, info.frames
+        self.name = str(path)
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, int]]:
+        block = max(1, int(self.chunk_s * self.sample_rate))
+        start = time.perf_counter()
+        done = 0
+        try:
+            for data in soundfile.blocks(str(self.path), blocksize=block, dtype="float32", always_2d=True):
+                if self.realtime:
+                    time.sleep(max(0.0, start + done / self.sample_rate - time.perf_counter()))
+                done += len(data)
+                yield data.mean(axis=1), self.sample_rate
+        except (RuntimeError, soundfile.LibsndfileError) as err:  # a file cut short or damaged mid-way
+            raise AudioFileError(f"{self.path}: unreadable after {done / self.sample_rate:.2f} s ({err})") from None
+
+
+class PCMSource:
+    """Raw interleaved PCM from a binary stream (stdin by default): ``dtype`` int16, int32 or float32."""
+
+    def __init__(self, stream: BinaryIO | None = None, sample_rate: int = 16000, channels: int = 1,
+                 dtype: str = "int16", chunk_s: float = 0.1):
+        if dtype not in ("int16", "int32", "float32"):
+            raise ValueError(f"raw PCM dtype must be int16, int32 or float32 (got {dtype!r})")
+        self.stream = stream if stream is not None else sys.stdin.buffer
+        self.sample_rate, self.channels, self.dtype = sample_rate, channels, np.dtype(dtype)
+        self.chunk_s, self.overflows, self.name = chunk_s, 0, "stdin"
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, int]]:
+        frame_bytes = self.dtype.itemsize * self.channels
+        want = max(1, int(self.chunk_s * self.sample_rate)) * frame_bytes
+        rest = b""
+        while True:
+            data = self.stream.read(want)
+            if not data:
+                break
+            data = rest + data
+            usable = len(data) // frame_bytes * frame_bytes
+            rest = data[usable:]
+            pcm = np.frombuffer(data[:usable], self.dtype).reshape(-1, self.channels)
+            if self.dtype.kind == "i":
+                pcm = pcm.astype(np.float32) / float(-np.iinfo(self.dtype).min)
+            yield pcm.mean(axis=1).astype(np.float32), self.sample_rate
+
+
+def _sounddevice():
+    try:
+        import sounddevice
+    except OSError as err:  # the PortAudio library is missing
+        raise RuntimeError(f"no audio input: PortAudio is not installed ({err}); install libportaudio2, or read "
+                           f"a file or stdin instead of the microphone") from None
+    return sounddevice
+
+
+def input_devices() -> list[dict]:
+    """The audio input devices PortAudio sees: ``[{"index", "name", "channels", "default_rate"}]``."""
+    sd = _sounddevice()
+    return [{"index": i, "name": d["name"], "channels": d["max_input_channels"],
+             "default_rate": int(d["default_samplerate"])}
+            for i, d in enumerate(sd.query_devices()) if d["max_input_channels"] > 0]
+
+
+class MicrophoneSource:
+    """Audio from an input device through ``sounddevice``, at 16 kHz when the device takes it, else at its
+    default rate (the spotter resamples). Buffers the device dropped are counted in ``overflows``."""
+
+    def __init__(self, device: int | str | None = None, sample_rate: int = 16000, chunk_s: float = 0.1,
+                 max_seconds: float | None = None):
+        sd = self._sd = _sounddevice()
+        if not input_devices():
+            raise RuntimeError("no audio input device found; pass a WAV file or '-' for raw PCM on stdin")
+        try:
+            info = sd.query_devices(device, kind="input")
+        except (ValueError, sd.PortAudioError) as err:
+            raise RuntimeError(f"audio input device {device!r} not found ({err}); see --list-devices") from None
+        self.device, self.name = device, str(info["name"])
+        try:
+            sd.check_input_settings(device=device, samplerate=sample_rate, channels=1, dtype="float32")
+            self.sample_rate = sample_rate
+        except sd.PortAudioError:  # the device rejects 16 kHz: record at its own rate
+            self.sample_rate = int(info["default_samplerate"])
+        self.chunk_s, self.max_seconds, self.overflows = chunk_s, max_seconds, 0
+        self._queue: queue.Queue = queue.Queue()
+
+    def _callback(self, data, frames, time_info, status) -> None:
+        if status.input_overflow:
+            self.overflows += 1
+        self._queue.put(data[:, 0].copy())
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, int]]:
+        block = max(1, int(self.chunk_s * self.sample_rate))
+        heard = 0
+        with self._sd.InputStream(device=self.device, samplerate=self.sample_rate, channels=1, dtype="float32",
+                                  blocksize=block, callback=self._callback):
+            while self.max_seconds is None or heard < self.max_seconds * self.sample_rate:
+                try:
+                    chunk = self._queue.get(timeout=2.0)
+                except queue.Empty:
+                    raise RuntimeError(f"the audio device {self.name!r} delivered nothing for 2 s") from None
+                heard += len(chunk)
+                yield chunk, self.sample_rate
