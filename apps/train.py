@@ -15,12 +15,20 @@ best.pt (for `streamlmu evaluate` and streamlmu.load_model), metrics.csv and Ten
 logs to --out. For several processes: torchrun --nproc_per_node=N -m streamlmu.apps.cli train ..."""
 
 
+def _fraction_or_all(text: str) -> float | None:
+    return None if text == "all" else float(text)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = TrainConfig(data="")
     parser.add_argument("--data", required=True, help="corpus root in the SCv2 layout")
     parser.add_argument("--model", choices=MODEL_NAMES, default=d.model, help="architecture")
     parser.add_argument("--preset", default=d.preset, choices=("tiny", "paper"), help="model size")
     parser.add_argument("--labels", type=int, choices=(35, 12), default=d.labels, help="35 words, or 10 + unknown + silence")
+    parser.add_argument("--unknown-fraction", type=_fraction_or_all, default=d.unknown_fraction,
+                        help="12 labels: _unknown_ clips kept per keyword clip, or 'all'")
+    parser.add_argument("--silence-fraction", type=float, default=d.silence_fraction,
+                        help="12 labels: _silence_ clips added per keyword clip")
     parser.add_argument("--out", default=d.out, help="run folder for checkpoints and logs")
     parser.add_argument("--epochs", type=int, default=d.epochs, help="total epochs (a resumed run counts the done ones)")
     parser.add_argument("--batch-size", type=int, default=d.batch_size, help="clips per step and process")
@@ -52,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     cfg = TrainConfig(data=args.data, model=args.model, preset=args.preset, labels=args.labels, out=args.out,
+                      unknown_fraction=args.unknown_fraction, silence_fraction=args.silence_fraction,
                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
                       loss=args.loss, mixup_alpha=args.mixup,
                       spec_augment=not args.no_spec_augment, seed=args.seed, workers=args.workers,

@@ -92,6 +92,40 @@ def test_softmax_cross_entropy_option(tiny_corpus, tmp_path):
         config(tiny_corpus, tmp_path, loss="hinge")
 
 
+def test_warm_start_and_distillation(trained, tiny_corpus, tmp_path):
+    out, _ = trained
+    teacher = streamlmu.load_model(out / "best.pt")
+    # --init copies every tensor whose name and shape match; a spiking student shares most of them
+    result = train(config(tiny_corpus, tmp_path / "student", model="spiking-lmuformer", epochs=1, max_steps=1,
+                          init=str(out / "best.pt")), progress=False)
+    assert result["steps"] == 1
+    student = build_model("spiking-lmuformer", "tiny", num_classes=35, **SMALL)
+    from streamlmu.train.trainer import _warm_start
+    _warm_start(student, str(out / "best.pt"))
+    assert torch.equal(student.convs[1].weight, teacher.convs[1].weight)
+    with pytest.raises(ValueError, match="shares no tensor"):
+        _warm_start(build_model("kwt", "tiny", num_classes=12), str(out / "best.pt"))
+    # distillation: a teacher changes the loss; one with other labels is refused
+    plain = train(config(tiny_corpus, tmp_path / "plain", epochs=1), progress=False)
+    taught = train(config(tiny_corpus, tmp_path / "taught", epochs=1, teacher=str(out / "best.pt"),
+                          distill_weight=0.5), progress=False)
+    assert taught["history"][0]["train_loss"] != plain["history"][0]["train_loss"]
+    with pytest.raises(ValueError, match="the run needs the same 12 labels"):
+        train(config(tiny_corpus, tmp_path / "bad", labels=12, epochs=1, teacher=str(out / "best.pt")),
+              progress=False)
+    with pytest.raises(ValueError, match="distill_weight must be in"):
+        config(tiny_corpus, tmp_path, distill_weight=2.0)
+
+
+def test_twelve_label_task_keeps_every_unknown_clip_on_request(tiny_corpus, tmp_path):
+    result = train(config(tiny_corpus, tmp_path, labels=12, unknown_fraction=None, epochs=1, max_steps=1),
+                   progress=False)
+    assert result["steps"] == 1
+    every = SpeechCommands(tiny_corpus, "training", 12, unknown_fraction=None)
+    few = SpeechCommands(tiny_corpus, "training", 12)
+    assert len(every) > len(few)
+
+
 def test_streaming_evaluation_equals_offline(trained, tiny_corpus):
     out, _ = trained
     model = streamlmu.load_model(out / "best.pt")

@@ -59,7 +59,7 @@ LOSSES = ("bce", "ce")  # the paper's binary cross-entropy on one-hot targets, o
 # Fields that must agree between a run and the run it resumes.
 _RESUME_KEYS = ("model", "preset", "labels", "batch_size", "lr", "betas", "lr_step", "lr_gamma", "warmup_steps",
                 "loss", "mixup_alpha", "spec_augment", "noise_probability", "seed", "overrides",
-                "teacher", "distill_weight", "distill_temperature")
+                "teacher", "distill_weight", "distill_temperature", "unknown_fraction", "silence_fraction")
 
 
 @dataclass
@@ -70,6 +70,8 @@ class TrainConfig:
     model: str = "lmuformer"
     preset: str = "tiny"
     labels: int = 35
+    unknown_fraction: float | None = 0.1   # 12 labels: _unknown_ clips kept per word clip (None: all)
+    silence_fraction: float = 0.1          # 12 labels: _silence_ clips added per word clip
     out: str = "runs/kws"
     epochs: int = 30
     batch_size: int = 64
@@ -133,9 +135,10 @@ class _Run:
         self.out = Path(cfg.out)
         self.classes = labels_for(cfg.labels)
         self.features = FbankConfig()
-        self.train_set = SpeechCommands(cfg.data, "training", cfg.labels, noise_probability=cfg.noise_probability,
-                                        skip_bad_files=True, seed=cfg.seed)
-        self.val_set = SpeechCommands(cfg.data, "validation", cfg.labels, skip_bad_files=True, seed=cfg.seed)
+        task = dict(labels=cfg.labels, unknown_fraction=cfg.unknown_fraction, silence_fraction=cfg.silence_fraction,
+                    skip_bad_files=True, seed=cfg.seed)
+        self.train_set = SpeechCommands(cfg.data, "training", noise_probability=cfg.noise_probability, **task)
+        self.val_set = SpeechCommands(cfg.data, "validation", **task)
         if len(self.train_set) == 0 or len(self.val_set) == 0:
             raise ValueError(f"{cfg.data} has {len(self.train_set)} training and {len(self.val_set)} validation "
                              f"clips; both splits must be non-empty")

@@ -1,0 +1,287 @@
+import json
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from scipy.signal import upfirdn
+
+from streamlmu.audio.detect import (DetectorConfig, detector_init, detector_reset, detector_step, keyword_thresholds,
+                                    moving_average_init, moving_average_step)
+from streamlmu.audio.kws import StreamingKWS
+from streamlmu.audio.kws_eval import replay, run_streams, score
+from streamlmu.audio.resample import StreamingResampler, resample_filter
+from streamlmu.audio.sources import FileSource, PCMSource
+from streamlmu.data.speech_commands import AudioFileError
+from streamlmu.data.streams import Occurrence
+from streamlmu.pretrained import DEMO_RECORDING, DEMO_TRUTH
+
+MODEL = "lmuformer-tiny-synth35"
+
+
+# ------------------------------------------------------------------ resampling
+@pytest.mark.parametrize("orig", [48000, 44100, 22050, 8000])
+def test_streaming_resampler_equals_the_whole_signal(orig):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 12000)).astype(np.float32)
+    resampler = StreamingResampler(orig, 16000, streams=2)
+    pieces, start = [], 0
+    while start < x.shape[1]:
+        size = int(rng.integers(1, 700))
+        pieces.append(resampler(x[:, start:start + size]))
+        start += size
+    y = np.concatenate(pieces, axis=1)
+    h = resample_filter(resampler.up, resampler.down)
+    whole = np.stack([upfirdn(h, row, resampler.up, resampler.down) for row in x])
+    whole = whole[:, resampler.delay:resampler.delay + y.shape[1]]
+    assert abs(y.shape[1] - x.shape[1] * 16000 / orig) <= resampler.latency_samples * 16000 / orig + 2
+    assert np.abs(y - whole).max() <= 1e-5
+
+
+def test_resampler_passes_equal_rates_through_and_checks_shapes():
+    x = np.ones((1, 100), np.float32)
+    assert np.array_equal(StreamingResampler(16000, 16000)(x), x)
+    with pytest.raises(ValueError, match=r"shape \(streams=2, samples\)"):
+        StreamingResampler(48000, 16000, streams=2)(x)
+
+
+# ------------------------------------------------------------------ detector
+def _config(**kw):
+    values = dict(thresholds=(0.5, 0.5, float("inf")), rearm=(0.25, 0.25, float("inf")), smooth_frames=1,
+                  patience_frames=3, refractory_frames=5)
+    values.update(kw)
+    return DetectorConfig(**values)
+
+
+def _run(cfg, posteriors):
+    state = detector_init(1, cfg)
+    return [int(detector_step(p[None], state, cfg)[0][0]) for p in posteriors]
+
+
+def test_detector_fires_once_after_patience_and_rearms():
+    p = np.zeros((40, 3), np.float32)
+    p[2:12, 0] = 0.9      # keyword 0 held for 10 frames: one event on the third frame over the threshold
+    p[14:20, 0] = 0.9     # back above after falling below rearm: fires again
+    p[25:35, 2] = 1.0     # a class with threshold inf never fires
+    fired = _run(_config(), p)
+    assert [i for i, f in enumerate(fired) if f >= 0] == [4, 16]
+    assert fired[4] == 0 and fired[16] == 0
+
+
+def test_detector_needs_rearming_and_respects_refractory_time():
+    p = np.zeros((30, 3), np.float32)
+    p[0:5, 0] = 0.9
+    p[5:8, 0] = 0.4       # dips, but not below rearm 0.25: no second event
+    p[8:12, 0] = 0.9
+    p[3:10, 1] = 0.8      # keyword 1 qualifies at frame 5, inside keyword 0's refractory time (frames 3..7)
+    fired = _run(_config(), p)
+    events = [(i, f) for i, f in enumerate(fired) if f >= 0]
+    assert events[0] == (2, 0)
+    assert (8, 1) in events and all(f != 0 for i, f in events[1:])
+    assert all(i >= 8 for i, _ in events[1:])
+
+
+def test_detector_reset_rearms_one_stream():
+    cfg = _config(refractory_frames=0)
+    state = detector_init(2, cfg)
+    high = np.array([[0.9, 0, 0], [0.9, 0, 0]], np.float32)
+    fired = [detector_step(high, state, cfg)[0] for _ in range(3)][-1]
+    assert fired.tolist() == [0, 0]
+    detector_reset(state, np.array([1]))
+    fired = [detector_step(high, state, cfg)[0] for _ in range(3)][-1]
+    assert fired.tolist() == [-1, 0]
+
+
+def test_moving_average_stays_exact_over_long_runs():
+    rng = np.random.default_rng(1)
+    state = moving_average_init(2, 7, 3)
+    xs = (rng.standard_normal((5000, 2, 3)) * 1e3 + 1e4).astype(np.float32)
+    for t, x in enumerate(xs):
+        mean = moving_average_step(x, state)
+    assert np.allclose(mean, xs[-7:].mean(axis=0), rtol=1e-6)
+    assert np.allclose(moving_average_step(np.zeros((2, 3), np.float32), moving_average_init(2, 7, 3)), 0)
+
+
+def test_keyword_thresholds_name_bad_keywords():
+    labels = ("yes", "no", "_unknown_", "_silence_")
+    assert keyword_thresholds(labels, None, 0.7) == (0.7, 0.7, float("inf"), float("inf"))
+    assert keyword_thresholds(labels, ("no",), {"no": 0.8}) == (float("inf"), 0.8, float("inf"), float("inf"))
+    with pytest.raises(ValueError, match="unknown keyword.*maybe"):
+        keyword_thresholds(labels, ("maybe",), 0.5)
+    with pytest.raises(ValueError, match=r"posterior in \(0, 1\]"):
+        keyword_thresholds(labels, None, 1.5)
+
+
+# ------------------------------------------------------------------ the spotter
+@pytest.fixture(scope="module")
+def demo():
+    audio, rate = soundfile.read(DEMO_RECORDING, dtype="float32")
+    truth = json.loads(DEMO_TRUTH.read_text())
+    return audio, rate, truth
+
+
+def _events(kws, audio, rate, chunk):
+    kws.reset()
+    for start in range(0, len(audio), chunk):
+        kws.accept_waveform(audio[start:start + chunk], rate)
+    return [(e.keyword, round(e.t, 3)) for e in kws.poll_events()]
+
+
+def test_spotter_finds_the_demo_keywords_for_any_chunk_size(demo):
+    audio, rate, truth = demo
+    kws = StreamingKWS.from_pretrained(MODEL, keywords=tuple(truth["keywords"]))
+    reference = _events(kws, audio, rate, 1600)
+    spoken = [w for w in truth["words"] if w["word"] in truth["keywords"]]
+    found = [k for k, t in reference if any(w["word"] == k and w["start"] <= t <= w["end"] + 1 for w in spoken)]
+    print("events", reference, "spoken keywords", [w["word"] for w in spoken])
+    assert len(found) >= len(spoken) - 1 and len(reference) <= len(spoken) + 1
+    assert _events(kws, audio, rate, 37) == reference
+    int16 = np.round(audio * 32767).astype(np.int16)
+    assert _events(kws, int16, rate, 1600) == _events(kws, int16.astype(np.float32) / 32768, rate, 1600)
+
+
+def test_spotter_resamples_other_rates(demo):
+    audio, rate, truth = demo
+    from scipy.signal import resample_poly
+    kws = StreamingKWS.from_pretrained(MODEL, keywords=tuple(truth["keywords"]))
+    reference = _events(kws, audio, rate, 1600)
+    at48 = resample_poly(audio, 3, 1).astype(np.float32)
+    resampled = _events(kws, at48, 48000, 4800)
+    assert [k for k, _ in resampled] == [k for k, _ in reference]
+    assert all(abs(a - b) <= 0.05 for (_, a), (_, b) in zip(resampled, reference))
+
+
+def test_bad_chunks_are_refused_without_losing_state(demo):
+    audio, rate, truth = demo
+    kws = StreamingKWS.from_pretrained(MODEL, keywords=tuple(truth["keywords"]))
+    reference = _events(kws, audio, rate, 1600)
+    kws.reset()
+    bad = audio[:1600].copy()
+    bad[100] = np.nan
+    for start in range(0, len(audio), 1600):
+        if start == 16000:
+            with pytest.raises(ValueError, match="NaN or Inf.*sample 100.*unchanged"):
+                kws.accept_waveform(bad, rate)
+            with pytest.raises(ValueError, match=r"shape \(samples,\) or \(1, samples\)"):
+                kws.accept_waveform(np.zeros((2, 160), np.float32), rate)
+            with pytest.raises(TypeError, match="float or integer PCM"):
+                kws.accept_waveform(np.array(["a"]), rate)
+        kws.accept_waveform(audio[start:start + 1600], rate)
+    assert [(e.keyword, round(e.t, 3)) for e in kws.poll_events()] == reference
+    assert kws.stats.rejected_chunks == 1
+
+
+def test_clipping_and_silence_are_handled(demo):
+    audio, rate, truth = demo
+    kws = StreamingKWS.from_pretrained(MODEL, keywords=tuple(truth["keywords"]))
+    kws.accept_waveform(np.clip(audio[:32000] * 50, -1, 1), rate)
+    assert kws.stats.clipped_samples > 0
+    kws.reset()
+    assert _events(kws, np.zeros(16000 * 60, np.float32), rate, 16000) == []
+
+
+def test_streams_advance_together_and_reset_alone(demo):
+    audio, rate, truth = demo
+    keywords = tuple(truth["keywords"])
+    single = StreamingKWS.from_pretrained(MODEL, keywords=keywords)
+    reference = _events(single, audio, rate, 1600)
+    kws = StreamingKWS.from_pretrained(MODEL, keywords=keywords, streams=3)
+    batch = np.stack([audio, np.zeros_like(audio), audio])
+    for start in range(0, len(audio), 1600):
+        if start == 48000:
+            kws.reset(2)  # stream 2 restarts: its clock starts again at 0
+        kws.accept_waveform(batch[:, start:start + 1600], rate)
+    events = kws.poll_events()
+    first = [(e.keyword, round(e.t, 3)) for e in events if e.stream == 0]
+    assert [k for k, _ in first] == [k for k, _ in reference]
+    assert all(abs(a - b) <= 0.011 for (_, a), (_, b) in zip(first, reference))  # BLAS rounding may move a frame
+    assert not [e for e in events if e.stream == 1]
+    assert all(e.t < 30 - 3 for e in events if e.stream == 2)
+    with pytest.raises(ValueError, match=r"stream must be in \[0, 3\)"):
+        kws.reset(3)
+
+
+def test_replay_gives_the_live_events(demo):
+    audio, rate, truth = demo
+    kws = StreamingKWS.from_pretrained(MODEL, keywords=tuple(truth["keywords"]), streams=2)
+    events, posteriors = run_streams(kws, np.stack([audio, audio[::-1].copy()]))
+    hop, first = kws.features.hop / rate, kws.features.window_size / rate
+    replayed = replay(posteriors, kws.detector, kws.labels, hop, first)
+    assert [[(e.keyword, round(e.t, 4)) for e in s] for s in replayed] == \
+        [[(e.keyword, round(e.t, 4)) for e in s] for s in events]
+
+
+def test_score_counts_hits_false_alarms_and_latency():
+    from streamlmu.audio.kws import Event
+    truth = [[Occurrence(1.0, 1.5, "yes"), Occurrence(3.0, 3.4, "cat"), Occurrence(5.0, 5.5, "no")]]
+    events = [[Event(1.4, "yes", 0.9), Event(1.9, "yes", 0.9), Event(3.3, "no", 0.9), Event(9.0, "no", 0.9)]]
+    report = score(events, truth, ("yes", "no"), seconds=1800)
+    assert report.keywords["yes"].hits == 1 and report.keywords["yes"].false_alarms == 1
+    assert report.keywords["no"].hits == 0 and report.keywords["no"].false_alarms == 2
+    assert report.hit_rate == 0.5 and report.false_alarms_per_hour == 6.0
+    assert report.latency() == pytest.approx(-0.1)
+
+
+# ------------------------------------------------------------------ sources
+def test_sources_read_files_and_pcm(tmp_path, demo):
+    audio, rate, _ = demo
+    stereo = tmp_path / "stereo.wav"
+    soundfile.write(stereo, np.stack([audio[:8000], audio[:8000]], axis=1), rate)
+    chunks = list(FileSource(stereo, chunk_s=0.1))
+    assert len(chunks) == 5 and np.allclose(np.concatenate([c for c, _ in chunks]), audio[:8000], atol=1e-4)
+    import io
+    pcm = np.round(audio[:3200] * 32767).astype(np.int16)
+    got = np.concatenate([c for c, _ in PCMSource(io.BytesIO(pcm.tobytes() + b"\x01"), 16000)])
+    assert np.allclose(got, pcm / 32768.0)
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF....WAVEfmt garbage")
+    with pytest.raises(AudioFileError, match="bad.wav"):
+        FileSource(bad)
+
+
+# ------------------------------------------------------------------ programs
+def test_listen_prints_json_events_and_a_summary(capsys, demo):
+    from streamlmu.apps.cli import main
+    _, _, truth = demo
+    assert main(["listen", "demo", "--keywords", ",".join(truth["keywords"])]) == 0
+    out, err = capsys.readouterr()
+    events = [json.loads(line) for line in out.splitlines()]
+    assert events and all(set(e) == {"t", "keyword", "score", "stream", "source"} for e in events)
+    assert all(e["source"] == "demo" and e["keyword"] in truth["keywords"] for e in events)
+    assert "listened to 30.0 s of audio" in err and "p99" in err
+
+
+def test_listen_reads_raw_pcm_on_stdin(demo):
+    import subprocess
+    import sys
+    audio, _, truth = demo
+    pcm = np.round(audio * 32767).astype(np.int16).tobytes()
+    done = subprocess.run([sys.executable, "-m", "streamlmu.apps.cli", "listen", "-", "--quiet",
+                           "--keywords", ",".join(truth["keywords"])], input=pcm, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()
+    file_events = subprocess.run([sys.executable, "-m", "streamlmu.apps.cli", "listen", "demo", "--quiet",
+                                  "--keywords", ",".join(truth["keywords"])], capture_output=True, timeout=300)
+    keywords = [json.loads(line)["keyword"] for line in done.stdout.decode().splitlines()]
+    assert keywords and keywords == [json.loads(line)["keyword"] for line in file_events.stdout.decode().splitlines()]
+
+
+def test_listen_bad_input_is_a_clear_error(tmp_path, capsys):
+    from streamlmu.apps.cli import main
+    (tmp_path / "x.wav").write_bytes(b"not audio")
+    assert main(["listen", str(tmp_path / "x.wav")]) == 2
+    assert "x.wav: not a readable audio file" in capsys.readouterr().err
+    assert main(["listen", "demo", "--keywords", "maybe"]) == 2
+    assert "unknown keyword(s) maybe" in capsys.readouterr().err
+
+
+def test_kws_eval_reports_and_plots(tiny_corpus, tmp_path, capsys):
+    from streamlmu.apps.cli import main
+    assert main(["kws-eval", "--data", str(tiny_corpus), "--keywords", "yes,no", "--minutes", "2", "--streams", "2",
+                 "--calibrate", "60", "--plot", str(tmp_path / "s.png"), "--json", str(tmp_path / "r.json"),
+                 "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "calibrated on" in out and "false alarms per hour" in out
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["occurrences"] > 0 and 0 <= report["hit_rate"] <= 1 and report["hours"] == pytest.approx(2 / 60, abs=1e-4)
+    assert len(report["calibration"]) > 3 and set(report["per_keyword"]) >= {"yes", "no"}
+    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
