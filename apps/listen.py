@@ -46,6 +46,14 @@ def _meter(level: float, width: int = 20) -> str:
     return "#" * filled + "-" * (width - filled) + f" {db:6.1f} dBFS"
 
 
+def _compare_with_demo_truth(heard: list[str], keywords: tuple[str, ...]) -> None:
+    from streamlmu.pretrained import DEMO_TRUTH
+    words = [w["word"] for w in json.loads(DEMO_TRUTH.read_text())["words"]]
+    spoken = [w for w in words if w in keywords]
+    print(f"demo recording: words spoken {' '.join(words)}\n  keywords among them: {' '.join(spoken) or '-'}\n"
+          f"  detected:            {' '.join(heard) or '-'}", file=sys.stderr)
+
+
 def _sources(args: argparse.Namespace) -> list:
     from streamlmu.pretrained import DEMO_RECORDING
     chunk = args.chunk_ms / 1000
@@ -77,11 +85,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         for source in sources:
             kws.reset()
+            heard = []
             for chunk, rate in source:
                 kws.accept_waveform(chunk, rate)
                 for event in kws.poll_events():
                     if live:
                         sys.stderr.write("\r\033[K")
+                    heard.append(event.keyword)
                     print(json.dumps({**event.to_dict(), "source": source.name}), flush=True)
                 if live:
                     label, score = kws.top()
@@ -92,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
                     warnings.warn(f"{source.name}: the input dropped audio ({source.overflows - lost} buffer "
                                   f"overflow(s)); detections around them may be missed", stacklevel=1)
                     lost = source.overflows
+            if source.name == DEMO and not args.quiet:
+                _compare_with_demo_truth(heard, kws.keywords)
     except KeyboardInterrupt:
         pass
     finally:

@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -6,8 +7,8 @@ import soundfile
 import torch
 from scipy.signal import upfirdn
 
-from streamlmu.audio.detect import (DetectorConfig, detector_init, detector_reset, detector_step, keyword_thresholds,
-                                    moving_average_init, moving_average_step)
+from streamlmu.audio.detect import (DetectorConfig, detector_init, detector_reset, detector_run, keyword_thresholds,
+                                    window_init, window_posteriors)
 from streamlmu.audio.kws import StreamingKWS
 from streamlmu.audio.kws_eval import replay, run_streams, score
 from streamlmu.audio.resample import StreamingResampler, resample_filter
@@ -54,8 +55,11 @@ def _config(**kw):
 
 
 def _run(cfg, posteriors):
+    """Frame by frame, checked against one call over the whole chunk."""
     state = detector_init(1, cfg)
-    return [int(detector_step(p[None], state, cfg)[0][0]) for p in posteriors]
+    fired = [int(detector_run(p[None, None], state, cfg)[0][0, 0]) for p in posteriors]
+    assert detector_run(posteriors[None], detector_init(1, cfg), cfg)[0][0].tolist() == fired
+    return fired
 
 
 def test_detector_fires_once_after_patience_and_rearms():
@@ -84,22 +88,26 @@ def test_detector_needs_rearming_and_respects_refractory_time():
 def test_detector_reset_rearms_one_stream():
     cfg = _config(refractory_frames=0)
     state = detector_init(2, cfg)
-    high = np.array([[0.9, 0, 0], [0.9, 0, 0]], np.float32)
-    fired = [detector_step(high, state, cfg)[0] for _ in range(3)][-1]
-    assert fired.tolist() == [0, 0]
+    high = np.zeros((2, 3, 3), np.float32)
+    high[:, :, 0] = 0.9
+    assert detector_run(high, state, cfg)[0][:, -1].tolist() == [0, 0]
     detector_reset(state, np.array([1]))
-    fired = [detector_step(high, state, cfg)[0] for _ in range(3)][-1]
-    assert fired.tolist() == [-1, 0]
+    assert detector_run(high, state, cfg)[0][:, -1].tolist() == [-1, 0]
 
 
-def test_moving_average_stays_exact_over_long_runs():
+def _softmax(x):
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def test_window_posteriors_are_the_softmax_of_a_sliding_mean_and_stay_exact():
     rng = np.random.default_rng(1)
-    state = moving_average_init(2, 7, 3)
-    xs = (rng.standard_normal((5000, 2, 3)) * 1e3 + 1e4).astype(np.float32)
-    for t, x in enumerate(xs):
-        mean = moving_average_step(x, state)
-    assert np.allclose(mean, xs[-7:].mean(axis=0), rtol=1e-6)
-    assert np.allclose(moving_average_step(np.zeros((2, 3), np.float32), moving_average_init(2, 7, 3)), 0)
+    logits = (rng.standard_normal((2, 20000, 3)) * 3 + 50).astype(np.float32)  # an offset tests rounding
+    state = window_init(2, 7, 3)
+    chunks = [window_posteriors(logits[:, a:a + n], state) for a, n in ((0, 5), (5, 1), (6, 19994))]
+    out = np.concatenate(chunks, axis=1)
+    assert np.allclose(out[:, 3], _softmax(logits[:, :4].astype(np.float64).mean(axis=1)), atol=1e-5)  # 4 seen
+    assert np.allclose(out[:, -1], _softmax(logits[:, -7:].astype(np.float64).mean(axis=1)), atol=1e-5)
 
 
 def test_keyword_thresholds_name_bad_keywords():
@@ -285,3 +293,32 @@ def test_kws_eval_reports_and_plots(tiny_corpus, tmp_path, capsys):
     assert report["occurrences"] > 0 and 0 <= report["hit_rate"] <= 1 and report["hours"] == pytest.approx(2 / 60, abs=1e-4)
     assert len(report["calibration"]) > 3 and set(report["per_keyword"]) >= {"yes", "no"}
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc to read memory use")
+def test_an_hour_of_audio_keeps_memory_bounded_and_events_correct(demo):
+    """Soak: the 30 s demo recording 120 times over (1 h) at full speed, in 100 ms chunks."""
+    audio, rate, truth = demo
+    kws = StreamingKWS.from_pretrained(MODEL, keywords=tuple(truth["keywords"]))
+    repeats, chunk, period = 120, 1600, len(audio) / rate
+    per_repeat, rss = [], []
+    for r in range(repeats):
+        for start in range(0, len(audio), chunk):
+            kws.accept_waveform(audio[start:start + chunk], rate)
+        per_repeat.append([(e.keyword, e.t - r * period) for e in kws.poll_events()])
+        if r in (9, repeats - 1):  # after 5 min of warm-up, and at the end
+            rss.append(_rss_mb())
+    samples = repeats * len(audio)
+    assert kws.stats.frames == 1 + (samples - 400) // 160  # every 10 ms hop was computed
+    assert kws.stream_time() == pytest.approx(kws.stats.frames * 0.01)
+    steady = per_repeat[1]
+    print(f"soak: {kws.stats.audio_seconds / 3600:.2f} h, {kws.stats.events} events, memory {rss} MB, "
+          f"per repeat {[k for k, _ in steady]}, compute per hop {kws.hop_seconds.mean * 1e3:.3f} ms")
+    assert steady and all([k for k, _ in events] == [k for k, _ in steady] for events in per_repeat[1:])
+    assert all(abs(t - t0) <= 0.02 for events in per_repeat[1:] for (_, t), (_, t0) in zip(events, steady))
+    assert rss[1] - rss[0] <= 10.0

@@ -13,9 +13,12 @@ At most one keyword fires per stream and frame (the highest score among those
 that qualify). A class whose threshold is ``inf`` never fires: the
 ``_unknown_`` and ``_silence_`` labels and every label that is not a keyword.
 
-Shapes: posteriors ``(streams, classes)`` per frame; state arrays
-``(streams, ...)``; every function updates the state arrays in place and
-returns them.
+The logits of the model are first averaged over a sliding window and turned
+into posteriors (:func:`window_posteriors`). The loops run in Numba
+(:mod:`streamlmu.kernels.detect`) over whole chunks of frames.
+
+Shapes: posteriors ``(streams, frames, classes)`` per chunk; state arrays
+``(streams, ...)``, updated in place.
 """
 from __future__ import annotations
 
@@ -24,46 +27,37 @@ from typing import NamedTuple
 
 import numpy as np
 
+from streamlmu.kernels import detect as kernels
+
 NON_KEYWORDS = ("_unknown_", "_silence_")
 
 
-class MovingAverageState(NamedTuple):
-    """ring ``(streams, frames, features)``, total ``(streams, features)`` float64, count ``(streams,)`` int64."""
+class WindowState(NamedTuple):
+    """A moving mean per stream: ring ``(S, W, C)`` float32, total ``(S, C)`` float64, count ``(S,)`` int64."""
 
     ring: np.ndarray
     total: np.ndarray
     count: np.ndarray
 
 
-def moving_average_init(streams: int, frames: int, features: int) -> MovingAverageState:
-    return MovingAverageState(np.zeros((streams, frames, features), np.float32),
-                              np.zeros((streams, features), np.float64), np.zeros(streams, np.int64))
+def window_init(streams: int, frames: int, classes: int) -> WindowState:
+    return WindowState(np.zeros((streams, frames, classes), np.float32), np.zeros((streams, classes), np.float64),
+                       np.zeros(streams, np.int64))
 
 
-def moving_average_step(x: np.ndarray, state: MovingAverageState) -> np.ndarray:
-    """The mean of each stream's last ``frames`` inputs (fewer right after a reset): ``(S, F) -> (S, F)``.
-
-    The running total is re-summed from the ring each time a stream's ring
-    wraps, so rounding does not accumulate over hours.
-    """
-    ring, total, count = state
-    frames = ring.shape[1]
-    slot = count % frames
-    rows = np.arange(len(x))
-    total -= ring[rows, slot]
-    ring[rows, slot] = x
-    total += x
-    count += 1
-    wrapped = slot == frames - 1
-    if wrapped.any():
-        total[wrapped] = ring[wrapped].sum(axis=1, dtype=np.float64)
-    return (total / np.minimum(count, frames)[:, None]).astype(np.float32)
-
-
-def moving_average_reset(state: MovingAverageState, streams: np.ndarray) -> None:
+def window_reset(state: WindowState, streams: np.ndarray) -> None:
     state.ring[streams] = 0.0
     state.total[streams] = 0.0
     state.count[streams] = 0
+
+
+def window_posteriors(logits: np.ndarray, state: WindowState) -> np.ndarray:
+    """Softmax of the logits averaged over each stream's last ``W`` frames (fewer after a reset):
+    ``(S, T, C) -> (S, T, C)`` float32."""
+    logits = np.ascontiguousarray(logits, np.float32)
+    out = np.empty_like(logits)
+    kernels.window_posteriors(logits, *state, out)
+    return out
 
 
 @dataclass(frozen=True)
@@ -92,48 +86,42 @@ class DetectorConfig:
 
 
 class DetectorState(NamedTuple):
-    """smooth: the posterior average; above ``(S, C)`` int64 frames in a row over the threshold;
-    armed ``(S, C)`` bool; quiet ``(S,)`` int64 refractory frames left."""
+    """smooth: the posterior mean; above ``(S, C)`` int64 frames in a row over the threshold; armed ``(S, C)``
+    bool; quiet ``(S,)`` int64 refractory frames left; smoothed ``(S, C)`` the last frame's smoothed posteriors."""
 
-    smooth: MovingAverageState
+    smooth: WindowState
     above: np.ndarray
     armed: np.ndarray
     quiet: np.ndarray
+    smoothed: np.ndarray
 
 
 def detector_init(streams: int, cfg: DetectorConfig) -> DetectorState:
     classes = len(cfg.thresholds)
-    return DetectorState(moving_average_init(streams, cfg.smooth_frames, classes),
-                         np.zeros((streams, classes), np.int64), np.ones((streams, classes), bool),
-                         np.zeros(streams, np.int64))
+    return DetectorState(window_init(streams, cfg.smooth_frames, classes), np.zeros((streams, classes), np.int64),
+                         np.ones((streams, classes), bool), np.zeros(streams, np.int64),
+                         np.zeros((streams, classes), np.float32))
 
 
-def detector_step(posteriors: np.ndarray, state: DetectorState,
-                  cfg: DetectorConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One frame: posteriors ``(S, C)`` -> (fired class ``(S,)`` int64, -1 for none; its score ``(S,)``;
-    the smoothed posteriors ``(S, C)``)."""
-    smoothed = moving_average_step(posteriors, state.smooth)
-    thresholds = np.asarray(cfg.thresholds, np.float32)
-    over = smoothed >= thresholds
-    state.above[:] = np.where(over, state.above + 1, 0)
-    np.logical_or(state.armed, smoothed < np.asarray(cfg.rearm, np.float32), out=state.armed)
-    ready = (state.above >= cfg.patience_frames) & state.armed & (state.quiet <= 0)[:, None]
-    candidate = np.where(ready, smoothed, -np.inf)
-    best = candidate.argmax(axis=1)
-    fired = np.where(ready.any(axis=1), best, -1)
-    rows = np.flatnonzero(fired >= 0)
-    state.armed[rows, fired[rows]] = False
-    state.quiet[:] = np.maximum(state.quiet - 1, 0)
-    state.quiet[rows] = cfg.refractory_frames
-    score = np.where(fired >= 0, smoothed[np.arange(len(fired)), best], 0.0).astype(np.float32)
-    return fired, score, smoothed
+def detector_run(posteriors: np.ndarray, state: DetectorState, cfg: DetectorConfig) -> tuple[np.ndarray, np.ndarray]:
+    """A chunk of frames: posteriors ``(S, T, C)`` -> (fired class ``(S, T)`` int64, -1 for none; its smoothed
+    posterior ``(S, T)`` float32)."""
+    posteriors = np.ascontiguousarray(posteriors, np.float32)
+    streams, time = posteriors.shape[:2]
+    fired = np.empty((streams, time), np.int64)
+    score = np.empty((streams, time), np.float32)
+    kernels.detect(posteriors, *state.smooth, state.above, state.armed, state.quiet,
+                   np.asarray(cfg.thresholds, np.float32), np.asarray(cfg.rearm, np.float32), cfg.patience_frames,
+                   cfg.refractory_frames, fired, score, state.smoothed)
+    return fired, score
 
 
 def detector_reset(state: DetectorState, streams: np.ndarray) -> None:
-    moving_average_reset(state.smooth, streams)
+    window_reset(state.smooth, streams)
     state.above[streams] = 0
     state.armed[streams] = True
     state.quiet[streams] = 0
+    state.smoothed[streams] = 0.0
 
 
 def keyword_thresholds(labels: tuple[str, ...], keywords: tuple[str, ...] | None,

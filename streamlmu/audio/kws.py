@@ -26,8 +26,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from streamlmu.audio.detect import (DetectorConfig, detector_init, detector_reset, detector_step, keyword_thresholds,
-                                    moving_average_init, moving_average_reset, moving_average_step)
+from streamlmu.audio.detect import (DetectorConfig, detector_init, detector_reset, detector_run, keyword_thresholds,
+                                    window_init, window_posteriors, window_reset)
 from streamlmu.audio.features import FbankConfig, StreamingFbank
 from streamlmu.audio.resample import StreamingResampler
 from streamlmu.engine import DEFAULT_BLAS_MIN_BATCH
@@ -121,13 +121,12 @@ class StreamingKWS:
         if stream is None:
             self._engine = self.runner.init_state(self.streams)
             self._fbank = self.fbank.init_state(self.streams)
-            self._window = moving_average_init(self.streams, self.window_frames, len(self.labels))
+            self._window = window_init(self.streams, self.window_frames, len(self.labels))
             self._detect = detector_init(self.streams, self.detector)
             self._origin = np.zeros(self.streams, np.int64)   # the frame index each stream's time starts at
             self._frame = 0                                   # frames every stream has heard (one clock)
             self._resampler: StreamingResampler | None = None
             self._events: list[Event] = []
-            self._smoothed = np.zeros((self.streams, len(self.labels)), np.float32)
             return
         if not 0 <= stream < self.streams:
             raise ValueError(f"stream must be in [0, {self.streams}) (got {stream})")
@@ -136,10 +135,9 @@ class StreamingKWS:
         self._engine = self.runner.reset(self._engine, mask)
         self._fbank = self.fbank.reset(self._fbank, mask)
         rows = np.array([stream])
-        moving_average_reset(self._window, rows)
+        window_reset(self._window, rows)
         detector_reset(self._detect, rows)
         self._origin[stream] = self._frame
-        self._smoothed[stream] = 0.0
 
     # ------------------------------------------------------------ audio in
     def _as_batch(self, samples: object) -> np.ndarray:
@@ -172,7 +170,7 @@ class StreamingKWS:
         [-1, 1] or integer PCM, at ``sample_rate`` Hz (resampled to the
         model's rate). A bad chunk raises a ``ValueError`` and leaves the state
         as it was. ``trace``: a list that receives each hop's posteriors
-        ``(streams, classes)``, the detector's input (for evaluation and plots).
+        ``(streams, hops, classes)`` of each call, the detector's input (for evaluation and plots).
         """
         start = time.perf_counter()
         audio = self._as_batch(samples)
@@ -186,30 +184,24 @@ class StreamingKWS:
             audio = self._resampler(audio)
         frames, self._fbank = self.fbank(torch.from_numpy(audio), self._fbank)
         count = frames.shape[1]
-        for t in range(count):
-            posteriors = self._hop(frames[:, t].contiguous())
-            if trace is not None:
-                trace.append(posteriors)
-        if count:
-            per_hop = (time.perf_counter() - start) / count
-            self.hop_seconds.add(per_hop, count)
+        if not count:
+            return 0
+        logits = np.empty((self.streams, count, len(self.labels)), np.float32)
+        for t in range(count):  # the engine: one step per hop for every stream
+            y, self._engine = self.runner.step(frames[:, t].contiguous(), self._engine)
+            logits[:, t] = y.numpy()
+        posteriors = window_posteriors(logits, self._window)
+        fired, score = detector_run(posteriors, self._detect, self.detector)
+        for stream, t in zip(*np.nonzero(fired >= 0)):
+            heard = self._frame + t - self._origin[stream]  # the frame's index in its stream
+            at = (heard * self.features.hop + self.features.window_size) / self.features.sample_rate
+            self._queue(Event(float(at), self.labels[fired[stream, t]], float(score[stream, t]), int(stream)))
+        self._frame += count
+        self.stats.frames += count
+        if trace is not None:
+            trace.append(posteriors)
+        self.hop_seconds.add((time.perf_counter() - start) / count, count)
         return count
-
-    def _hop(self, frame: torch.Tensor) -> np.ndarray:
-        logits, self._engine = self.runner.step(frame, self._engine)
-        mean = moving_average_step(logits.numpy(), self._window)
-        mean = mean - mean.max(axis=1, keepdims=True)
-        posteriors = np.exp(mean)
-        posteriors /= posteriors.sum(axis=1, keepdims=True)
-        fired, score, smoothed = detector_step(posteriors, self._detect, self.detector)
-        self._frame += 1
-        self.stats.frames += 1
-        self._smoothed = smoothed
-        for stream in np.flatnonzero(fired >= 0):
-            heard = self._frame - self._origin[stream] - 1  # this frame's index in the stream
-            t = (heard * self.features.hop + self.features.window_size) / self.features.sample_rate
-            self._queue(Event(float(t), self.labels[fired[stream]], float(score[stream]), int(stream)))
-        return posteriors
 
     def _queue(self, event: Event) -> None:
         self.stats.events += 1
@@ -226,8 +218,9 @@ class StreamingKWS:
 
     def top(self, stream: int = 0) -> tuple[str, float]:
         """The label with the highest smoothed posterior on ``stream`` now, and that posterior."""
-        k = int(self._smoothed[stream].argmax())
-        return self.labels[k], float(self._smoothed[stream, k])
+        smoothed = self._detect.smoothed[stream]
+        k = int(smoothed.argmax())
+        return self.labels[k], float(smoothed[k])
 
     def stream_time(self, stream: int = 0) -> float:
         """Seconds of audio stream ``stream`` has heard since it began or was reset (at the model's rate)."""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamlmu.audio.detect import DetectorConfig, detector_init, detector_step
+from streamlmu.audio.detect import DetectorConfig, detector_init, detector_run
 from streamlmu.audio.kws import Event, StreamingKWS
 from streamlmu.data.streams import Occurrence
 
@@ -112,19 +112,16 @@ def run_streams(kws: StreamingKWS, audio: np.ndarray, chunk_s: float = 0.1,
         kws.accept_waveform(audio[:, start:start + step], kws.features.sample_rate, trace=trace)
         for event in kws.poll_events():
             events[event.stream].append(event)
-    return events, np.stack(trace, axis=1)
+    return events, np.concatenate(trace, axis=1)
 
 
 def replay(posteriors: np.ndarray, cfg: DetectorConfig, labels: tuple[str, ...],
            frame_time: float, first_frame_time: float) -> list[list[Event]]:
     """The events a spotter with detector ``cfg`` fires on recorded ``posteriors (streams, frames, classes)``."""
-    streams, frames, _ = posteriors.shape
-    state = detector_init(streams, cfg)
-    events: list[list[Event]] = [[] for _ in range(streams)]
-    for t in range(frames):
-        fired, scores, _ = detector_step(posteriors[:, t], state, cfg)
-        for s in np.flatnonzero(fired >= 0):
-            events[s].append(Event(first_frame_time + t * frame_time, labels[fired[s]], float(scores[s]), int(s)))
+    fired, scores = detector_run(posteriors, detector_init(posteriors.shape[0], cfg), cfg)
+    events: list[list[Event]] = [[] for _ in range(posteriors.shape[0])]
+    for s, t in zip(*np.nonzero(fired >= 0)):
+        events[s].append(Event(first_frame_time + t * frame_time, labels[fired[s, t]], float(scores[s, t]), int(s)))
     return events
 
 

@@ -1,0 +1,114 @@
+"""Benchmark of live keyword spotting: compute per 10 ms hop for 1, 16 and 256 concurrent streams, on one thread.
+
+For the ``paper`` and ``tiny`` LMUFormer presets (random weights with
+trained-like BatchNorm statistics: the cost does not depend on the values) it
+times, side by side in one run:
+
+* ``spotter``  :class:`StreamingKWS` end to end: 100 ms chunks of audio in,
+               streaming fbank, one engine step per hop for all streams,
+               window mean, softmax, detector;
+* ``window``   what a user of a non-streaming model does every hop: fbank of
+               the last 1 s and the parallel forward over it (98 frames padded
+               to 128, the official input).
+
+Per hop and stream count it reports milliseconds, the real-time factor
+(compute / audio time; below 1 keeps up) and real-time streams per core
+(``streams / RTF``). Target: >= 300 concurrent real-time streams per core with
+the paper-size model. Prints a table and writes ``bench/results/kws_stream.json``.
+
+Usage: ``python bench/kws_stream.py [--quick] [--out PATH]``
+"""
+from __future__ import annotations
+
+import timing  # noqa: F401  (first: pins the thread pools to one thread)
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from streamlmu.audio.features import FbankConfig, fbank, pad_frames
+from streamlmu.audio.kws import StreamingKWS
+from streamlmu.data.speech_commands import WORDS_35
+from streamlmu.models import LMUFormer, LMUFormerConfig
+from streamlmu.testing import randomize_batchnorm
+
+HOP_S = 0.01
+CHUNK_HOPS = 10
+STREAMS = (1, 16, 256)
+TARGET_STREAMS_PER_CORE = 300
+
+
+def build(preset: str) -> LMUFormer:
+    model = randomize_batchnorm(LMUFormer(LMUFormerConfig.preset(preset)), spiking=False).eval()
+    model.labels, model.features = WORDS_35, FbankConfig()
+    return model
+
+
+def spotter_call(model: LMUFormer, streams: int, seconds: float = 4.0):
+    """One call feeds every stream ``CHUNK_HOPS`` hops of noise-like audio (cycling through ``seconds``)."""
+    kws = StreamingKWS(model, streams=streams)
+    audio = (np.random.default_rng(0).standard_normal((streams, int(seconds * 16000))) * 0.1).astype(np.float32)
+    chunk = CHUNK_HOPS * 160
+    position = [0]
+
+    def call() -> None:
+        start = position[0]
+        kws.accept_waveform(audio[:, start:start + chunk])
+        position[0] = (start + chunk) % audio.shape[1]
+    return call
+
+
+def window_call(model: LMUFormer, streams: int):
+    """One hop of the sliding-window baseline: features of the last 1 s and the whole forward."""
+    audio = torch.randn(streams, 16000) * 0.1
+    features = model.features
+
+    def call() -> None:
+        with torch.inference_mode():
+            model.classify(pad_frames(fbank(audio, features), features.clip_frames))
+    return call
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short timing blocks (a smoke run)")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "kws_stream.json"))
+    args = parser.parse_args(argv)
+    timing.single_thread()
+    rounds, block = (1, 0.05) if args.quick else (5, 0.6)
+    rows = []
+    for preset in ("paper", "tiny"):
+        model = build(preset)
+        for streams in STREAMS:
+            fns = {"spotter": spotter_call(model, streams)}
+            if not (args.quick and streams > 16):
+                fns["window"] = window_call(model, streams)
+            seconds = timing.measure(fns, rounds, block)
+            hop = {"spotter": seconds["spotter"] / CHUNK_HOPS, "window": seconds.get("window")}
+            rtf = hop["spotter"] / HOP_S
+            rows.append({"preset": preset, "streams": streams, "spotter_ms_per_hop": hop["spotter"] * 1e3,
+                         "window_ms_per_hop": hop["window"] * 1e3 if hop["window"] else None,
+                         "rtf": rtf, "streams_per_core": streams / rtf,
+                         "window_vs_spotter": hop["window"] / hop["spotter"] if hop["window"] else None})
+    print(f"{'preset':<6} {'streams':>7} {'spotter ms/hop':>15} {'RTF':>8} {'streams/core':>13} "
+          f"{'window ms/hop':>14} {'window/spotter':>15}")
+    for r in rows:
+        window = f"{r['window_ms_per_hop']:14.3f}" if r["window_ms_per_hop"] else f"{'-':>14}"
+        ratio = f"{r['window_vs_spotter']:15.1f}" if r["window_vs_spotter"] else f"{'-':>15}"
+        print(f"{r['preset']:<6} {r['streams']:>7} {r['spotter_ms_per_hop']:15.3f} {r['rtf']:8.4f} "
+              f"{r['streams_per_core']:13.0f} {window} {ratio}")
+    best = max(r["streams_per_core"] for r in rows if r["preset"] == "paper")
+    verdict = "met" if best >= TARGET_STREAMS_PER_CORE else "MISSED"
+    print(f"target: >= {TARGET_STREAMS_PER_CORE} real-time paper-size streams per core: {best:.0f} ({verdict})")
+    result = {"machine": timing.machine(), "rows": rows, "paper_streams_per_core": best,
+              "target_streams_per_core": TARGET_STREAMS_PER_CORE, "target_met": best >= TARGET_STREAMS_PER_CORE}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()
