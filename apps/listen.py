@@ -7,6 +7,7 @@ import sys
 import warnings
 
 import numpy as np
+import torch
 
 from streamlmu.audio.kws import StreamingKWS
 from streamlmu.audio.sources import FileSource, MicrophoneSource, PCMSource, input_devices
@@ -36,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pcm-dtype", default="int16", choices=("int16", "int32", "float32"),
                         help="sample type of raw PCM on stdin")
     parser.add_argument("--chunk-ms", type=float, default=100.0, help="audio per read")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (one suits the small per-hop work of streaming)")
     parser.add_argument("--quiet", action="store_true", help="no live line and no summary on stderr")
 
 
@@ -72,6 +75,7 @@ def _sources(args: argparse.Namespace) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
     if args.list_devices:
         for d in input_devices():
             print(f"{d['index']:>3}  {d['name']}  ({d['channels']} channels, {d['default_rate']} Hz)")

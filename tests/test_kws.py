@@ -322,3 +322,65 @@ def test_an_hour_of_audio_keeps_memory_bounded_and_events_correct(demo):
     assert steady and all([k for k, _ in events] == [k for k, _ in steady] for events in per_repeat[1:])
     assert all(abs(t - t0) <= 0.02 for events in per_repeat[1:] for (_, t), (_, t0) in zip(events, steady))
     assert rss[1] - rss[0] <= 10.0
+
+
+class _FakeSoundDevice:
+    """Stands in for ``sounddevice``: one 48 kHz input that rejects 16 kHz and reports an overflow."""
+
+    class PortAudioError(Exception):
+        pass
+
+    def __init__(self, devices, audio=None):
+        self.devices, self.audio = devices, audio
+
+    def query_devices(self, device=None, kind=None):
+        if device is None and kind is None:
+            return self.devices
+        if device not in (None, 0, "fake mic"):
+            raise ValueError(f"no device {device}")
+        return self.devices[0]
+
+    def check_input_settings(self, device, samplerate, channels, dtype):
+        if samplerate != 48000:
+            raise self.PortAudioError("Invalid sample rate")
+
+    def InputStream(self, device, samplerate, channels, dtype, blocksize, callback):
+        fake = self
+
+        class Stream:
+            def __enter__(self):
+                class Status:
+                    input_overflow = False
+                for i, start in enumerate(range(0, len(fake.audio), blocksize)):
+                    status = Status()
+                    status.input_overflow = i == 3
+                    callback(fake.audio[start:start + blocksize, None], blocksize, None, status)
+                return self
+
+            def __exit__(self, *exc):
+                return False
+        return Stream()
+
+
+def test_microphone_falls_back_to_the_device_rate_and_counts_overflows(monkeypatch, demo, capsys):
+    from scipy.signal import resample_poly
+    from streamlmu.apps.cli import main
+    from streamlmu.audio import sources
+    audio, _, truth = demo
+    at48 = resample_poly(audio, 3, 1).astype(np.float32)
+    mic = {"name": "fake mic", "max_input_channels": 1, "default_samplerate": 48000.0}
+    monkeypatch.setattr(sources, "_sounddevice", lambda: _FakeSoundDevice([mic], at48))
+    source = sources.MicrophoneSource(max_seconds=30)
+    assert source.sample_rate == 48000
+    with pytest.warns(UserWarning, match="dropped audio .1 buffer overflow"):
+        assert main(["listen", "--keywords", ",".join(truth["keywords"]), "--seconds", "30"]) == 0
+    out, err = capsys.readouterr()
+    file_events = _events(StreamingKWS.from_pretrained(MODEL, keywords=tuple(truth["keywords"])), audio, 16000, 1600)
+    assert [json.loads(line)["keyword"] for line in out.splitlines()] == [k for k, _ in file_events]
+    assert "1 input overflow(s)" in err
+    monkeypatch.setattr(sources, "_sounddevice", lambda: _FakeSoundDevice([]))
+    assert main(["listen"]) == 2
+    assert "no audio input device found" in capsys.readouterr().err
+    monkeypatch.setattr(sources, "_sounddevice", lambda: _FakeSoundDevice([mic]))
+    assert main(["listen", "--device", "7"]) == 2
+    assert "audio input device 7 not found" in capsys.readouterr().err
