@@ -6,6 +6,13 @@ StepLR x0.85 every 10 epochs (after an optional linear warm-up over the first
 ``warmup_steps`` steps, as the official code has), SpecAugment and mixup. The loss is taken on the
 last frame's logits, the running mean over the whole (padded) clip.
 
+``stream_context`` trains for continuous keyword spotting, where the model
+runs on without resets and a sliding window of its per-frame logits decides
+(:class:`streamlmu.audio.kws.StreamingKWS`): each batch prepends a random
+length (up to 1 s) of another clip's audio to every clip, and the loss takes
+the mean logits over the clip's own frames only, so the model learns to
+ignore what its state still holds of the audio before.
+
 Two options help a model that is hard to optimise (the Spiking LMUFormer on a
 small corpus): ``init`` starts from another checkpoint's weights (every tensor
 whose name and shape match), and ``teacher`` adds knowledge distillation, the
@@ -59,7 +66,8 @@ LOSSES = ("bce", "ce")  # the paper's binary cross-entropy on one-hot targets, o
 # Fields that must agree between a run and the run it resumes.
 _RESUME_KEYS = ("model", "preset", "labels", "batch_size", "lr", "betas", "lr_step", "lr_gamma", "warmup_steps",
                 "loss", "mixup_alpha", "spec_augment", "noise_probability", "seed", "overrides",
-                "teacher", "distill_weight", "distill_temperature", "unknown_fraction", "silence_fraction")
+                "teacher", "distill_weight", "distill_temperature", "unknown_fraction", "silence_fraction",
+                "stream_context")
 
 
 @dataclass
@@ -89,6 +97,7 @@ class TrainConfig:
     max_steps: int | None = None
     tensorboard: bool = True
     overrides: dict = field(default_factory=dict)
+    stream_context: bool = False
     init: str | None = None
     teacher: str | None = None
     distill_weight: float = 0.5
@@ -110,6 +119,28 @@ class TrainConfig:
 def clip_features(waves: Tensor, features: FbankConfig) -> Tensor:
     """Model input of whole clips: ``(batch, samples)`` -> ``(batch, clip_frames, num_mel_bins)``."""
     return pad_frames(fbank(waves, features), features.clip_frames)
+
+
+def window_logits(running: Tensor, bias: Tensor, frames: int) -> Tensor:
+    """Mean logits over the last ``frames`` frames from a model's running-mean logits ``(B, T, C)`` -> ``(B, C)``.
+
+    The head is affine: ``running[t] = W S_t / (t + 1) + bias`` with ``S_t`` the feature sum, so the window's
+    mean is ``(T (running[T-1] - bias) - a (running[a-1] - bias)) / frames + bias`` with ``a = T - frames``.
+    """
+    total = running.shape[1]
+    start = total - frames
+    last = (running[:, -1] - bias) * total
+    before = (running[:, start - 1] - bias) * start if start > 0 else 0.0
+    return (last - before) / frames + bias
+
+
+def with_context(waves: Tensor, features: FbankConfig, generator: torch.Generator) -> tuple[Tensor, int]:
+    """Features of every clip preceded by the tail of another clip of the batch (0 to 1 s, one length per batch):
+    ``(B, samples) -> ((B, T, mel), clip_frames)``, the clip's own frames being the last ``clip_frames``."""
+    hops = int(torch.randint(0, features.sample_rate // features.hop + 1, (1,), generator=generator))
+    context = waves.roll(1, dims=0)[:, waves.shape[1] - hops * features.hop:] if hops else waves[:, :0]
+    x = fbank(torch.cat([context, waves], dim=1), features)
+    return x, features.num_frames(waves.shape[1])
 
 
 def _seed(*keys: int) -> int:
@@ -201,17 +232,23 @@ class _Run:
                 for group in self.optimizer.param_groups:
                     group["lr"] = scheduled * min(1.0, (step + 1) / cfg.warmup_steps)
             waves, labels = waves.to(world.device), labels.to(world.device)
-            x = clip_features(waves, self.features)
+            if cfg.stream_context and len(waves):
+                x, window = with_context(waves, self.features, augment)
+            else:
+                x, window = clip_features(waves, self.features), None
             if cfg.spec_augment and len(x):
                 x = spec_augment(x, augment)
             targets = F.one_hot(labels, len(self.classes)).to(x.dtype)
             x, targets = mixup(x, targets, cfg.mixup_alpha, augment) if len(x) > 1 else (x, targets)
             if len(x):
-                logits = net(x)[0][:, -1]
+                running = net(x)[0]
+                logits = running[:, -1] if window is None else window_logits(running, self.model.head.bias, window)
                 loss = _loss(logits, targets, cfg.loss)
                 if self.teacher is not None:
                     with torch.no_grad():
-                        taught = self.teacher(x)[0][:, -1]
+                        taught = self.teacher(x)[0]
+                        taught = taught[:, -1] if window is None else \
+                            window_logits(taught, self.teacher.head.bias, window)
                     loss = ((1 - cfg.distill_weight) * loss
                             + cfg.distill_weight * _distillation(logits, taught, cfg.distill_temperature))
             else:  # every clip of the batch was unreadable: a zero step keeps DDP's ranks in lock step
