@@ -273,6 +273,39 @@ def test_listen_reads_raw_pcm_on_stdin(demo):
     assert keywords and keywords == [json.loads(line)["keyword"] for line in file_events.stdout.decode().splitlines()]
 
 
+def test_listen_stops_cleanly_on_ctrl_c_and_shows_a_live_line_on_a_terminal(demo):
+    import pty
+    import signal
+    import subprocess
+    import sys
+    import time
+    audio, _, _ = demo
+    primary, secondary = pty.openpty()  # stderr is a terminal: the live line appears
+    listener = subprocess.Popen([sys.executable, "-m", "streamlmu.apps.cli", "listen", "-"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=secondary)
+    os.close(secondary)
+    listener.stdin.write(np.round(audio[:48000] * 32767).astype(np.int16).tobytes())
+    listener.stdin.flush()  # stdin stays open: listen waits for more audio, as with a live source
+    terminal = b""
+    deadline = time.time() + 120
+    while b"  2.9" not in terminal and time.time() < deadline:  # the live line reaches the end of the audio
+        terminal += os.read(primary, 65536)
+    listener.send_signal(signal.SIGINT)
+    listener.wait(timeout=60)
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        terminal += chunk
+    os.close(primary)
+    text = terminal.decode(errors="replace")
+    assert listener.returncode == 0
+    assert "dBFS" in text and "listened to 3.0 s of audio" in text
+
+
 def test_listen_bad_input_is_a_clear_error(tmp_path, capsys):
     from streamlmu.apps.cli import main
     (tmp_path / "x.wav").write_bytes(b"not audio")
@@ -280,6 +313,12 @@ def test_listen_bad_input_is_a_clear_error(tmp_path, capsys):
     assert "x.wav: not a readable audio file" in capsys.readouterr().err
     assert main(["listen", "demo", "--keywords", "maybe"]) == 2
     assert "unknown keyword(s) maybe" in capsys.readouterr().err
+    whole = tmp_path / "whole.wav"
+    soundfile.write(whole, np.zeros(32000, np.float32), 16000, subtype="PCM_16")
+    data = whole.read_bytes()
+    (tmp_path / "cut.wav").write_bytes(data[:len(data) // 2])  # a recording cut off mid-way
+    assert main(["listen", str(tmp_path / "cut.wav")]) == 0
+    assert "listened to 1.0 s of audio" in capsys.readouterr().err  # what is there is heard
 
 
 def test_kws_eval_reports_and_plots(tiny_corpus, tmp_path, capsys):
