@@ -56,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
     if args.calibrate is not None:
         kws = StreamingKWS.from_pretrained(args.model, **options)
         audio, truths = _streams(args, "validation", keywords, args.seed + 10_000)
-        _, posteriors = run_streams(kws, audio, progress=not args.quiet)
-        threshold, rows = calibrate(kws, posteriors, truths, audio.size / SAMPLE_RATE, args.calibrate)
+        _, posteriors, energy = run_streams(kws, audio, progress=not args.quiet)
+        threshold, rows = calibrate(kws, posteriors, energy, truths, audio.size / SAMPLE_RATE, args.calibrate)
         result["calibration"] = rows
         print(f"calibrated on {audio.size / SAMPLE_RATE / 3600:.2f} h of validation streams: threshold {threshold} "
               f"(at most {args.calibrate} false alarms per hour)")
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         options["threshold"] = threshold
     kws = StreamingKWS.from_pretrained(args.model, **options)
     audio, truths = _streams(args, args.split, keywords, args.seed)
-    events, posteriors = run_streams(kws, audio, progress=not args.quiet)
+    events, posteriors, _ = run_streams(kws, audio, progress=not args.quiet)
     report = score(events, truths, keywords, audio.size / SAMPLE_RATE)
     print(report.table())
     result.update(threshold=kws.detector.thresholds[kws.labels.index(keywords[0])], **report.summary(),

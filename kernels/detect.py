@@ -55,21 +55,45 @@ def window_posteriors(logits, ring, total, count, out) -> None:
 
 
 @njit(cache=True, nogil=True)
-def detect(posteriors, ring, total, count, above, armed, quiet, thresholds, rearm, patience, refractory,
-           fired, score, smoothed) -> None:
+def voice_activity(energy, floor, since, rise, margin, out) -> None:
+    """Energy-based voice activity: ``energy (S, T)`` per-frame log energy -> ``out (S, T)`` frames since speech.
+
+    The noise ``floor (S,)`` follows the energy down at once and creeps up by
+    ``rise`` per frame; a frame is speech when it is ``margin`` above the
+    floor. ``since (S,)`` counts frames since the last speech frame (NaN
+    floor: a fresh stream, which starts at its first frame's energy).
+    """
+    streams, time = energy.shape
+    for s in range(streams):
+        for t in range(time):
+            e = energy[s, t]
+            if np.isnan(floor[s]) or e < floor[s]:
+                floor[s] = e
+            else:
+                floor[s] += rise
+            since[s] = 0 if e > floor[s] + margin else since[s] + 1
+            out[s, t] = since[s]
+
+
+@njit(cache=True, nogil=True)
+def detect(posteriors, since_speech, ring, total, count, above, armed, quiet, thresholds, rearm, patience,
+           refractory, endpoint, gate, fired, score, smoothed) -> None:
     """The trigger over a chunk: ``fired (S, T)`` the class fired at each frame (-1: none), ``score (S, T)``
-    its smoothed posterior, ``smoothed (S, C)`` the last frame's smoothed posteriors."""
+    its smoothed posterior, ``smoothed (S, C)`` the last frame's smoothed posteriors. A keyword fires only
+    from ``endpoint`` to ``gate`` frames after speech (``since_speech (S, T)``; a negative gate disables the
+    check)."""
     streams, time, classes = posteriors.shape
     for s in range(streams):
         for t in range(time):
             _mean_step(posteriors[s, t], ring, total, count, s, smoothed[s])
+            voiced = gate < 0 or endpoint <= since_speech[s, t] <= gate
             best, best_score = -1, np.float32(-1.0)
             for c in range(classes):
                 p = smoothed[s, c]
                 above[s, c] = above[s, c] + 1 if p >= thresholds[c] else 0
                 if p < rearm[c]:
                     armed[s, c] = True
-                if above[s, c] >= patience and armed[s, c] and quiet[s] <= 0 and p > best_score:
+                if voiced and above[s, c] >= patience and armed[s, c] and quiet[s] <= 0 and p > best_score:
                     best, best_score = c, p
             if quiet[s] > 0:
                 quiet[s] -= 1

@@ -49,7 +49,7 @@ def test_resampler_passes_equal_rates_through_and_checks_shapes():
 # ------------------------------------------------------------------ detector
 def _config(**kw):
     values = dict(thresholds=(0.5, 0.5, float("inf")), rearm=(0.25, 0.25, float("inf")), smooth_frames=1,
-                  patience_frames=3, refractory_frames=5)
+                  patience_frames=3, refractory_frames=5, speech_gate_frames=-1)
     values.update(kw)
     return DetectorConfig(**values)
 
@@ -57,8 +57,10 @@ def _config(**kw):
 def _run(cfg, posteriors):
     """Frame by frame, checked against one call over the whole chunk."""
     state = detector_init(1, cfg)
-    fired = [int(detector_run(p[None, None], state, cfg)[0][0, 0]) for p in posteriors]
-    assert detector_run(posteriors[None], detector_init(1, cfg), cfg)[0][0].tolist() == fired
+    energy = np.zeros((1, 1), np.float32)
+    fired = [int(detector_run(p[None, None], energy, state, cfg)[0][0, 0]) for p in posteriors]
+    whole = detector_run(posteriors[None], np.zeros((1, len(posteriors)), np.float32), detector_init(1, cfg), cfg)
+    assert whole[0][0].tolist() == fired
     return fired
 
 
@@ -90,9 +92,25 @@ def test_detector_reset_rearms_one_stream():
     state = detector_init(2, cfg)
     high = np.zeros((2, 3, 3), np.float32)
     high[:, :, 0] = 0.9
-    assert detector_run(high, state, cfg)[0][:, -1].tolist() == [0, 0]
+    quiet = np.zeros((2, 3), np.float32)
+    assert detector_run(high, quiet, state, cfg)[0][:, -1].tolist() == [0, 0]
     detector_reset(state, np.array([1]))
-    assert detector_run(high, state, cfg)[0][:, -1].tolist() == [-1, 0]
+    assert detector_run(high, quiet, state, cfg)[0][:, -1].tolist() == [-1, 0]
+
+
+def test_speech_gate_stops_keywords_long_after_speech_and_on_silence():
+    cfg = _config(speech_gate_frames=10, vad_margin=0.2, vad_rise=0.001)
+    energy = np.full((1, 60), -1.0, np.float32)     # background
+    energy[0, 5:15] = -0.5                            # a word, 0.5 above the floor
+    p = np.zeros((1, 60, 3), np.float32)
+    p[0, 12:20, 0] = 0.9                              # keyword 0 while the word ends: fires
+    p[0, 40:50, 1] = 0.9                              # keyword 1 26 frames after speech: gated
+    fired, _ = detector_run(p, energy, detector_init(1, cfg), cfg)
+    assert [(t, int(k)) for t, k in enumerate(fired[0]) if k >= 0] == [(14, 0)]
+    silence = np.full((1, 60), -3.0, np.float32)      # digital silence: never speech
+    assert (detector_run(p, silence, detector_init(1, cfg), cfg)[0] < 0).all()
+    ungated = _config(speech_gate_frames=-1)
+    assert (detector_run(p, silence, detector_init(1, ungated), ungated)[0] >= 0).sum() == 2
 
 
 def _softmax(x):
@@ -212,9 +230,9 @@ def test_streams_advance_together_and_reset_alone(demo):
 def test_replay_gives_the_live_events(demo):
     audio, rate, truth = demo
     kws = StreamingKWS.from_pretrained(MODEL, keywords=tuple(truth["keywords"]), streams=2)
-    events, posteriors = run_streams(kws, np.stack([audio, audio[::-1].copy()]))
+    events, posteriors, energy = run_streams(kws, np.stack([audio, audio[::-1].copy()]))
     hop, first = kws.features.hop / rate, kws.features.window_size / rate
-    replayed = replay(posteriors, kws.detector, kws.labels, hop, first)
+    replayed = replay(posteriors, energy, kws.detector, kws.labels, hop, first)
     assert [[(e.keyword, round(e.t, 4)) for e in s] for s in replayed] == \
         [[(e.keyword, round(e.t, 4)) for e in s] for s in events]
 

@@ -7,7 +7,15 @@ once (NumPy, vectorised over streams)::
     a keyword k fires on stream b when
         smoothed[b, k] >= thresholds[k] for ``patience_frames`` frames in a row,
         k is armed (its score fell below ``rearm[k]`` since it last fired), and
-        stream b is outside the ``refractory_frames`` after its previous event.
+        stream b is outside the ``refractory_frames`` after its previous event, and
+        speech was heard on stream b within the last ``speech_gate_frames``.
+
+The speech gate is an energy voice-activity detector: a frame is speech when
+its log energy (the mean of its normalised log-mel features) is
+``vad_margin`` above a noise floor that follows the energy down at once and
+creeps up by ``vad_rise`` per frame. It stops a keyword from firing on a
+window that holds only the tail of an earlier word (the end of "stop" or
+"right" reads as "up") or on silence.
 
 At most one keyword fires per stream and frame (the highest score among those
 that qualify). A class whose threshold is ``inf`` never fires: the
@@ -30,6 +38,7 @@ import numpy as np
 from streamlmu.kernels import detect as kernels
 
 NON_KEYWORDS = ("_unknown_", "_silence_")
+_LONG_AGO = 1 << 40  # frames since speech of a stream that has heard none
 
 
 class WindowState(NamedTuple):
@@ -73,6 +82,10 @@ class DetectorConfig:
     smooth_frames: int = 5
     patience_frames: int = 3
     refractory_frames: int = 30
+    speech_gate_frames: int = 40       # negative: no speech gate
+    endpoint_frames: int = 0           # frames of non-speech after a word before a keyword may fire
+    vad_margin: float = 0.2            # about 10 dB in normalised log-mel units (1 unit = 2 std of ln power)
+    vad_rise: float = 0.0006           # about 3 dB per second
 
     def __post_init__(self) -> None:
         if len(self.thresholds) != len(self.rearm):
@@ -86,9 +99,13 @@ class DetectorConfig:
 
 
 class DetectorState(NamedTuple):
-    """smooth: the posterior mean; above ``(S, C)`` int64 frames in a row over the threshold; armed ``(S, C)``
-    bool; quiet ``(S,)`` int64 refractory frames left; smoothed ``(S, C)`` the last frame's smoothed posteriors."""
+    """floor ``(S,)`` float32 the noise floor (NaN before the first frame); since ``(S,)`` int64 frames since
+    speech; smooth: the posterior mean; above ``(S, C)`` int64 frames in a row over the threshold; armed
+    ``(S, C)`` bool; quiet ``(S,)`` int64 refractory frames left; smoothed ``(S, C)`` the last smoothed
+    posteriors."""
 
+    floor: np.ndarray
+    since: np.ndarray
     smooth: WindowState
     above: np.ndarray
     armed: np.ndarray
@@ -98,25 +115,37 @@ class DetectorState(NamedTuple):
 
 def detector_init(streams: int, cfg: DetectorConfig) -> DetectorState:
     classes = len(cfg.thresholds)
-    return DetectorState(window_init(streams, cfg.smooth_frames, classes), np.zeros((streams, classes), np.int64),
+    return DetectorState(np.full(streams, np.nan, np.float32), np.full(streams, _LONG_AGO, np.int64),
+                         window_init(streams, cfg.smooth_frames, classes), np.zeros((streams, classes), np.int64),
                          np.ones((streams, classes), bool), np.zeros(streams, np.int64),
                          np.zeros((streams, classes), np.float32))
 
 
-def detector_run(posteriors: np.ndarray, state: DetectorState, cfg: DetectorConfig) -> tuple[np.ndarray, np.ndarray]:
-    """A chunk of frames: posteriors ``(S, T, C)`` -> (fired class ``(S, T)`` int64, -1 for none; its smoothed
-    posterior ``(S, T)`` float32)."""
+def frame_energy(features: np.ndarray) -> np.ndarray:
+    """Log energy of normalised log-mel frames for the speech gate: ``(S, T, mel) -> (S, T)`` float32."""
+    return np.ascontiguousarray(features.mean(axis=-1), np.float32)
+
+
+def detector_run(posteriors: np.ndarray, energy: np.ndarray, state: DetectorState,
+                 cfg: DetectorConfig) -> tuple[np.ndarray, np.ndarray]:
+    """A chunk of frames: posteriors ``(S, T, C)`` and :func:`frame_energy` ``(S, T)`` -> (fired class ``(S, T)``
+    int64, -1 for none; its smoothed posterior ``(S, T)`` float32)."""
     posteriors = np.ascontiguousarray(posteriors, np.float32)
     streams, time = posteriors.shape[:2]
+    since = np.empty((streams, time), np.int64)
+    kernels.voice_activity(np.ascontiguousarray(energy, np.float32), state.floor, state.since,
+                           np.float32(cfg.vad_rise), np.float32(cfg.vad_margin), since)
     fired = np.empty((streams, time), np.int64)
     score = np.empty((streams, time), np.float32)
-    kernels.detect(posteriors, *state.smooth, state.above, state.armed, state.quiet,
+    kernels.detect(posteriors, since, *state.smooth, state.above, state.armed, state.quiet,
                    np.asarray(cfg.thresholds, np.float32), np.asarray(cfg.rearm, np.float32), cfg.patience_frames,
-                   cfg.refractory_frames, fired, score, state.smoothed)
+                   cfg.refractory_frames, cfg.endpoint_frames, cfg.speech_gate_frames, fired, score, state.smoothed)
     return fired, score
 
 
 def detector_reset(state: DetectorState, streams: np.ndarray) -> None:
+    state.floor[streams] = np.nan
+    state.since[streams] = _LONG_AGO
     window_reset(state.smooth, streams)
     state.above[streams] = 0
     state.armed[streams] = True

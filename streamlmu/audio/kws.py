@@ -26,8 +26,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from streamlmu.audio.detect import (DetectorConfig, detector_init, detector_reset, detector_run, keyword_thresholds,
-                                    window_init, window_posteriors, window_reset)
+from streamlmu.audio.detect import (DetectorConfig, detector_init, detector_reset, detector_run, frame_energy,
+                                    keyword_thresholds, window_init, window_posteriors, window_reset)
 from streamlmu.audio.features import FbankConfig, StreamingFbank
 from streamlmu.audio.resample import StreamingResampler
 from streamlmu.engine import DEFAULT_BLAS_MIN_BATCH
@@ -75,6 +75,8 @@ class StreamingKWS:
         window_s, smooth_s, patience_s, refractory_s: the logit window, the
             posterior smoothing, the time over the threshold before firing, and
             the silence after an event on the same stream.
+        speech_gate_s: a keyword fires only this soon after speech was heard
+            (negative: no gate; see :mod:`streamlmu.audio.detect`).
 
     >>> kws = StreamingKWS.from_pretrained("lmuformer-tiny-synth35", keywords=("yes", "no"))
     >>> kws.accept_waveform(np.zeros(16000, np.float32), 16000)
@@ -85,7 +87,7 @@ class StreamingKWS:
 
     def __init__(self, model: torch.nn.Module, streams: int = 1, keywords: tuple[str, ...] | None = None,
                  threshold: float | dict[str, float] = 0.95, rearm_fraction: float = 0.5, window_s: float = 1.0,
-                 smooth_s: float = 0.05, patience_s: float = 0.03, refractory_s: float = 0.3,
+                 smooth_s: float = 0.05, patience_s: float = 0.03, refractory_s: float = 0.3, speech_gate_s: float = 0.4,
                  blas_min_batch: int | None = DEFAULT_BLAS_MIN_BATCH):
         if streams < 1:
             raise ValueError(f"streams must be >= 1 (got {streams})")
@@ -101,7 +103,8 @@ class StreamingKWS:
         self.keywords = tuple(label for label, value in zip(self.labels, thresholds) if np.isfinite(value))
         self.detector = DetectorConfig(thresholds, tuple(t * rearm_fraction for t in thresholds),
                                        smooth_frames=frames(smooth_s, 1), patience_frames=frames(patience_s, 1),
-                                       refractory_frames=frames(refractory_s, 0))
+                                       refractory_frames=frames(refractory_s, 0),
+                                       speech_gate_frames=frames(speech_gate_s, 0) if speech_gate_s >= 0 else -1)
         self.window_frames = frames(window_s, 1)
         self.runner = model.eval().streaming(blas_min_batch=blas_min_batch, pooling="frame")
         self.fbank = StreamingFbank(self.features)
@@ -171,8 +174,8 @@ class StreamingKWS:
         ``samples``: ``(n,)`` for one stream or ``(streams, n)``, float in
         [-1, 1] or integer PCM, at ``sample_rate`` Hz (resampled to the
         model's rate). A bad chunk raises a ``ValueError`` and leaves the state
-        as it was. ``trace``: a list that receives each hop's posteriors
-        ``(streams, hops, classes)`` of each call, the detector's input (for evaluation and plots).
+        as it was. ``trace``: a list that receives the detector's input of each
+        call, posteriors ``(streams, hops, classes)`` and frame energies ``(streams, hops)`` (for evaluation).
         """
         start = time.perf_counter()
         audio = self._as_batch(samples)
@@ -193,7 +196,8 @@ class StreamingKWS:
             y, self._engine = self.runner.step(frames[:, t].contiguous(), self._engine)
             logits[:, t] = y.numpy()
         posteriors = window_posteriors(logits, self._window)
-        fired, score = detector_run(posteriors, self._detect, self.detector)
+        energy = frame_energy(frames.numpy())
+        fired, score = detector_run(posteriors, energy, self._detect, self.detector)
         for stream, t in zip(*np.nonzero(fired >= 0)):
             heard = self._frame + t - self._origin[stream]  # the frame's index in its stream
             at = (heard * self.features.hop + self.features.window_size) / self.features.sample_rate
@@ -201,7 +205,7 @@ class StreamingKWS:
         self._frame += count
         self.stats.frames += count
         if trace is not None:
-            trace.append(posteriors)
+            trace.append((posteriors, energy))
         self.hop_seconds.add((time.perf_counter() - start) / count, count)
         return count
 

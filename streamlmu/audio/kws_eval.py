@@ -99,33 +99,34 @@ def score(events: list[list[Event]], truths: list[list[Occurrence]], keywords: t
 
 
 def run_streams(kws: StreamingKWS, audio: np.ndarray, chunk_s: float = 0.1,
-                progress: bool = False) -> tuple[list[list[Event]], np.ndarray]:
-    """Feed ``audio (streams, samples)`` at 16 kHz through ``kws`` in chunks; returns each stream's events and the
-    posteriors ``(streams, frames, classes)``."""
+                progress: bool = False) -> tuple[list[list[Event]], np.ndarray, np.ndarray]:
+    """Feed ``audio (streams, samples)`` at 16 kHz through ``kws`` in chunks; returns each stream's events, the
+    posteriors ``(streams, frames, classes)`` and the frame energies ``(streams, frames)``."""
     from tqdm import tqdm
     kws.reset()
     step = int(chunk_s * kws.features.sample_rate)
-    trace: list[np.ndarray] = []
+    trace: list[tuple[np.ndarray, np.ndarray]] = []
     events: list[list[Event]] = [[] for _ in range(kws.streams)]
     for start in tqdm(range(0, audio.shape[1], step), disable=not progress, unit="chunk", leave=False,
                       desc="streaming"):
         kws.accept_waveform(audio[:, start:start + step], kws.features.sample_rate, trace=trace)
         for event in kws.poll_events():
             events[event.stream].append(event)
-    return events, np.concatenate(trace, axis=1)
+    return events, np.concatenate([p for p, _ in trace], axis=1), np.concatenate([e for _, e in trace], axis=1)
 
 
-def replay(posteriors: np.ndarray, cfg: DetectorConfig, labels: tuple[str, ...],
+def replay(posteriors: np.ndarray, energy: np.ndarray, cfg: DetectorConfig, labels: tuple[str, ...],
            frame_time: float, first_frame_time: float) -> list[list[Event]]:
-    """The events a spotter with detector ``cfg`` fires on recorded ``posteriors (streams, frames, classes)``."""
-    fired, scores = detector_run(posteriors, detector_init(posteriors.shape[0], cfg), cfg)
+    """The events a spotter with detector ``cfg`` fires on recorded ``posteriors (streams, frames, classes)`` and
+    frame energies ``(streams, frames)``."""
+    fired, scores = detector_run(posteriors, energy, detector_init(posteriors.shape[0], cfg), cfg)
     events: list[list[Event]] = [[] for _ in range(posteriors.shape[0])]
     for s, t in zip(*np.nonzero(fired >= 0)):
         events[s].append(Event(first_frame_time + t * frame_time, labels[fired[s, t]], float(scores[s, t]), int(s)))
     return events
 
 
-def calibrate(kws: StreamingKWS, posteriors: np.ndarray, truths: list[list[Occurrence]], seconds: float,
+def calibrate(kws: StreamingKWS, posteriors: np.ndarray, energy: np.ndarray, truths: list[list[Occurrence]], seconds: float,
               max_false_alarms_per_hour: float, grid: tuple[float, ...] = THRESHOLD_GRID) -> tuple[float, list[dict]]:
     """The lowest threshold of ``grid`` (one for every keyword) whose false alarms per hour on these (validation)
     streams stay within the budget, and every grid point's summary."""
@@ -136,7 +137,7 @@ def calibrate(kws: StreamingKWS, posteriors: np.ndarray, truths: list[list[Occur
         thresholds = tuple(threshold if np.isfinite(t) else t for t in kws.detector.thresholds)
         ratio = kws.rearm_fraction
         cfg = replace(kws.detector, thresholds=thresholds, rearm=tuple(t * ratio for t in thresholds))
-        report = score(replay(posteriors, cfg, kws.labels, hop, first), truths, kws.keywords, seconds)
+        report = score(replay(posteriors, energy, cfg, kws.labels, hop, first), truths, kws.keywords, seconds)
         rows.append({"threshold": threshold, **report.summary()})
         if chosen is None and report.false_alarms_per_hour <= max_false_alarms_per_hour:
             chosen = threshold
