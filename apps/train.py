@@ -42,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stream-context", action="store_true",
                         help="train for continuous spotting: prepend up to 1 s of another clip, loss on the clip's "
                              "frames only")
+    parser.add_argument("--stream-windows", action="store_true",
+                        help="12 labels: train on stream excerpts labelled as a live spotter should answer at their end")
     parser.add_argument("--init", metavar="CKPT", default=None,
                         help="start from this checkpoint's weights (every tensor whose name and shape match)")
     parser.add_argument("--teacher", metavar="CKPT", default=None,
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
                       loss=args.loss, mixup_alpha=args.mixup,
                       spec_augment=not args.no_spec_augment, seed=args.seed, workers=args.workers,
                       max_steps=args.max_steps, tensorboard=not args.no_tensorboard, init=args.init,
-                      stream_context=args.stream_context,
+                      stream_context=args.stream_context, stream_windows=args.stream_windows,
                       teacher=args.teacher, distill_weight=args.distill_weight,
                       distill_temperature=args.distill_temperature)
     result = train(cfg, resume=args.resume, progress=not args.quiet)

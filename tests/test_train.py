@@ -152,6 +152,33 @@ def test_stream_context_training(tiny_corpus, tmp_path):
     assert result["history"][0]["train_loss"] > 0
 
 
+def test_stream_windows_are_labelled_as_a_live_spotter_should_answer(tiny_corpus):
+    from streamlmu.data.streams import StreamWindows
+    from streamlmu.data.synth import speech_span
+    windows = StreamWindows(SpeechCommands(tiny_corpus, "training", 35), keywords=("yes", "no", "up"))
+    assert len(windows) == len(SpeechCommands(tiny_corpus, "training", 35))
+    seen = set()
+    for i in range(len(windows)):
+        wave, label, words = windows.window(i)
+        assert torch.equal(windows[i][0], torch.from_numpy(wave)) and windows[i][1] == label
+        name = windows.classes[label]
+        seen.add(name)
+        assert wave.shape == (32000,)
+        whole = [w for w in words if w.start >= 1.0]          # words wholly inside the last second
+        if name == "_silence_":
+            assert not words
+        elif name in ("yes", "no", "up"):
+            assert [w.word for w in whole] == [name] and whole[0].end >= 1.5
+        else:  # another word inside, or only the tail of an earlier one
+            assert all(w.word not in ("yes", "no", "up") for w in whole) and any(w.end > 1.0 for w in words)
+        assert all(w.start < 1.0 for w in words if w not in whole)   # the rest began before the window
+    assert {"_silence_", "_unknown_"} <= seen and seen & {"yes", "no", "up"}
+    windows.set_epoch(1)
+    assert not torch.equal(windows[0][0], StreamWindows(windows.builder.dataset, ("yes", "no", "up"))[0][0])
+    with pytest.raises(ValueError, match="stream_windows trains the 12-label task"):
+        config(tiny_corpus, "out", stream_windows=True)
+
+
 def test_streaming_evaluation_equals_offline(trained, tiny_corpus):
     out, _ = trained
     model = streamlmu.load_model(out / "best.pt")

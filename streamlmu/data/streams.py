@@ -1,4 +1,5 @@
-"""Long keyword-spotting test streams cut from a Speech Commands split, with ground-truth word times.
+"""Long keyword-spotting streams built from a Speech Commands split, with ground-truth word times, and
+training windows cut from such streams (:class:`StreamWindows`).
 
 A stream is a background-noise bed with words placed one after another:
 each word is the spoken part of a clip (from ``metadata.csv`` of a synthetic
@@ -15,8 +16,11 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+import torch
+from torch.utils.data import Dataset
 
-from streamlmu.data.speech_commands import SAMPLE_RATE, SpeechCommands, read_audio
+from streamlmu.data.speech_commands import (SAMPLE_RATE, SILENCE, UNKNOWN, WORDS_10, AudioFileError, SpeechCommands,
+                                            labels_for, read_audio)
 from streamlmu.data.synth import read_metadata, speech_span
 
 
@@ -114,3 +118,99 @@ class StreamBuilder:
             long = rng.uniform() < cfg.long_pause_probability
             t += rng.uniform(*(cfg.long_pause_s if long else cfg.pause_s))
         return np.clip(audio, -1.0, 1.0), truth
+
+
+class StreamWindows(Dataset):
+    """Training windows cut from streams, labelled as a live spotter should answer at the window's end.
+
+    Each item is ``context_s + window_s`` seconds of a stream (words over a
+    background bed) and the 12-label task's label of its last ``window_s``:
+
+    * a word that lies wholly inside the window (its end in the window's last
+      half) -> that keyword, or ``_unknown_`` for any other word; half of these
+      windows also start on the tail of an earlier word;
+    * only the tail of an earlier word -> ``_unknown_`` (the end of "stop"
+      must not read as "up");
+    * background only -> ``_silence_``.
+
+    Half of the word windows hold a keyword (drawn from all keyword clips).
+    An unreadable clip gives ``None`` with ``skip_bad_files`` (see :func:`collate`).
+
+    Item ``i`` centres on clip ``i`` of ``dataset`` (a 35-label split);
+    ``set_epoch`` draws new streams around the same clips.
+    Shapes: waveform ``(samples,)`` float32 at 16 kHz.
+    """
+
+    def __init__(self, dataset: SpeechCommands, keywords: tuple[str, ...] = WORDS_10, window_s: float = 1.0,
+                 context_s: float = 1.0, seed: int = 0, skip_bad_files: bool = False,
+                 cfg: StreamConfig = StreamConfig()):
+        self.builder = StreamBuilder(dataset, keywords, cfg)
+        self.clips = [rel for rel, _ in dataset.items if rel is not None]
+        self.classes = labels_for(12)
+        self.keywords, self.window_s, self.context_s = keywords, window_s, context_s
+        self.seed, self.epoch, self.skip_bad_files = seed, 0, skip_bad_files
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def labels_present(self) -> set[int]:
+        """The label indices these windows can have: the keywords with clips, ``_unknown_`` and ``_silence_``."""
+        words = {_word_of(rel) for rel in self.builder.keyword_clips}
+        return {self.classes.index(w) for w in words} | {self.classes.index(UNKNOWN), self.classes.index(SILENCE)}
+
+    def _label(self, word: str) -> int:
+        return self.classes.index(word if word in self.keywords else UNKNOWN)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | None:
+        try:
+            audio, label, _ = self.window(index)
+        except AudioFileError:
+            if self.skip_bad_files:
+                return None
+            raise
+        return torch.from_numpy(audio), label
+
+    def window(self, index: int) -> tuple[np.ndarray, int, list[Occurrence]]:
+        """Item ``index`` with the words placed in it (times in seconds from the excerpt's start)."""
+        rng = np.random.default_rng([self.seed, 7, self.epoch, index])
+        total = self.context_s + self.window_s
+        audio = self.builder._bed(int(total * SAMPLE_RATE), rng)
+        start = self.context_s  # the window is [start, total)
+        words: list[Occurrence] = []
+        kind = rng.uniform()
+        if kind < 0.1:
+            label = self.classes.index(SILENCE)
+        elif kind < 0.3:  # the tail of a word that began before the window
+            other = self.clips[int(rng.integers(len(self.clips)))]
+            words.append(self._place(audio, other, start + self._tail(other, 0.5, rng)))
+            label = self.classes.index(UNKNOWN)
+        else:  # half of the time a keyword, so that each keyword is seen about as often as _unknown_ words
+            keyword = rng.uniform() < 0.5
+            rel = self.builder.keyword_clips[int(rng.integers(len(self.builder.keyword_clips)))] if keyword \
+                else self.clips[index]
+            length = self.builder._word(rel)[2]
+            end = total - rng.uniform(0.0, self.window_s / 2)
+            words.append(self._place(audio, rel, max(start + length, end)))
+            label = self._label(_word_of(rel))
+            if rng.uniform() < 0.5:  # an earlier word whose tail reaches into the window
+                other = self.clips[int(rng.integers(len(self.clips)))]
+                tail_end = min(words[0].start - 0.05, start + self._tail(other, 0.4, rng))
+                words.insert(0, self._place(audio, other, tail_end))
+        return np.clip(audio, -1.0, 1.0), label, words
+
+    def _tail(self, rel: str, longest: float, rng: np.random.Generator) -> float:
+        """How far (s) the word of ``rel`` may reach into the window and still have begun before it."""
+        length = self.builder._word(rel)[2]
+        return rng.uniform(0.0, min(longest, 0.9 * length))
+
+    def _place(self, audio: np.ndarray, rel: str, end_s: float) -> Occurrence:
+        """Add clip ``rel``'s word so that it ends at ``end_s`` seconds, cutting what falls outside ``audio``."""
+        piece, lead, length = self.builder._word(rel)
+        begin = int(round((end_s - length - lead) * SAMPLE_RATE))
+        lo, hi = max(0, begin), min(len(audio), begin + len(piece))
+        if hi > lo:
+            audio[lo:hi] += piece[lo - begin:hi - begin]
+        return Occurrence(round(end_s - length, 4), round(end_s, 4), _word_of(rel))

@@ -13,6 +13,12 @@ length (up to 1 s) of another clip's audio to every clip, and the loss takes
 the mean logits over the clip's own frames only, so the model learns to
 ignore what its state still holds of the audio before.
 
+``stream_windows`` goes further (12 labels): training items are excerpts of
+streams whose last second is labelled as a live spotter should answer then
+(:class:`streamlmu.data.streams.StreamWindows`): a keyword wholly inside,
+``_unknown_`` for other words and for the tail of an earlier word, and
+``_silence_`` for background.
+
 Two options help a model that is hard to optimise (the Spiking LMUFormer on a
 small corpus): ``init`` starts from another checkpoint's weights (every tensor
 whose name and shape match), and ``teacher`` adds knowledge distillation, the
@@ -55,7 +61,8 @@ from tqdm import tqdm
 
 from streamlmu.audio.augment import mixup, spec_augment
 from streamlmu.audio.features import FbankConfig, fbank, pad_frames
-from streamlmu.data.speech_commands import SpeechCommands, collate, labels_for
+from streamlmu.data.speech_commands import SAMPLE_RATE, SpeechCommands, collate, labels_for
+from streamlmu.data.streams import StreamWindows
 from streamlmu.models.registry import build_model
 from streamlmu.train.checkpoint import load_model, read_checkpoint, save_checkpoint
 from streamlmu.train.distributed import (World, broadcast_buffers, close_world, gather_strings, init_world,
@@ -67,7 +74,7 @@ LOSSES = ("bce", "ce")  # the paper's binary cross-entropy on one-hot targets, o
 _RESUME_KEYS = ("model", "preset", "labels", "batch_size", "lr", "betas", "lr_step", "lr_gamma", "warmup_steps",
                 "loss", "mixup_alpha", "spec_augment", "noise_probability", "seed", "overrides",
                 "teacher", "distill_weight", "distill_temperature", "unknown_fraction", "silence_fraction",
-                "stream_context")
+                "stream_context", "stream_windows")
 
 
 @dataclass
@@ -98,6 +105,7 @@ class TrainConfig:
     tensorboard: bool = True
     overrides: dict = field(default_factory=dict)
     stream_context: bool = False
+    stream_windows: bool = False
     init: str | None = None
     teacher: str | None = None
     distill_weight: float = 0.5
@@ -111,6 +119,9 @@ class TrainConfig:
             raise ValueError(f"labels must be 35 or 12 (got {self.labels})")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES} (got {self.loss!r})")
+        if self.stream_windows and (self.labels != 12 or self.stream_context):
+            raise ValueError("stream_windows trains the 12-label task (it needs _unknown_ and _silence_) and "
+                             "replaces stream_context")
         if not 0.0 <= self.distill_weight <= 1.0 or self.distill_temperature <= 0:
             raise ValueError(f"distill_weight must be in [0, 1] and distill_temperature > 0 "
                              f"(got {self.distill_weight}, {self.distill_temperature})")
@@ -168,12 +179,17 @@ class _Run:
         self.features = FbankConfig()
         task = dict(labels=cfg.labels, unknown_fraction=cfg.unknown_fraction, silence_fraction=cfg.silence_fraction,
                     skip_bad_files=True, seed=cfg.seed)
-        self.train_set = SpeechCommands(cfg.data, "training", noise_probability=cfg.noise_probability, **task)
+        if cfg.stream_windows:
+            self.train_set = StreamWindows(SpeechCommands(cfg.data, "training", 35), seed=cfg.seed,
+                                           skip_bad_files=True)
+        else:
+            self.train_set = SpeechCommands(cfg.data, "training", noise_probability=cfg.noise_probability, **task)
         self.val_set = SpeechCommands(cfg.data, "validation", **task)
         if len(self.train_set) == 0 or len(self.val_set) == 0:
             raise ValueError(f"{cfg.data} has {len(self.train_set)} training and {len(self.val_set)} validation "
                              f"clips; both splits must be non-empty")
-        present = {label for _, label in self.train_set.items}
+        present = self.train_set.labels_present() if cfg.stream_windows else \
+            {label for _, label in self.train_set.items}
         missing = [name for i, name in enumerate(self.classes) if i not in present]
         if missing and world.is_main:
             warnings.warn(f"{cfg.data} has no training clips of {len(missing)} of the {len(self.classes)} labels "
@@ -232,7 +248,9 @@ class _Run:
                 for group in self.optimizer.param_groups:
                     group["lr"] = scheduled * min(1.0, (step + 1) / cfg.warmup_steps)
             waves, labels = waves.to(world.device), labels.to(world.device)
-            if cfg.stream_context and len(waves):
+            if cfg.stream_windows:  # windows at the end of stream excerpts
+                x, window = fbank(waves, self.features), self.features.num_frames(SAMPLE_RATE)
+            elif cfg.stream_context and len(waves):
                 x, window = with_context(waves, self.features, augment)
             else:
                 x, window = clip_features(waves, self.features), None
