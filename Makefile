@@ -31,6 +31,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/python bench/lmu_memory.py
 	$(VENV)/bin/python bench/model_step.py
+	$(VENV)/bin/python bench/kws_stream.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

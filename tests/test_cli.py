@@ -72,3 +72,15 @@ def test_model_benchmark_runs_and_writes_json(tmp_path):
     assert ("LMUFormer", "paper", 64) in rows and ("SpikingLMUFormer", "tiny", 1) in rows
     assert all(t > 0 for r in report["results"] for t in r["us_per_frame"].values())
     assert {t["target"] for t in report["targets"]} >= {"engine vs torch eager step", "engine within 2x of the floor"}
+
+
+def test_keyword_spotting_benchmark_runs_and_writes_json(tmp_path):
+    out = tmp_path / "kws_stream.json"
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "kws_stream.py"), "--quick", "--out", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert {(r["preset"], r["streams"]) for r in report["rows"]} == {(p, n) for p in ("paper", "tiny")
+                                                                     for n in (1, 16, 256)}
+    assert all(r["rtf"] > 0 and r["streams_per_core"] > 0 for r in report["rows"])
+    assert "streams per core" in result.stdout
