@@ -28,8 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--streams", type=int, default=8, help="streams run side by side")
     parser.add_argument("--threshold", type=float, default=None, help="detection threshold (default: StreamingKWS's)")
     parser.add_argument("--calibrate", type=float, default=None, metavar="FA_PER_HOUR",
-                        help="choose the lowest threshold with at most this many false alarms per hour on "
-                             "validation streams")
+                        help="choose per-keyword thresholds that hit the most keywords of validation streams with "
+                             "at most this many false alarms per hour")
     parser.add_argument("--seed", type=int, default=0, help="seed of the streams")
     parser.add_argument("--plot", default="kws_stream.png", help="PNG of the first stream's first 30 s")
     parser.add_argument("--json", default=None, help="write the figures to this JSON file")
@@ -59,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
         _, posteriors, energy = run_streams(kws, audio, progress=not args.quiet)
         threshold, rows = calibrate(kws, posteriors, energy, truths, audio.size / SAMPLE_RATE, args.calibrate)
         result["calibration"] = rows
-        print(f"calibrated on {audio.size / SAMPLE_RATE / 3600:.2f} h of validation streams: threshold {threshold} "
-              f"(at most {args.calibrate} false alarms per hour)")
+        print(f"calibrated on {audio.size / SAMPLE_RATE / 3600:.2f} h of validation streams (at most "
+              f"{args.calibrate} false alarms per hour): " + ", ".join(f"{k} {t}" for k, t in threshold.items()))
     if threshold is not None:
         options["threshold"] = threshold
     kws = StreamingKWS.from_pretrained(args.model, **options)
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     events, posteriors, _ = run_streams(kws, audio, progress=not args.quiet)
     report = score(events, truths, keywords, audio.size / SAMPLE_RATE)
     print(report.table())
-    result.update(threshold=kws.detector.thresholds[kws.labels.index(keywords[0])], **report.summary(),
+    result.update(thresholds={k: kws.detector.thresholds[kws.labels.index(k)] for k in keywords}, **report.summary(),
                   per_keyword={k: {"occurrences": s.occurrences, "hits": s.hits, "false_alarms": s.false_alarms,
                                    "median_latency_s": float(np.median(s.latencies)) if s.latencies else None}
                                for k, s in report.keywords.items()},

@@ -237,6 +237,25 @@ def test_replay_gives_the_live_events(demo):
         [[(e.keyword, round(e.t, 4)) for e in s] for s in events]
 
 
+def test_calibration_keeps_false_alarms_within_the_budget(demo):
+    from streamlmu.audio.kws_eval import THRESHOLD_GRID, _with_thresholds, calibrate
+    audio, rate, truth = demo
+    kws = StreamingKWS.from_pretrained(MODEL, keywords=tuple(truth["keywords"]), streams=2, threshold=0.3)
+    # stream 1 plays the recording backwards: every event there is a false alarm
+    _, posteriors, energy = run_streams(kws, np.stack([audio, audio[::-1].copy()]))
+    truths = [[Occurrence(w["start"], w["end"], w["word"]) for w in truth["words"]], []]
+    hop, first, seconds = 0.01, 0.025, 2 * len(audio) / rate
+    for budget in (0.0, 1e6):
+        chosen, rows = calibrate(kws, posteriors, energy, truths, seconds, budget)
+        assert set(chosen) == set(truth["keywords"]) and set(chosen.values()) <= set(THRESHOLD_GRID)
+        report = score(replay(posteriors, energy, _with_thresholds(kws, chosen), kws.labels, hop, first), truths,
+                       kws.keywords, seconds)
+        top = all(t == THRESHOLD_GRID[-1] for t in chosen.values())
+        assert report.false_alarms_per_hour <= budget or top  # within budget, or as strict as the grid goes
+        assert len(rows) == len(THRESHOLD_GRID)
+    assert report.hit_rate == max(r["hit_rate"] for r in rows)  # no budget: as many hits as any threshold gives
+
+
 def test_score_counts_hits_false_alarms_and_latency():
     from streamlmu.audio.kws import Event
     truth = [[Occurrence(1.0, 1.5, "yes"), Occurrence(3.0, 3.4, "cat"), Occurrence(5.0, 5.5, "no")]]
