@@ -12,6 +12,7 @@ from streamlmu.audio.kws import StreamingKWS
 from streamlmu.audio.kws_eval import calibrate, plot_stream, run_streams, score
 from streamlmu.data.speech_commands import SAMPLE_RATE, WORDS_10, SpeechCommands
 from streamlmu.data.streams import StreamBuilder, StreamConfig
+from streamlmu.train.checkpoint import save_thresholds
 
 DESCRIPTION = """Evaluate live keyword spotting: builds long streams from a Speech Commands split
 (keyword and other words over background noise, with known word times), runs StreamingKWS over
@@ -30,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibrate", type=float, default=None, metavar="FA_PER_HOUR",
                         help="choose per-keyword thresholds that hit the most keywords of validation streams with "
                              "at most this many false alarms per hour")
+    parser.add_argument("--save-thresholds", metavar="CKPT", default=None,
+                        help="with --calibrate: write a copy of the model with the calibrated thresholds (listen and "
+                             "StreamingKWS then use them by default)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the streams")
     parser.add_argument("--plot", default="kws_stream.png", help="PNG of the first stream's first 30 s")
     parser.add_argument("--json", default=None, help="write the figures to this JSON file")
@@ -48,6 +52,8 @@ def _streams(args, split: str, keywords: tuple[str, ...], seed: int):
 def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     keywords = tuple(k.strip() for k in args.keywords.split(",") if k.strip())
+    if args.save_thresholds and args.calibrate is None:
+        raise ValueError("--save-thresholds needs --calibrate")
     if args.streams < 1 or args.minutes <= 0:
         raise ValueError(f"--streams must be >= 1 and --minutes > 0 (got {args.streams}, {args.minutes})")
     options = dict(streams=args.streams, keywords=keywords)
@@ -61,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
         result["calibration"] = rows
         print(f"calibrated on {audio.size / SAMPLE_RATE / 3600:.2f} h of validation streams (at most "
               f"{args.calibrate} false alarms per hour): " + ", ".join(f"{k} {t}" for k, t in threshold.items()))
+        if args.save_thresholds:
+            save_thresholds(args.model, args.save_thresholds, threshold)
+            print(f"wrote {args.save_thresholds} with these thresholds")
     if threshold is not None:
         options["threshold"] = threshold
     kws = StreamingKWS.from_pretrained(args.model, **options)

@@ -362,13 +362,17 @@ def test_kws_eval_reports_and_plots(tiny_corpus, tmp_path, capsys):
     from streamlmu.apps.cli import main
     assert main(["kws-eval", "--data", str(tiny_corpus), "--keywords", "yes,no", "--minutes", "2", "--streams", "2",
                  "--calibrate", "60", "--plot", str(tmp_path / "s.png"), "--json", str(tmp_path / "r.json"),
-                 "--quiet"]) == 0
+                 "--save-thresholds", str(tmp_path / "tuned.pt"), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "calibrated on" in out and "false alarms per hour" in out
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["occurrences"] > 0 and 0 <= report["hit_rate"] <= 1 and report["hours"] == pytest.approx(2 / 60, abs=1e-4)
     assert len(report["calibration"]) > 3 and set(report["per_keyword"]) >= {"yes", "no"}
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+    tuned = StreamingKWS.from_pretrained(tmp_path / "tuned.pt")  # the calibrated keywords and thresholds by default
+    assert set(tuned.keywords) == {"yes", "no"}
+    assert [tuned.detector.thresholds[tuned.labels.index(k)] for k in ("yes", "no")] == \
+        [report["thresholds"]["yes"], report["thresholds"]["no"]]
 
 
 def _rss_mb() -> float:

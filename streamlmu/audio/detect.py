@@ -38,6 +38,7 @@ import numpy as np
 from streamlmu.kernels import detect as kernels
 
 NON_KEYWORDS = ("_unknown_", "_silence_")
+DEFAULT_THRESHOLD = 0.95
 _LONG_AGO = 1 << 40  # frames since speech of a stream that has heard none
 
 
@@ -155,7 +156,8 @@ def detector_reset(state: DetectorState, streams: np.ndarray) -> None:
 
 def keyword_thresholds(labels: tuple[str, ...], keywords: tuple[str, ...] | None,
                        threshold: float | dict[str, float]) -> tuple[float, ...]:
-    """Per-class thresholds: ``threshold`` (one value or per keyword) for the keywords, ``inf`` elsewhere.
+    """Per-class thresholds: ``threshold`` (one value, or per keyword with ``DEFAULT_THRESHOLD`` for the keywords
+    it leaves out) for the keywords, ``inf`` elsewhere.
 
     ``keywords=None``: every label except ``_unknown_`` and ``_silence_``.
     """
@@ -173,7 +175,7 @@ def keyword_thresholds(labels: tuple[str, ...], keywords: tuple[str, ...] | None
         if label not in keywords or label in NON_KEYWORDS:
             values.append(float("inf"))
         else:
-            value = threshold.get(label, 0.5) if isinstance(threshold, dict) else threshold
+            value = threshold.get(label, DEFAULT_THRESHOLD) if isinstance(threshold, dict) else threshold
             if not 0.0 < value <= 1.0:
                 raise ValueError(f"a threshold is a posterior in (0, 1] (got {value} for {label!r})")
             values.append(float(value))

@@ -26,7 +26,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from streamlmu.audio.detect import (DetectorConfig, detector_init, detector_reset, detector_run, frame_energy,
+from streamlmu.audio.detect import (DEFAULT_THRESHOLD, DetectorConfig, detector_init, detector_reset, detector_run, frame_energy,
                                     keyword_thresholds, window_init, window_posteriors, window_reset)
 from streamlmu.audio.features import FbankConfig, StreamingFbank
 from streamlmu.audio.resample import StreamingResampler
@@ -69,7 +69,9 @@ class StreamingKWS:
         streams: how many streams every ``accept_waveform`` call carries.
         keywords: labels that may fire (default: every label except
             ``_unknown_`` and ``_silence_``).
-        threshold: smoothed posterior a keyword must reach; one value or one per keyword.
+        threshold: smoothed posterior a keyword must reach; one value or one per keyword
+            (default: the thresholds calibrated for the model, stored in its
+            checkpoint, else :data:`streamlmu.audio.detect.DEFAULT_THRESHOLD`).
         rearm_fraction: a keyword fires again only after its score fell below
             this fraction of its threshold.
         window_s, smooth_s, patience_s, refractory_s: the logit window, the
@@ -86,7 +88,7 @@ class StreamingKWS:
     """
 
     def __init__(self, model: torch.nn.Module, streams: int = 1, keywords: tuple[str, ...] | None = None,
-                 threshold: float | dict[str, float] = 0.95, rearm_fraction: float = 0.5, window_s: float = 1.0,
+                 threshold: float | dict[str, float] | None = None, rearm_fraction: float = 0.5, window_s: float = 1.0,
                  smooth_s: float = 0.05, patience_s: float = 0.03, refractory_s: float = 0.3, speech_gate_s: float = 0.4,
                  blas_min_batch: int | None = DEFAULT_BLAS_MIN_BATCH):
         if streams < 1:
@@ -99,6 +101,11 @@ class StreamingKWS:
         self.streams = streams
         hop_s = self.features.frame_shift_ms / 1000
         frames = (lambda seconds, least: max(least, int(round(seconds / hop_s))))
+        if threshold is None:  # the model's calibrated keywords and thresholds, if it has them
+            threshold = dict(getattr(model, "thresholds", None) or {})
+            if keywords is None and threshold:
+                keywords = tuple(threshold)
+            threshold = {k: t for k, t in threshold.items() if k in keywords} if threshold else DEFAULT_THRESHOLD
         thresholds = keyword_thresholds(self.labels, keywords, threshold)
         self.keywords = tuple(label for label, value in zip(self.labels, thresholds) if np.isfinite(value))
         self.detector = DetectorConfig(thresholds, tuple(t * rearm_fraction for t in thresholds),

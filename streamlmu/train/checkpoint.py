@@ -9,6 +9,7 @@ A checkpoint is a dict saved with ``torch.save``::
     features    the FbankConfig as a dict
     weights     model.state_dict()
     training    optimiser, scheduler, RNG states, epoch, metrics (absent in a bare model file)
+    thresholds  optional: keyword -> detection threshold calibrated for live spotting
 
 Files are written to a temporary name and renamed, so a run killed while
 saving leaves the previous checkpoint intact.
@@ -31,12 +32,25 @@ CHECKPOINT_FORMAT = "streamlmu-checkpoint-1"
 def save_checkpoint(path: str | Path, model: StreamModule, labels: tuple[str, ...] | list[str],
                     features: FbankConfig, training: dict | None = None) -> None:
     """Write ``model`` with its labels and feature parameters (and optional training state) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": CHECKPOINT_FORMAT, "model": model_name(model), "config": model.config.to_dict(),
                "labels": list(labels), "features": features.to_dict(), "weights": model.state_dict()}
     if training is not None:
         payload["training"] = training
+    _write(payload, Path(path))
+
+
+def save_thresholds(source: str | Path, target: str | Path, thresholds: dict[str, float]) -> None:
+    """Write checkpoint ``source`` (a file or bundled name) to ``target`` with calibrated keyword ``thresholds``."""
+    payload = read_checkpoint(source)
+    unknown = [k for k in thresholds if k not in payload["labels"]]
+    if unknown:
+        raise ValueError(f"thresholds for {', '.join(unknown)}, which are not labels of {source}")
+    payload["thresholds"] = {k: float(v) for k, v in thresholds.items()}
+    _write(payload, Path(target))
+
+
+def _write(payload: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)
@@ -61,11 +75,13 @@ def read_checkpoint(path: str | Path) -> dict:
 def load_model(path: str | Path) -> StreamModule:
     """A trained model, ready for inference (eval mode), from a checkpoint file or a bundled model's name.
 
-    The model carries ``labels`` (class names) and ``features`` (its FbankConfig).
+    The model carries ``labels`` (class names), ``features`` (its FbankConfig) and ``thresholds``
+    (calibrated keyword thresholds, or None).
     """
     payload = read_checkpoint(path)
     model = model_from_config(payload["model"], payload["config"])
     model.load_state_dict(payload["weights"])
     model.labels = tuple(payload["labels"])
     model.features = FbankConfig(**payload["features"])
+    model.thresholds = payload.get("thresholds")
     return model.eval()
