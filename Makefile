@@ -18,14 +18,12 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(VENV)/bin/python -m pytest -m slow $(PYTEST_ARGS)
 
-KEYWORDS := yes,no,up,down,left,right,on,off,stop,go
-
 # Streaming keyword spotting on the bundled recording, then 15 s of the microphone if there is one.
 demo: $(STAMP)
-	$(VENV)/bin/streamlmu listen demo --keywords $(KEYWORDS)
+	$(VENV)/bin/streamlmu listen demo
 	@if $(VENV)/bin/streamlmu listen --list-devices 2>/dev/null | grep -q .; then \
-		echo "listening to the microphone for 15 s: say one of $(KEYWORDS)"; \
-		$(VENV)/bin/streamlmu listen --keywords $(KEYWORDS) --seconds 15; \
+		echo "listening to the microphone for 15 s: say yes, no, up, down, left, right, on, off, stop or go"; \
+		$(VENV)/bin/streamlmu listen --seconds 15; \
 	else echo "no microphone found: skipped the live part (streamlmu listen --list-devices)"; fi
 
 bench: $(STAMP)

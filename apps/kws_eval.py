@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from streamlmu.audio.kws import StreamingKWS
+from streamlmu.pretrained import DEFAULT_KWS_MODEL
 from streamlmu.audio.kws_eval import calibrate, plot_stream, run_streams, score
 from streamlmu.data.speech_commands import SAMPLE_RATE, WORDS_10, SpeechCommands
 from streamlmu.data.streams import StreamBuilder, StreamConfig
@@ -21,7 +22,7 @@ per keyword. --calibrate first picks the threshold on validation streams, never 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="lmuformer-tiny-synth35", help="checkpoint file or bundled model name")
+    parser.add_argument("--model", default=DEFAULT_KWS_MODEL, help="checkpoint file or bundled model name")
     parser.add_argument("--data", required=True, help="corpus root in the SCv2 layout")
     parser.add_argument("--split", default="testing", choices=("validation", "testing"), help="split to evaluate")
     parser.add_argument("--keywords", default=",".join(WORDS_10), help="comma-separated keywords")
@@ -63,10 +64,13 @@ def run(args: argparse.Namespace) -> int:
         kws = StreamingKWS.from_pretrained(args.model, **options)
         audio, truths = _streams(args, "validation", keywords, args.seed + 10_000)
         _, posteriors, energy = run_streams(kws, audio, progress=not args.quiet)
-        threshold, rows = calibrate(kws, posteriors, energy, truths, audio.size / SAMPLE_RATE, args.calibrate)
+        threshold, reached, rows = calibrate(kws, posteriors, energy, truths, audio.size / SAMPLE_RATE,
+                                             args.calibrate)
         result["calibration"] = rows
+        result["validation"] = reached
         print(f"calibrated on {audio.size / SAMPLE_RATE / 3600:.2f} h of validation streams (at most "
-              f"{args.calibrate} false alarms per hour): " + ", ".join(f"{k} {t}" for k, t in threshold.items()))
+              f"{args.calibrate} false alarms per hour): " + ", ".join(f"{k} {t}" for k, t in threshold.items())
+              + f"; there {reached['hit_rate']:.1%} hits at {reached['false_alarms_per_hour']:.2f} per hour")
         if args.save_thresholds:
             save_thresholds(args.model, args.save_thresholds, threshold)
             print(f"wrote {args.save_thresholds} with these thresholds")

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from streamlmu.audio.kws import StreamingKWS
+from streamlmu.pretrained import DEFAULT_KWS_MODEL
 from streamlmu.audio.sources import FileSource, MicrophoneSource, PCMSource, input_devices
 
 DESCRIPTION = """Spot keywords in real time. Reads the microphone (default), sound files, or raw PCM
@@ -24,10 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="*", metavar="INPUT",
                         help=f"sound files, '-' for raw PCM on stdin, or '{DEMO}' for the bundled recording "
                              f"(none: the microphone)")
-    parser.add_argument("--model", default="lmuformer-tiny-synth35", help="checkpoint file or bundled model name")
-    parser.add_argument("--keywords", default=None, help="comma-separated labels that may fire (default: all words)")
+    parser.add_argument("--model", default=DEFAULT_KWS_MODEL, help="checkpoint file or bundled model name")
+    parser.add_argument("--keywords", default=None,
+                        help="comma-separated labels that may fire (default: the model's calibrated keywords, else "
+                             "every word)")
     parser.add_argument("--threshold", type=float, default=None,
-                        help="smoothed posterior a keyword must reach (default: StreamingKWS's)")
+                        help="smoothed posterior a keyword must reach (default: the model's calibrated thresholds, "
+                             "else 0.95)")
     parser.add_argument("--device", default=None, help="input device index or name (see --list-devices)")
     parser.add_argument("--list-devices", action="store_true", help="list audio input devices and exit")
     parser.add_argument("--realtime", action="store_true", help="pace files at the speed of the audio")

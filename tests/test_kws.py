@@ -246,13 +246,13 @@ def test_calibration_keeps_false_alarms_within_the_budget(demo):
     truths = [[Occurrence(w["start"], w["end"], w["word"]) for w in truth["words"]], []]
     hop, first, seconds = 0.01, 0.025, 2 * len(audio) / rate
     for budget in (0.0, 1e6):
-        chosen, rows = calibrate(kws, posteriors, energy, truths, seconds, budget)
+        chosen, reached, rows = calibrate(kws, posteriors, energy, truths, seconds, budget)
         assert set(chosen) == set(truth["keywords"]) and set(chosen.values()) <= set(THRESHOLD_GRID)
         report = score(replay(posteriors, energy, _with_thresholds(kws, chosen), kws.labels, hop, first), truths,
                        kws.keywords, seconds)
         top = all(t == THRESHOLD_GRID[-1] for t in chosen.values())
         assert report.false_alarms_per_hour <= budget or top  # within budget, or as strict as the grid goes
-        assert len(rows) == len(THRESHOLD_GRID)
+        assert len(rows) == len(THRESHOLD_GRID) and reached == report.summary()
     assert report.hit_rate == max(r["hit_rate"] for r in rows)  # no budget: as many hits as any threshold gives
 
 
@@ -368,6 +368,7 @@ def test_kws_eval_reports_and_plots(tiny_corpus, tmp_path, capsys):
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["occurrences"] > 0 and 0 <= report["hit_rate"] <= 1 and report["hours"] == pytest.approx(2 / 60, abs=1e-4)
     assert len(report["calibration"]) > 3 and set(report["per_keyword"]) >= {"yes", "no"}
+    assert report["validation"]["false_alarms_per_hour"] <= 60 or set(report["thresholds"].values()) == {0.999}
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
     tuned = StreamingKWS.from_pretrained(tmp_path / "tuned.pt")  # the calibrated keywords and thresholds by default
     assert set(tuned.keywords) == {"yes", "no"}

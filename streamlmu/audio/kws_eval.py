@@ -133,9 +133,10 @@ def _with_thresholds(kws: StreamingKWS, thresholds: dict[str, float]) -> Detecto
 
 def calibrate(kws: StreamingKWS, posteriors: np.ndarray, energy: np.ndarray, truths: list[list[Occurrence]],
               seconds: float, max_false_alarms_per_hour: float,
-              grid: tuple[float, ...] = THRESHOLD_GRID) -> tuple[dict[str, float], list[dict]]:
+              grid: tuple[float, ...] = THRESHOLD_GRID) -> tuple[dict[str, float], dict, list[dict]]:
     """Per-keyword thresholds from ``grid`` that hit the most words of these (validation) streams while their
-    false alarms stay within the budget, and every grid point's summary (one threshold for all keywords).
+    false alarms stay within the budget, the summary they give here, and every grid point's summary (one
+    threshold for all keywords).
 
     Greedy: every keyword starts at the grid's top; the move down that buys the most hits per added false
     alarm is taken while the total stays within budget. The result is checked by replaying it (and made
@@ -180,7 +181,7 @@ def calibrate(kws: StreamingKWS, posteriors: np.ndarray, energy: np.ndarray, tru
         level[k] += 1
         chosen[k] = grid[level[k]]
         report = run(chosen)
-    return chosen, rows
+    return chosen, report.summary(), rows
 
 
 def plot_stream(path: str | Path, audio: np.ndarray, posteriors: np.ndarray, labels: tuple[str, ...],
