@@ -39,9 +39,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bce: the paper's binary cross-entropy; ce: softmax cross-entropy")
     parser.add_argument("--mixup", type=float, default=d.mixup_alpha, help="mixup Beta alpha (0: off)")
     parser.add_argument("--no-spec-augment", action="store_true", help="train without SpecAugment")
-    parser.add_argument("--stream-context", action="store_true",
-                        help="train for continuous spotting: prepend up to 1 s of another clip, loss on the clip's "
-                             "frames only")
     parser.add_argument("--stream-windows", action="store_true",
                         help="12 labels: train on stream excerpts labelled as a live spotter should answer at their end")
     parser.add_argument("--init", metavar="CKPT", default=None,
@@ -70,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
                       loss=args.loss, mixup_alpha=args.mixup,
                       spec_augment=not args.no_spec_augment, seed=args.seed, workers=args.workers,
                       max_steps=args.max_steps, tensorboard=not args.no_tensorboard, init=args.init,
-                      stream_context=args.stream_context, stream_windows=args.stream_windows,
+                      stream_windows=args.stream_windows,
                       teacher=args.teacher, distill_weight=args.distill_weight,
                       distill_temperature=args.distill_temperature)
     result = train(cfg, resume=args.resume, progress=not args.quiet)

@@ -137,21 +137,6 @@ def test_window_logits_equal_the_engines_per_frame_logits():
         assert torch.allclose(window_logits(running, model.head.bias, 60), running[:, -1], atol=1e-6)
 
 
-def test_stream_context_training(tiny_corpus, tmp_path):
-    from streamlmu.audio.features import FbankConfig
-    from streamlmu.train.trainer import with_context
-    waves = torch.randn(3, 16000)
-    x, frames = with_context(waves, FbankConfig(), torch.Generator().manual_seed(0))
-    assert frames == 98 and x.shape[0] == 3 and x.shape[1] > 98  # this seed draws some context
-    from streamlmu.audio.features import fbank
-    assert torch.allclose(x[:, -98:], fbank(waves), atol=1e-5)  # the clip's own frames come last, unchanged
-    context = x.shape[1] - 98
-    assert torch.allclose(x[1, :context], fbank(torch.cat([waves[0, 16000 - 160 * context:], waves[1]]))[:context],
-                          atol=1e-5)  # clip 1 is preceded by the tail of clip 0
-    result = train(config(tiny_corpus, tmp_path, epochs=1, stream_context=True), progress=False)
-    assert result["history"][0]["train_loss"] > 0
-
-
 def test_stream_windows_are_labelled_as_a_live_spotter_should_answer(tiny_corpus):
     from streamlmu.data.streams import StreamWindows
     from streamlmu.data.synth import speech_span

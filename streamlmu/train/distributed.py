@@ -44,8 +44,13 @@ def init_world() -> World:
     return World(dist.get_rank(), dist.get_world_size(), device)
 
 
-def close_world(world: World) -> None:
+def close_world(world: World, together: bool = True) -> None:
+    """Leave the process group; ``together`` waits for every rank first (a rank that tears gloo down while
+    another still talks to it can abort that one: "terminate called without an active exception"). A rank
+    leaving on an error passes ``together=False``, since the others may never reach the barrier."""
     if world.distributed and dist.is_initialized():
+        if together:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -6,18 +6,13 @@ StepLR x0.85 every 10 epochs (after an optional linear warm-up over the first
 ``warmup_steps`` steps, as the official code has), SpecAugment and mixup. The loss is taken on the
 last frame's logits, the running mean over the whole (padded) clip.
 
-``stream_context`` trains for continuous keyword spotting, where the model
-runs on without resets and a sliding window of its per-frame logits decides
-(:class:`streamlmu.audio.kws.StreamingKWS`): each batch prepends a random
-length (up to 1 s) of another clip's audio to every clip, and the loss takes
-the mean logits over the clip's own frames only, so the model learns to
-ignore what its state still holds of the audio before.
-
-``stream_windows`` goes further (12 labels): training items are excerpts of
-streams whose last second is labelled as a live spotter should answer then
-(:class:`streamlmu.data.streams.StreamWindows`): a keyword wholly inside,
-``_unknown_`` for other words and for the tail of an earlier word, and
-``_silence_`` for background.
+``stream_windows`` trains for continuous keyword spotting (12 labels), where
+the model runs on without resets and a sliding window of its per-frame logits
+decides (:class:`streamlmu.audio.kws.StreamingKWS`): training items are
+excerpts of streams whose last second is labelled as a live spotter should
+answer then (:class:`streamlmu.data.streams.StreamWindows`): a keyword wholly
+inside, ``_unknown_`` for other words and for the tail of an earlier word,
+``_silence_`` for background; the loss takes the mean logits of that second.
 
 Two options help a model that is hard to optimise (the Spiking LMUFormer on a
 small corpus): ``init`` starts from another checkpoint's weights (every tensor
@@ -74,7 +69,7 @@ LOSSES = ("bce", "ce")  # the paper's binary cross-entropy on one-hot targets, o
 _RESUME_KEYS = ("model", "preset", "labels", "batch_size", "lr", "betas", "lr_step", "lr_gamma", "warmup_steps",
                 "loss", "mixup_alpha", "spec_augment", "noise_probability", "seed", "overrides",
                 "teacher", "distill_weight", "distill_temperature", "unknown_fraction", "silence_fraction",
-                "stream_context", "stream_windows")
+                "stream_windows")
 
 
 @dataclass
@@ -104,7 +99,6 @@ class TrainConfig:
     max_steps: int | None = None
     tensorboard: bool = True
     overrides: dict = field(default_factory=dict)
-    stream_context: bool = False
     stream_windows: bool = False
     init: str | None = None
     teacher: str | None = None
@@ -119,9 +113,8 @@ class TrainConfig:
             raise ValueError(f"labels must be 35 or 12 (got {self.labels})")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES} (got {self.loss!r})")
-        if self.stream_windows and (self.labels != 12 or self.stream_context):
-            raise ValueError("stream_windows trains the 12-label task (it needs _unknown_ and _silence_) and "
-                             "replaces stream_context")
+        if self.stream_windows and self.labels != 12:
+            raise ValueError("stream_windows trains the 12-label task (it needs _unknown_ and _silence_)")
         if not 0.0 <= self.distill_weight <= 1.0 or self.distill_temperature <= 0:
             raise ValueError(f"distill_weight must be in [0, 1] and distill_temperature > 0 "
                              f"(got {self.distill_weight}, {self.distill_temperature})")
@@ -143,15 +136,6 @@ def window_logits(running: Tensor, bias: Tensor, frames: int) -> Tensor:
     last = (running[:, -1] - bias) * total
     before = (running[:, start - 1] - bias) * start if start > 0 else 0.0
     return (last - before) / frames + bias
-
-
-def with_context(waves: Tensor, features: FbankConfig, generator: torch.Generator) -> tuple[Tensor, int]:
-    """Features of every clip preceded by the tail of another clip of the batch (0 to 1 s, one length per batch):
-    ``(B, samples) -> ((B, T, mel), clip_frames)``, the clip's own frames being the last ``clip_frames``."""
-    hops = int(torch.randint(0, features.sample_rate // features.hop + 1, (1,), generator=generator))
-    context = waves.roll(1, dims=0)[:, waves.shape[1] - hops * features.hop:] if hops else waves[:, :0]
-    x = fbank(torch.cat([context, waves], dim=1), features)
-    return x, features.num_frames(waves.shape[1])
 
 
 def _seed(*keys: int) -> int:
@@ -250,8 +234,6 @@ class _Run:
             waves, labels = waves.to(world.device), labels.to(world.device)
             if cfg.stream_windows:  # windows at the end of stream excerpts
                 x, window = fbank(waves, self.features), self.features.num_frames(SAMPLE_RATE)
-            elif cfg.stream_context and len(waves):
-                x, window = with_context(waves, self.features, augment)
             else:
                 x, window = clip_features(waves, self.features), None
             if cfg.spec_augment and len(x):
@@ -371,6 +353,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     without writing the unfinished epoch (a smoke test, or a simulated kill).
     """
     world = init_world()
+    finished = False
     try:
         run = _Run(cfg, world)
         if resume:
@@ -417,7 +400,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
             run.out.mkdir(parents=True, exist_ok=True)
             (run.out / "replicas.json").write_text(json.dumps({"world_size": world.size, "steps": run.steps,
                                                                "digests": digests}, indent=1))
+        finished = True
         return {"history": run.history, "best_val_accuracy": run.best(), "out": str(run.out), "steps": run.steps,
                 "digests": digests}
     finally:
-        close_world(world)
+        close_world(world, together=finished)
