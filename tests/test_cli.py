@@ -51,23 +51,24 @@ def test_console_script_is_installed():
     assert result.returncode == 0 and "lmu-demo" in result.stdout
 
 
-def test_benchmark_runs_and_writes_json(tmp_path):
-    out = tmp_path / "lmu_memory.json"
-    result = subprocess.run([sys.executable, str(ROOT / "bench" / "lmu_memory.py"), "--quick", "--out", str(out)],
+def run_benchmark(name: str, tmp_path) -> tuple[dict, str]:
+    """Run ``bench/<name>.py --quick``; its JSON report and stdout."""
+    out = tmp_path / f"{name}.json"
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / f"{name}.py"), "--quick", "--out", str(out)],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    report = json.loads(out.read_text())
+    return json.loads(out.read_text()), result.stdout
+
+
+def test_benchmark_runs_and_writes_json(tmp_path):
+    report, stdout = run_benchmark("lmu_memory", tmp_path)
     assert {(r["batch"], r["order"]) for r in report["results"]} == {(1, 64), (64, 64), (1, 256), (64, 256)}
     assert all(t > 0 for r in report["results"] for t in r["us_per_call"].values())
-    assert len(report["targets"]) == 6 and "targets" in result.stdout
+    assert len(report["targets"]) == 6 and "targets" in stdout
 
 
 def test_model_benchmark_runs_and_writes_json(tmp_path):
-    out = tmp_path / "model_step.json"
-    result = subprocess.run([sys.executable, str(ROOT / "bench" / "model_step.py"), "--quick", "--out", str(out)],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    report = json.loads(out.read_text())
+    report, _ = run_benchmark("model_step", tmp_path)
     rows = {(r["model"], r["preset"], r["batch"]) for r in report["results"]}
     assert ("LMUFormer", "paper", 64) in rows and ("SpikingLMUFormer", "tiny", 1) in rows
     assert all(t > 0 for r in report["results"] for t in r["us_per_frame"].values())
@@ -75,12 +76,8 @@ def test_model_benchmark_runs_and_writes_json(tmp_path):
 
 
 def test_keyword_spotting_benchmark_runs_and_writes_json(tmp_path):
-    out = tmp_path / "kws_stream.json"
-    result = subprocess.run([sys.executable, str(ROOT / "bench" / "kws_stream.py"), "--quick", "--out", str(out)],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    report = json.loads(out.read_text())
+    report, stdout = run_benchmark("kws_stream", tmp_path)
     assert {(r["preset"], r["streams"]) for r in report["rows"]} == {(p, n) for p in ("paper", "tiny")
                                                                      for n in (1, 16, 256)}
     assert all(r["rtf"] > 0 and r["streams_per_core"] > 0 for r in report["rows"])
-    assert "streams per core" in result.stdout
+    assert "streams per core" in stdout
