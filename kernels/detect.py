@@ -77,16 +77,15 @@ def voice_activity(energy, floor, since, rise, margin, out) -> None:
 
 @njit(cache=True, nogil=True)
 def detect(posteriors, since_speech, ring, total, count, above, armed, quiet, thresholds, rearm, patience,
-           refractory, endpoint, gate, fired, score, smoothed) -> None:
+           refractory, gate, fired, score, smoothed) -> None:
     """The trigger over a chunk: ``fired (S, T)`` the class fired at each frame (-1: none), ``score (S, T)``
     its smoothed posterior, ``smoothed (S, C)`` the last frame's smoothed posteriors. A keyword fires only
-    from ``endpoint`` to ``gate`` frames after speech (``since_speech (S, T)``; a negative gate disables the
-    check)."""
+    within ``gate`` frames of speech (``since_speech (S, T)``; a negative gate disables the check)."""
     streams, time, classes = posteriors.shape
     for s in range(streams):
         for t in range(time):
             _mean_step(posteriors[s, t], ring, total, count, s, smoothed[s])
-            voiced = gate < 0 or endpoint <= since_speech[s, t] <= gate
+            voiced = gate < 0 or since_speech[s, t] <= gate
             best, best_score = -1, np.float32(-1.0)
             for c in range(classes):
                 p = smoothed[s, c]

@@ -341,8 +341,8 @@ class StreamRunner(StreamModule):
         if state is None:
             state = self.init_state(x.shape[0])
         ys = []
-        for t in range(x.shape[1]):
-            y, state = self.step(x[:, t], state)
+        for frame in x.transpose(0, 1).contiguous():  # each (batch, in_features) frame contiguous: the fast path
+            y, state = self.step(frame, state)
             ys.append(y)
         if not ys:
             return x.new_zeros(x.shape[0], 0, self.program.out_features), state

@@ -48,7 +48,7 @@ def test_resampler_passes_equal_rates_through_and_checks_shapes():
 
 # ------------------------------------------------------------------ detector
 def _config(**kw):
-    values = dict(thresholds=(0.5, 0.5, float("inf")), rearm=(0.25, 0.25, float("inf")), smooth_frames=1,
+    values = dict(thresholds=(0.5, 0.5, float("inf")), rearm_fraction=0.5, smooth_frames=1,
                   patience_frames=3, refractory_frames=5, speech_gate_frames=-1)
     values.update(kw)
     return DetectorConfig(**values)
@@ -231,8 +231,7 @@ def test_replay_gives_the_live_events(demo):
     audio, rate, truth = demo
     kws = StreamingKWS.from_pretrained(MODEL, keywords=tuple(truth["keywords"]), streams=2)
     events, posteriors, energy = run_streams(kws, np.stack([audio, audio[::-1].copy()]))
-    hop, first = kws.features.hop / rate, kws.features.window_size / rate
-    replayed = replay(posteriors, energy, kws.detector, kws.labels, hop, first)
+    replayed = replay(posteriors, energy, kws.detector, kws.labels, kws.features)
     assert [[(e.keyword, round(e.t, 4)) for e in s] for s in replayed] == \
         [[(e.keyword, round(e.t, 4)) for e in s] for s in events]
 
@@ -244,11 +243,11 @@ def test_calibration_keeps_false_alarms_within_the_budget(demo):
     # stream 1 plays the recording backwards: every event there is a false alarm
     _, posteriors, energy = run_streams(kws, np.stack([audio, audio[::-1].copy()]))
     truths = [[Occurrence(w["start"], w["end"], w["word"]) for w in truth["words"]], []]
-    hop, first, seconds = 0.01, 0.025, 2 * len(audio) / rate
+    seconds = 2 * len(audio) / rate
     for budget in (0.0, 1e6):
         chosen, reached, rows = calibrate(kws, posteriors, energy, truths, seconds, budget)
         assert set(chosen) == set(truth["keywords"]) and set(chosen.values()) <= set(THRESHOLD_GRID)
-        report = score(replay(posteriors, energy, _with_thresholds(kws, chosen), kws.labels, hop, first), truths,
+        report = score(replay(posteriors, energy, _with_thresholds(kws, chosen), kws.labels, kws.features), truths,
                        kws.keywords, seconds)
         top = all(t == THRESHOLD_GRID[-1] for t in chosen.values())
         assert report.false_alarms_per_hour <= budget or top  # within budget, or as strict as the grid goes

@@ -6,7 +6,7 @@ once (NumPy, vectorised over streams)::
     smoothed = moving average of the posteriors over ``smooth_frames``
     a keyword k fires on stream b when
         smoothed[b, k] >= thresholds[k] for ``patience_frames`` frames in a row,
-        k is armed (its score fell below ``rearm[k]`` since it last fired), and
+        k is armed (its score fell below ``rearm_fraction * thresholds[k]`` since it last fired), and
         stream b is outside the ``refractory_frames`` after its previous event, and
         speech was heard on stream b within the last ``speech_gate_frames``.
 
@@ -75,28 +75,24 @@ class DetectorConfig:
     """Trigger settings; times in frames (10 ms each with the paper's features).
 
     ``thresholds[k]``: smoothed posterior keyword ``k`` must reach (``inf``: never
-    fires); ``rearm[k]``: it must fall below this before ``k`` fires again.
+    fires); it must fall below ``rearm_fraction`` of that before ``k`` fires again.
     """
 
     thresholds: tuple[float, ...]
-    rearm: tuple[float, ...]
+    rearm_fraction: float = 0.5
     smooth_frames: int = 5
     patience_frames: int = 3
     refractory_frames: int = 30
     speech_gate_frames: int = 40       # negative: no speech gate
-    endpoint_frames: int = 0           # frames of non-speech after a word before a keyword may fire
     vad_margin: float = 0.2            # about 10 dB in normalised log-mel units (1 unit = 2 std of ln power)
     vad_rise: float = 0.0006           # about 3 dB per second
 
     def __post_init__(self) -> None:
-        if len(self.thresholds) != len(self.rearm):
-            raise ValueError(f"thresholds and rearm need one value per class (got {len(self.thresholds)} and "
-                             f"{len(self.rearm)})")
+        if not 0.0 <= self.rearm_fraction <= 1.0:
+            raise ValueError(f"rearm_fraction must be in [0, 1] (got {self.rearm_fraction})")
         if min(self.smooth_frames, self.patience_frames) < 1 or self.refractory_frames < 0:
             raise ValueError("smooth_frames and patience_frames must be >= 1 and refractory_frames >= 0 (got "
                              f"{self.smooth_frames}, {self.patience_frames}, {self.refractory_frames})")
-        if any(r > t for r, t in zip(self.rearm, self.thresholds)):
-            raise ValueError("each rearm level must be <= its threshold")
 
 
 class DetectorState(NamedTuple):
@@ -138,9 +134,10 @@ def detector_run(posteriors: np.ndarray, energy: np.ndarray, state: DetectorStat
                            np.float32(cfg.vad_rise), np.float32(cfg.vad_margin), since)
     fired = np.empty((streams, time), np.int64)
     score = np.empty((streams, time), np.float32)
+    thresholds = np.asarray(cfg.thresholds, np.float32)
     kernels.detect(posteriors, since, *state.smooth, state.above, state.armed, state.quiet,
-                   np.asarray(cfg.thresholds, np.float32), np.asarray(cfg.rearm, np.float32), cfg.patience_frames,
-                   cfg.refractory_frames, cfg.endpoint_frames, cfg.speech_gate_frames, fired, score, state.smoothed)
+                   thresholds, thresholds * np.float32(cfg.rearm_fraction), cfg.patience_frames,
+                   cfg.refractory_frames, cfg.speech_gate_frames, fired, score, state.smoothed)
     return fired, score
 
 

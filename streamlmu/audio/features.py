@@ -59,6 +59,10 @@ class FbankConfig:
     def fft_size(self) -> int:
         return 1 << (self.window_size - 1).bit_length()
 
+    def frame_end_s(self, index: int) -> float:
+        """When frame ``index`` (from 0) has been heard: its last sample's time in seconds."""
+        return (index * self.hop + self.window_size) / self.sample_rate
+
     def num_frames(self, samples: int) -> int:
         """Frames of a signal of ``samples`` samples (only frames that fit)."""
         return 0 if samples < self.window_size else 1 + (samples - self.window_size) // self.hop

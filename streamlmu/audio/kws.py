@@ -26,10 +26,11 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from streamlmu.audio.detect import (DEFAULT_THRESHOLD, DetectorConfig, detector_init, detector_reset, detector_run, frame_energy,
-                                    keyword_thresholds, window_init, window_posteriors, window_reset)
+from streamlmu.audio.detect import (DEFAULT_THRESHOLD, DetectorConfig, detector_init, detector_reset, detector_run,
+                                    frame_energy, keyword_thresholds, window_init, window_posteriors, window_reset)
 from streamlmu.audio.features import FbankConfig, StreamingFbank
 from streamlmu.audio.resample import StreamingResampler
+from streamlmu.audio.sources import pcm_to_float
 from streamlmu.engine import DEFAULT_BLAS_MIN_BATCH
 from streamlmu.metrics import LatencyHistogram
 
@@ -93,10 +94,7 @@ class StreamingKWS:
                  blas_min_batch: int | None = DEFAULT_BLAS_MIN_BATCH):
         if streams < 1:
             raise ValueError(f"streams must be >= 1 (got {streams})")
-        if not 0.0 <= rearm_fraction <= 1.0:
-            raise ValueError(f"rearm_fraction must be in [0, 1] (got {rearm_fraction})")
         self.labels: tuple[str, ...] = tuple(model.labels)
-        self.rearm_fraction = rearm_fraction
         self.features: FbankConfig = model.features
         self.streams = streams
         hop_s = self.features.frame_shift_ms / 1000
@@ -108,7 +106,7 @@ class StreamingKWS:
             threshold = {k: t for k, t in threshold.items() if k in keywords} if threshold else DEFAULT_THRESHOLD
         thresholds = keyword_thresholds(self.labels, keywords, threshold)
         self.keywords = tuple(label for label, value in zip(self.labels, thresholds) if np.isfinite(value))
-        self.detector = DetectorConfig(thresholds, tuple(t * rearm_fraction for t in thresholds),
+        self.detector = DetectorConfig(thresholds, rearm_fraction,
                                        smooth_frames=frames(smooth_s, 1), patience_frames=frames(patience_s, 1),
                                        refractory_frames=frames(refractory_s, 0),
                                        speech_gate_frames=frames(speech_gate_s, 0) if speech_gate_s >= 0 else -1)
@@ -156,13 +154,7 @@ class StreamingKWS:
         """``(samples,)`` or ``(streams, samples)`` audio of any numeric dtype as float32 ``(streams, n)``."""
         if isinstance(samples, torch.Tensor):
             samples = samples.detach().cpu().numpy()
-        audio = np.asarray(samples)
-        if audio.dtype.kind in "iu":  # integer PCM: full scale maps to 1.0
-            info = np.iinfo(audio.dtype)
-            audio = (audio.astype(np.float32) - (info.max + 1 + info.min) / 2) / ((info.max - info.min + 1) / 2)
-        elif audio.dtype.kind != "f":
-            raise TypeError(f"samples must be float or integer PCM (got dtype {audio.dtype})")
-        audio = audio.astype(np.float32, copy=False)
+        audio = pcm_to_float(np.asarray(samples))
         if audio.ndim == 1 and self.streams == 1:
             audio = audio[None]
         if audio.ndim != 2 or audio.shape[0] != self.streams:
@@ -198,16 +190,12 @@ class StreamingKWS:
         count = frames.shape[1]
         if not count:
             return 0
-        logits = np.empty((self.streams, count, len(self.labels)), np.float32)
-        for t in range(count):  # the engine: one step per hop for every stream
-            y, self._engine = self.runner.step(frames[:, t].contiguous(), self._engine)
-            logits[:, t] = y.numpy()
-        posteriors = window_posteriors(logits, self._window)
+        logits, self._engine = self.runner(frames, self._engine)  # one engine step per hop for every stream
+        posteriors = window_posteriors(logits.numpy(), self._window)
         energy = frame_energy(frames.numpy())
         fired, score = detector_run(posteriors, energy, self._detect, self.detector)
         for stream, t in zip(*np.nonzero(fired >= 0)):
-            heard = self._frame + t - self._origin[stream]  # the frame's index in its stream
-            at = (heard * self.features.hop + self.features.window_size) / self.features.sample_rate
+            at = self.features.frame_end_s(self._frame + t - self._origin[stream])  # the frame's index in its stream
             self._queue(Event(float(at), self.labels[fired[stream, t]], float(score[stream, t]), int(stream)))
         self._frame += count
         self.stats.frames += count

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from streamlmu.audio.detect import DetectorConfig, detector_init, detector_run
+from streamlmu.audio.features import FbankConfig
 from streamlmu.audio.kws import Event, StreamingKWS
 from streamlmu.data.streams import Occurrence
 
@@ -116,19 +117,20 @@ def run_streams(kws: StreamingKWS, audio: np.ndarray, chunk_s: float = 0.1,
 
 
 def replay(posteriors: np.ndarray, energy: np.ndarray, cfg: DetectorConfig, labels: tuple[str, ...],
-           frame_time: float, first_frame_time: float) -> list[list[Event]]:
+           features: FbankConfig) -> list[list[Event]]:
     """The events a spotter with detector ``cfg`` fires on recorded ``posteriors (streams, frames, classes)`` and
     frame energies ``(streams, frames)``."""
     fired, scores = detector_run(posteriors, energy, detector_init(posteriors.shape[0], cfg), cfg)
     events: list[list[Event]] = [[] for _ in range(posteriors.shape[0])]
     for s, t in zip(*np.nonzero(fired >= 0)):
-        events[s].append(Event(first_frame_time + t * frame_time, labels[fired[s, t]], float(scores[s, t]), int(s)))
+        events[s].append(Event(features.frame_end_s(t), labels[fired[s, t]], float(scores[s, t]), int(s)))
     return events
 
 
 def _with_thresholds(kws: StreamingKWS, thresholds: dict[str, float]) -> DetectorConfig:
-    values = tuple(thresholds.get(label, t) if np.isfinite(t) else t for label, t in zip(kws.labels, kws.detector.thresholds))
-    return replace(kws.detector, thresholds=values, rearm=tuple(t * kws.rearm_fraction for t in values))
+    values = tuple(thresholds.get(label, t) if np.isfinite(t) else t
+                   for label, t in zip(kws.labels, kws.detector.thresholds))
+    return replace(kws.detector, thresholds=values)
 
 
 def calibrate(kws: StreamingKWS, posteriors: np.ndarray, energy: np.ndarray, truths: list[list[Occurrence]],
@@ -142,11 +144,8 @@ def calibrate(kws: StreamingKWS, posteriors: np.ndarray, energy: np.ndarray, tru
     alarm is taken while the total stays within budget. The result is checked by replaying it (and made
     stricter where keywords interact); where even the grid's top misses the budget, that is what it returns.
     """
-    hop = kws.features.hop / kws.features.sample_rate
-    first = kws.features.window_size / kws.features.sample_rate
-
     def run(thresholds: dict[str, float]) -> KWSReport:
-        return score(replay(posteriors, energy, _with_thresholds(kws, thresholds), kws.labels, hop, first),
+        return score(replay(posteriors, energy, _with_thresholds(kws, thresholds), kws.labels, kws.features),
                      truths, kws.keywords, seconds)
 
     reports = [run({k: t for k in kws.keywords}) for t in grid]

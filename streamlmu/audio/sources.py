@@ -19,6 +19,16 @@ import soundfile
 from streamlmu.data.speech_commands import AudioFileError
 
 
+def pcm_to_float(audio: np.ndarray) -> np.ndarray:
+    """Integer PCM (full scale -> 1.0) or float samples as float32; other dtypes are a ``TypeError``."""
+    if audio.dtype.kind in "iu":
+        info = np.iinfo(audio.dtype)
+        return (audio.astype(np.float32) - (info.max + 1 + info.min) / 2) / ((info.max - info.min + 1) / 2)
+    if audio.dtype.kind != "f":
+        raise TypeError(f"samples must be float or integer PCM (got dtype {audio.dtype})")
+    return audio.astype(np.float32, copy=False)
+
+
 class FileSource:
     """A sound file in chunks of ``chunk_s`` seconds; ``realtime`` paces them at the speed of the audio."""
 
@@ -70,10 +80,8 @@ class PCMSource:
             data = rest + data
             usable = len(data) // frame_bytes * frame_bytes
             rest = data[usable:]
-            pcm = np.frombuffer(data[:usable], self.dtype).reshape(-1, self.channels)
-            if self.dtype.kind == "i":
-                pcm = pcm.astype(np.float32) / float(-np.iinfo(self.dtype).min)
-            yield pcm.mean(axis=1).astype(np.float32), self.sample_rate
+            pcm = pcm_to_float(np.frombuffer(data[:usable], self.dtype).reshape(-1, self.channels))
+            yield pcm.mean(axis=1), self.sample_rate
 
 
 def _sounddevice():

@@ -65,7 +65,7 @@ class StreamBuilder:
         self.noises = [n.numpy() for n in dataset.noises]
         self._cache: dict[str, tuple[np.ndarray, float, float]] = {}
 
-    def _word(self, rel: str) -> tuple[np.ndarray, float, float]:
+    def word(self, rel: str) -> tuple[np.ndarray, float, float]:
         """The spoken part of clip ``rel`` with margins and fades, the margin before the word and its length (s)."""
         if rel not in self._cache:
             wave = read_audio(self.dataset.root / rel).numpy()
@@ -85,7 +85,8 @@ class StreamBuilder:
             self._cache[rel] = (piece, (start - lo) / SAMPLE_RATE, (end - start) / SAMPLE_RATE)
         return self._cache[rel]
 
-    def _bed(self, samples: int, rng: np.random.Generator) -> np.ndarray:
+    def bed(self, samples: int, rng: np.random.Generator) -> np.ndarray:
+        """``samples`` of background: a noise recording of the split (white noise without one) at a random level."""
         level = 10 ** (rng.uniform(*self.cfg.noise_dbfs) / 20)
         if not self.noises:
             return (rng.standard_normal(samples) * level).astype(np.float32)
@@ -100,14 +101,14 @@ class StreamBuilder:
         cfg = self.cfg
         rng = np.random.default_rng(seed)
         samples = int(cfg.seconds * SAMPLE_RATE)
-        audio = self._bed(samples, rng)
+        audio = self.bed(samples, rng)
         truth: list[Occurrence] = []
         t = rng.uniform(*cfg.pause_s)
         while True:
             pool = self.keyword_clips if (rng.uniform() < cfg.keyword_fraction or not self.other_clips) \
                 else self.other_clips
             rel = pool[int(rng.integers(len(pool)))]
-            piece, lead, length = self._word(rel)
+            piece, lead, length = self.word(rel)
             begin = int(t * SAMPLE_RATE)
             if begin + len(piece) > samples:
                 break
@@ -177,7 +178,7 @@ class StreamWindows(Dataset):
         """Item ``index`` with the words placed in it (times in seconds from the excerpt's start)."""
         rng = np.random.default_rng([self.seed, 7, self.epoch, index])
         total = self.context_s + self.window_s
-        audio = self.builder._bed(int(total * SAMPLE_RATE), rng)
+        audio = self.builder.bed(int(total * SAMPLE_RATE), rng)
         start = self.context_s  # the window is [start, total)
         words: list[Occurrence] = []
         kind = rng.uniform()
@@ -191,7 +192,7 @@ class StreamWindows(Dataset):
             keyword = rng.uniform() < 0.5
             rel = self.builder.keyword_clips[int(rng.integers(len(self.builder.keyword_clips)))] if keyword \
                 else self.clips[index]
-            length = self.builder._word(rel)[2]
+            length = self.builder.word(rel)[2]
             end = total - rng.uniform(0.0, self.window_s / 2)
             words.append(self._place(audio, rel, max(start + length, end)))
             label = self._label(_word_of(rel))
@@ -203,12 +204,12 @@ class StreamWindows(Dataset):
 
     def _tail(self, rel: str, longest: float, rng: np.random.Generator) -> float:
         """How far (s) the word of ``rel`` may reach into the window and still have begun before it."""
-        length = self.builder._word(rel)[2]
+        length = self.builder.word(rel)[2]
         return rng.uniform(0.0, min(longest, 0.9 * length))
 
     def _place(self, audio: np.ndarray, rel: str, end_s: float) -> Occurrence:
         """Add clip ``rel``'s word so that it ends at ``end_s`` seconds, cutting what falls outside ``audio``."""
-        piece, lead, length = self.builder._word(rel)
+        piece, lead, length = self.builder.word(rel)
         begin = int(round((end_s - length - lead) * SAMPLE_RATE))
         lo, hi = max(0, begin), min(len(audio), begin + len(piece))
         if hi > lo:

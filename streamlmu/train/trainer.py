@@ -125,12 +125,15 @@ def clip_features(waves: Tensor, features: FbankConfig) -> Tensor:
     return pad_frames(fbank(waves, features), features.clip_frames)
 
 
-def window_logits(running: Tensor, bias: Tensor, frames: int) -> Tensor:
-    """Mean logits over the last ``frames`` frames from a model's running-mean logits ``(B, T, C)`` -> ``(B, C)``.
+def window_logits(running: Tensor, bias: Tensor, frames: int | None) -> Tensor:
+    """Mean logits over the last ``frames`` frames from a model's running-mean logits ``(B, T, C)`` -> ``(B, C)``
+    (``None``: over all of them, the last running mean).
 
     The head is affine: ``running[t] = W S_t / (t + 1) + bias`` with ``S_t`` the feature sum, so the window's
     mean is ``(T (running[T-1] - bias) - a (running[a-1] - bias)) / frames + bias`` with ``a = T - frames``.
     """
+    if frames is None:
+        return running[:, -1]
     total = running.shape[1]
     start = total - frames
     last = (running[:, -1] - bias) * total
@@ -241,14 +244,11 @@ class _Run:
             targets = F.one_hot(labels, len(self.classes)).to(x.dtype)
             x, targets = mixup(x, targets, cfg.mixup_alpha, augment) if len(x) > 1 else (x, targets)
             if len(x):
-                running = net(x)[0]
-                logits = running[:, -1] if window is None else window_logits(running, self.model.head.bias, window)
+                logits = window_logits(net(x)[0], self.model.head.bias, window)
                 loss = _loss(logits, targets, cfg.loss)
                 if self.teacher is not None:
                     with torch.no_grad():
-                        taught = self.teacher(x)[0]
-                        taught = taught[:, -1] if window is None else \
-                            window_logits(taught, self.teacher.head.bias, window)
+                        taught = window_logits(self.teacher(x)[0], self.teacher.head.bias, window)
                     loss = ((1 - cfg.distill_weight) * loss
                             + cfg.distill_weight * _distillation(logits, taught, cfg.distill_temperature))
             else:  # every clip of the batch was unreadable: a zero step keeps DDP's ranks in lock step
