@@ -16,6 +16,7 @@ APPS = {
     "evaluate": "streamlmu.apps.evaluate",
     "listen": "streamlmu.apps.listen",
     "kws-eval": "streamlmu.apps.kws_eval",
+    "truncation": "streamlmu.apps.truncation",
 }
 
 

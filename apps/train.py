@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="corpus root in the SCv2 layout")
     parser.add_argument("--model", choices=MODEL_NAMES, default=d.model, help="architecture")
     parser.add_argument("--preset", default=d.preset, choices=("tiny", "paper"), help="model size")
+    parser.add_argument("--dim", type=int, default=None, help="model width, overriding the preset's (default: the preset's)")
+    parser.add_argument("--lookahead", type=int, default=None,
+                        help="LMUFormers: future frames each embedding convolution sees (default: 0, causal)")
     parser.add_argument("--labels", type=int, choices=(35, 12), default=d.labels, help="35 words, or 10 + unknown + silence")
     parser.add_argument("--unknown-fraction", type=_fraction_or_all, default=d.unknown_fraction,
                         help="12 labels: _unknown_ clips kept per keyword clip, or 'all'")
@@ -58,6 +61,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
 
 
+def model_overrides(args: argparse.Namespace) -> dict:
+    """The preset fields that ``--dim`` and ``--lookahead`` change."""
+    given = {"dim": args.dim, "lookahead": args.lookahead}
+    return {name: value for name, value in given.items() if value is not None}
+
+
 def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -69,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
                       max_steps=args.max_steps, tensorboard=not args.no_tensorboard, init=args.init,
                       stream_windows=args.stream_windows,
                       teacher=args.teacher, distill_weight=args.distill_weight,
-                      distill_temperature=args.distill_temperature)
+                      distill_temperature=args.distill_temperature,
+                      overrides=model_overrides(args))
     result = train(cfg, resume=args.resume, progress=not args.quiet)
     if result["history"] and not args.quiet:
         last = result["history"][-1]

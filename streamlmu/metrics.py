@@ -97,7 +97,19 @@ def run_macs(model: KWT, frames: int) -> dict[str, int]:
 
 def mean_run_macs(model: KWT, frames: int) -> float:
     """Mean MACs per frame of a KWT stream over its first ``frames`` frames (one run per frame)."""
-    return sum(sum(run_macs(model, t).values()) for t in range(1, frames + 1)) / frames
+    return float(cumulative_macs(model, frames)[-1]) / frames
+
+
+def cumulative_macs(model: nn.Module, frames: int) -> np.ndarray:
+    """``(frames + 1,)`` int64: entry ``t`` is what a stream has spent on its first ``t`` frames.
+
+    A recurrent model pays the same per frame; a KWT pays one run over the frames heard per frame.
+    """
+    if isinstance(model, KWT):
+        per_frame = [sum(run_macs(model, t).values()) for t in range(1, frames + 1)]
+    else:
+        per_frame = [sum(macs_per_frame(model).values())] * frames
+    return np.concatenate([[0], np.cumsum(per_frame, dtype=np.int64)])
 
 
 class LatencyHistogram:

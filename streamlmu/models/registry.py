@@ -25,6 +25,9 @@ def _entry(name: str) -> tuple[type, type, dict]:
 def build_model(name: str, preset: str = "tiny", **overrides) -> StreamModule:
     """A fresh model: ``name`` in ``MODEL_NAMES``, ``preset`` ``"tiny"`` or ``"paper"``, config overrides."""
     cls, config_cls, fixed = _entry(name)
+    unknown = sorted(set(overrides) - {f.name for f in fields(config_cls)})
+    if unknown:
+        raise ValueError(f"{name} has no setting {unknown} (its settings: {[f.name for f in fields(config_cls)]})")
     return cls(config_cls.preset(preset, **fixed, **overrides))
 
 

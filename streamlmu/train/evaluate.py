@@ -58,29 +58,35 @@ def frame_operator(model: StreamModule) -> StreamModule:
 
 
 @torch.no_grad()
-def streaming_logits(model: StreamModule, waves: Tensor, features: FbankConfig, hop_samples: int = 160,
-                     runner: StreamModule | None = None) -> Tensor:
-    """Clips streamed hop by hop, frame by frame: ``(batch, samples)`` -> last-frame logits ``(batch, classes)``.
+def streaming_frame_logits(model: StreamModule, waves: Tensor, features: FbankConfig, hop_samples: int = 160,
+                           runner: StreamModule | None = None) -> Tensor:
+    """Clips streamed hop by hop, frame by frame: ``(batch, samples)`` -> ``(batch, clip_frames, classes)``.
 
-    ``runner`` is the per-frame operator (default: :func:`frame_operator` of the model).
+    Entry ``[:, t]`` is what the model answers after frame ``t + 1``, from frames ``<= t + 1`` only;
+    frames past the audio are the offline zero padding. ``runner`` is the per-frame operator
+    (default: :func:`frame_operator` of the model).
     """
     runner = frame_operator(model) if runner is None else runner
     extractor = StreamingFbank(features)
     fstate = extractor.init_state(waves.shape[0])
     state = runner.init_state(waves.shape[0])
-    logits, frames = None, 0
+    logits: list[Tensor] = []
     for chunk in waves.split(hop_samples, dim=1):
         feats, fstate = extractor(chunk, fstate)
-        for t in range(feats.shape[1]):
-            if frames == features.clip_frames:
-                break
-            logits, state = runner.step(feats[:, t].contiguous(), state)
-            frames += 1
+        for t in range(min(feats.shape[1], features.clip_frames - len(logits))):
+            out, state = runner.step(feats[:, t].contiguous(), state)
+            logits.append(out)
     silence = waves.new_zeros(waves.shape[0], features.num_mel_bins)
-    while frames < features.clip_frames:  # the offline zero padding, frame by frame
-        logits, state = runner.step(silence, state)
-        frames += 1
-    return logits
+    while len(logits) < features.clip_frames:  # the offline zero padding, frame by frame
+        out, state = runner.step(silence, state)
+        logits.append(out)
+    return torch.stack(logits, dim=1)
+
+
+def streaming_logits(model: StreamModule, waves: Tensor, features: FbankConfig, hop_samples: int = 160,
+                     runner: StreamModule | None = None) -> Tensor:
+    """The last frame of :func:`streaming_frame_logits`: ``(batch, samples)`` -> ``(batch, classes)``."""
+    return streaming_frame_logits(model, waves, features, hop_samples, runner)[:, -1]
 
 
 def evaluate(model: StreamModule, dataset: SpeechCommands, mode: str = "offline", batch_size: int = 64,
