@@ -211,6 +211,17 @@ def test_cli_train_then_evaluate(tiny_corpus, tmp_path, capsys):
     assert main(["evaluate", "--model", str(run / "best.pt"), "--data", str(tiny_corpus), "--modes", "fast"]) == 2
 
 
+def test_cli_model_settings(tiny_corpus, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tiny_corpus), "--out", str(run), "--dim", "8", "--lookahead", "1",
+                 "--epochs", "1", "--batch-size", "16", "--no-tensorboard", "--quiet", "--threads", "1"]) == 0
+    config = streamlmu.load_model(run / "last.pt").config
+    assert (config.dim, config.lookahead) == (8, 1)
+    assert main(["train", "--data", str(tiny_corpus), "--out", str(tmp_path / "kwt"), "--model", "kwt",
+                 "--lookahead", "1", "--quiet"]) == 2
+    assert "kwt has no setting ['lookahead']" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None, reason="no torchrun")
 def test_two_process_ddp_keeps_replicas_identical(tiny_corpus, tmp_path):
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")

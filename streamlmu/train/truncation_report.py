@@ -132,13 +132,15 @@ def markdown(reports: Sequence[dict], tolerance: float = 0.01) -> str:
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in reports:
         fixed, early, costs = r["fixed_prefix"], r["early_decision"], r["costs"]
-        synops = (f"{costs['synops_per_clip_full']:,.0f} → {costs['synops_per_clip_early']:,.0f}"
+        synops = (f"{costs['synops_per_clip_full']:,.0f} → {costs['synops_per_clip_early']:,.0f} "
+                  f"(−{100 * (1 - costs['synops_per_clip_early'] / costs['synops_per_clip_full']):.1f} %)"
                   if "synops_per_frame" in costs else "–")
         lines.append(
             f"| {r['name']} | {r['clips']} | {_pct(r['full_accuracy'])} | {fixed['frames']} "
             f"({100 * fixed['reduction']:.1f} %) | {_pct(fixed['accuracy'])} | {early['threshold']:.6g} | "
             f"{early['mean_frames']:.1f} ({100 * early['reduction']:.1f} %) | {_pct(early['accuracy'])} | "
-            f"{costs['macs_per_clip_full']:,.0f} → {costs['macs_per_clip_early']:,.0f} | {synops} |")
+            f"{costs['macs_per_clip_full']:,.0f} → {costs['macs_per_clip_early']:,.0f} "
+            f"(−{100 * costs['macs_saved_early']:.1f} %) | {synops} |")
     grid = sorted(set().union(*(r["grid"] for r in reports)))
     lines += ["", "## Accuracy (%) after each number of frames", "",
               "| frames | " + " | ".join(r["name"] for r in reports) + " | paper |",
