@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     text = markdown(reports, args.tolerance)
     (out / "truncation.md").write_text(text)
     (out / "truncation.json").write_text(json.dumps({"tolerance": args.tolerance, "data": args.data,
-                                                     "models": reports}, indent=1))
+                                                     "models": reports}, indent=1, allow_nan=False))
     image = plot(reports, out / "truncation.png")
     print(text)
     print(f"wrote {out / 'truncation.md'}, {out / 'truncation.json'}, {image}")

@@ -94,11 +94,11 @@ def measure(name: str, model: StreamModule, data: str, split: str = "testing", c
         "calibration_full_accuracy": float(calibration.accuracy_by_frames()[-1]),
         "fixed_prefix": {"frames": prefix, "accuracy": float(accuracy[prefix - 1]),
                          "reduction": 1.0 - prefix / frames},
-        "early_decision": {"threshold": chosen.threshold, "calibration_mean_frames": chosen.mean_frames,
+        "early_decision": {"threshold": _finite(chosen.threshold), "calibration_mean_frames": chosen.mean_frames,
                            "calibration_accuracy": chosen.accuracy, "mean_frames": early.mean_frames,
                            "accuracy": early.accuracy, "reduction": 1.0 - early.mean_frames / frames,
                            "within_tolerance": bool(early.accuracy >= accuracy[-1] - tolerance - 1e-12)},
-        "pareto": [{"threshold": d.threshold, "mean_frames": d.mean_frames, "accuracy": d.accuracy} for d in front],
+        "pareto": [{"threshold": _finite(d.threshold), "mean_frames": d.mean_frames, "accuracy": d.accuracy} for d in front],
         "costs": costs,
         "word_aligned": {
             "clips": int((~np.isnan(onset)).sum()),
@@ -111,12 +111,23 @@ def measure(name: str, model: StreamModule, data: str, split: str = "testing", c
     }
 
 
+def _finite(value: float) -> float | None:
+    """JSON has no infinity: a threshold above every posterior (never decide early) is None."""
+    return None if np.isinf(value) else float(value)
+
+
 def _floats(values: np.ndarray) -> list[float | None]:
     return [None if np.isnan(v) else float(v) for v in values]
 
 
 def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.2f}"
+
+
+def _threshold(value: float | None) -> str:
+    if value is None:
+        return "never early"
+    return f"1 − {1 - value:.1e}" if value > 0.999 else f"{value:.4f}"
 
 
 def markdown(reports: Sequence[dict], tolerance: float = 0.01) -> str:
@@ -137,7 +148,7 @@ def markdown(reports: Sequence[dict], tolerance: float = 0.01) -> str:
                   if "synops_per_frame" in costs else "–")
         lines.append(
             f"| {r['name']} | {r['clips']} | {_pct(r['full_accuracy'])} | {fixed['frames']} "
-            f"({100 * fixed['reduction']:.1f} %) | {_pct(fixed['accuracy'])} | {early['threshold']:.6g} | "
+            f"({100 * fixed['reduction']:.1f} %) | {_pct(fixed['accuracy'])} | {_threshold(early['threshold'])} | "
             f"{early['mean_frames']:.1f} ({100 * early['reduction']:.1f} %) | {_pct(early['accuracy'])} | "
             f"{costs['macs_per_clip_full']:,.0f} → {costs['macs_per_clip_early']:,.0f} "
             f"(−{100 * costs['macs_saved_early']:.1f} %) | {synops} |")
