@@ -36,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --calibrate: write a copy of the model with the calibrated thresholds (listen and "
                              "StreamingKWS then use them by default)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the streams")
+    parser.add_argument("--int8", action="store_true", help="run the model's dense layers as int8 products")
     parser.add_argument("--plot", default="kws_stream.png", help="PNG of the first stream's first 30 s")
     parser.add_argument("--json", default=None, help="write the figures to this JSON file")
     parser.add_argument("--threads", type=int, default=1,
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--save-thresholds needs --calibrate")
     if args.streams < 1 or args.minutes <= 0:
         raise ValueError(f"--streams must be >= 1 and --minutes > 0 (got {args.streams}, {args.minutes})")
-    options = dict(streams=args.streams, keywords=keywords)
+    options = dict(streams=args.streams, keywords=keywords, int8_min_batch=1 if args.int8 else None)
     result: dict = {"model": str(args.model), "split": args.split, "keywords": list(keywords)}
     threshold = args.threshold
     if args.calibrate is not None:

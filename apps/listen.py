@@ -40,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channels", type=int, default=1, help="channels of raw PCM on stdin")
     parser.add_argument("--pcm-dtype", default="int16", choices=("int16", "int32", "float32"),
                         help="sample type of raw PCM on stdin")
+    parser.add_argument("--int8", action="store_true",
+                        help="run the model's dense layers as int8 products (faster for many streams)")
     parser.add_argument("--chunk-ms", type=float, default=100.0, help="audio per read")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (one suits the small per-hop work of streaming)")
@@ -85,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"{d['index']:>3}  {d['name']}  ({d['channels']} channels, {d['default_rate']} Hz)")
         return 0
     keywords = tuple(k.strip() for k in args.keywords.split(",") if k.strip()) if args.keywords else None
-    options = {} if args.threshold is None else {"threshold": args.threshold}
+    options = {"int8_min_batch": 1 if args.int8 else None}
+    if args.threshold is not None:
+        options["threshold"] = args.threshold
     kws = StreamingKWS.from_pretrained(args.model, keywords=keywords, **options)
     live = not args.quiet and sys.stderr.isatty()
     sources = _sources(args)

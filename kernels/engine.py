@@ -179,15 +179,22 @@ def _elementwise(op, ws, s_in, s_out, f_in, W, a1, a2, a3, a4, a5) -> None:
 
 
 @njit(cache=True, nogil=True)
-def run_frame(prog, W, x, s_in, f_in, s_out, f_out, ws, y, tmp_in, tmp_out, blas_min_batch) -> int:
+def check_frame(x, s_in, f_in, s_out, f_out, ws, y) -> int:
+    """``OK``, or the code of what is wrong with the shapes or the state (NaN/Inf)."""
     batch = x.shape[0]
     if not (s_in.shape == s_out.shape and s_in.shape[0] == batch and f_in.shape[0] == batch
             and f_out.shape[0] == batch and ws.shape[0] == batch and y.shape[0] == batch):
         return BAD_SHAPE
     if not _all_finite(s_in):
         return BAD_STATE
-    blas = batch >= blas_min_batch
-    for p in range(prog.shape[0]):
+    return OK
+
+
+@njit(cache=True, nogil=True)
+def run_ops(prog, first, last, W, x, s_in, f_in, s_out, ws, y, tmp_in, tmp_out, blas) -> int:
+    """Ops ``first`` to ``last - 1`` of a frame whose shapes ``check_frame`` passed (``blas``: dense on BLAS)."""
+    batch = x.shape[0]
+    for p in range(first, last):
         op, a1, a2, a3, a4, a5, a6 = prog[p, 0], prog[p, 1], prog[p, 2], prog[p, 3], prog[p, 4], prog[p, 5], prog[p, 6]
         if op == LINEAR:                     # src, K, dst, N, wT offset, bias offset, input is spikes
             wT = W[a5:a5 + a2 * a4].reshape((a2, a4))
@@ -227,6 +234,23 @@ def run_frame(prog, W, x, s_in, f_in, s_out, f_out, ws, y, tmp_in, tmp_out, blas
             _elementwise(op, ws, s_in, s_out, f_in, W, a1, a2, a3, a4, a5)
         else:
             return BAD_SHAPE
-    for b in range(batch):
-        f_out[b] = f_in[b] + 1
     return OK
+
+
+@njit(cache=True, nogil=True)
+def count_frame(f_in, f_out) -> None:
+    """``f_out = f_in + 1``: every stream has seen one more frame."""
+    for b in range(f_in.shape[0]):
+        f_out[b] = f_in[b] + 1
+
+
+@njit(cache=True, nogil=True)
+def run_frame(prog, W, x, s_in, f_in, s_out, f_out, ws, y, tmp_in, tmp_out, blas_min_batch) -> int:
+    """The whole program for one frame of every stream."""
+    code = check_frame(x, s_in, f_in, s_out, f_out, ws, y)
+    if code == OK:
+        code = run_ops(prog, 0, prog.shape[0], W, x, s_in, f_in, s_out, ws, y, tmp_in, tmp_out,
+                       x.shape[0] >= blas_min_batch)
+    if code == OK:
+        count_frame(f_in, f_out)
+    return code

@@ -7,7 +7,7 @@ from numba import njit
 from test_lmuformer import build
 
 from streamlmu.engine import EngineState, StreamRunner
-from streamlmu.kernels import dense
+from streamlmu.kernels import dense, quant
 from streamlmu.kernels.engine import erf32
 from streamlmu.testing import check_stream_op, max_abs_diff, run_step_loop
 
@@ -127,3 +127,59 @@ def test_vectorisable_erf_is_accurate():
     error = np.abs(out - np.array([math.erf(float(v)) for v in a])).max()
     print(f"erf32 max abs error {error:.2e}")
     assert error <= 3e-7
+
+
+@pytest.mark.parametrize("preset", ["tiny", "paper"])
+def test_int8_dense_layers_stay_close_to_float(preset):
+    model = build(preset, spiking=False)
+    x = torch.randn(4, 40, 128, generator=torch.Generator().manual_seed(3))
+    reference, _ = model.streaming()(x)
+    quantized, _ = model.streaming(int8_min_batch=1)(x)
+    error = max_abs_diff(quantized, reference) / float(reference.abs().max())
+    print(f"{preset}: int8 engine vs float32, largest error relative to the largest logit {error:.4f}")
+    assert 0.0 < error <= 3e-2  # quantized (not the float path), and close
+
+
+def test_int8_stream_does_not_depend_on_the_other_streams():
+    model = build("tiny", spiking=True)
+    x = torch.randn(3, 20, 128, generator=torch.Generator().manual_seed(4))
+    others = x.clone()
+    others[1:] = torch.randn(2, 20, 128) * 10.0  # louder neighbours: other per-stream scales
+    runner = model.streaming(int8_min_batch=1)
+    assert torch.equal(runner(x)[0][0], runner(others)[0][0])
+    below, _ = model.streaming(int8_min_batch=4)(x)  # fewer streams than int8_min_batch: the float path
+    assert torch.equal(below, model.streaming()(x)[0])
+
+
+def test_int8_path_reports_bad_input_like_the_float_path():
+    runner = build("tiny", spiking=False).streaming(int8_min_batch=1)
+    state = runner.init_state(2)
+    bad = torch.randn(2, 128)
+    bad[0, 7] = float("nan")
+    with pytest.raises(ValueError, match="x contains NaN or Inf"):
+        runner.step(bad, state)
+    _, good = runner.step(torch.randn(2, 128), state)
+    corrupt = EngineState(good.values.clone(), good.frames.clone())
+    corrupt.values[1, 0] = float("inf")
+    with pytest.raises(ValueError, match="state.values contains NaN or Inf"):
+        runner.step(torch.randn(2, 128), corrupt)
+    assert torch.equal(good.frames, torch.ones(2, dtype=torch.int64))
+
+
+def test_row_quantization_kernels():
+    rng = np.random.default_rng(0)
+    ws = rng.normal(size=(3, 40)).astype(np.float32)
+    ws[1, 10:30] = 0.0                                       # a zero row in the quantized span
+    ws[2, 10:30] = rng.integers(0, 2, 20).astype(np.float32)  # spikes: 0/1
+    q, scales = np.zeros((3, 20), np.int8), np.zeros(3, np.float32)
+    quant.quantize_rows(ws, 10, 20, q, scales)
+    peak = np.abs(ws[:, 10:30]).max(1)
+    assert np.allclose(scales, np.where(peak > 0, peak / 127, 1.0))
+    assert np.array_equal(q, np.rint(ws[:, 10:30] / scales[:, None]).astype(np.int8))
+    assert np.array_equal(q[2], ws[2, 10:30] * 127) and not q[1].any()
+    wq, columns = quant.quantize_columns(rng.normal(size=(20, 5)).astype(np.float32))
+    assert np.abs(wq).max(0).tolist() == [127] * 5
+    acc = q.astype(np.int32) @ wq.astype(np.int32)
+    bias = np.arange(5, dtype=np.float32)
+    quant.dequantize_rows(acc, scales, columns, bias, ws, 0)
+    assert np.allclose(ws[:, :5], acc * scales[:, None] * columns[None] + bias, rtol=1e-6)

@@ -166,6 +166,20 @@ def test_spotter_finds_the_demo_keywords_for_any_chunk_size(demo):
     assert _events(kws, int16, rate, 1600) == _events(kws, int16.astype(np.float32) / 32768, rate, 1600)
 
 
+def test_int8_spotter_reports_the_same_demo_keywords(demo, capsys):
+    from streamlmu.apps.cli import main
+    audio, rate, truth = demo
+    keywords = tuple(truth["keywords"])
+    exact = _events(StreamingKWS.from_pretrained(MODEL, keywords=keywords), audio, rate, 1600)
+    int8 = _events(StreamingKWS.from_pretrained(MODEL, keywords=keywords, int8_min_batch=1), audio, rate, 1600)
+    print("float32", exact, "int8", int8)
+    assert [k for k, _ in int8] == [k for k, _ in exact]
+    assert all(abs(a[1] - b[1]) <= 0.05 for a, b in zip(int8, exact))
+    capsys.readouterr()
+    assert main(["listen", "demo", "--int8", "--quiet", "--keywords", ",".join(keywords)]) == 0
+    assert [json.loads(line)["keyword"] for line in capsys.readouterr().out.splitlines()] == [k for k, _ in int8]
+
+
 def test_spotter_resamples_other_rates(demo):
     audio, rate, truth = demo
     from scipy.signal import resample_poly

@@ -80,6 +80,9 @@ class StreamingKWS:
             the silence after an event on the same stream.
         speech_gate_s: a keyword fires only this soon after speech was heard
             (negative: no gate; see :mod:`streamlmu.audio.detect`).
+        blas_min_batch, int8_min_batch: from how many streams the engine's dense
+            layers run on BLAS, and as int8 products (None: never; see
+            :mod:`streamlmu.engine`).
 
     >>> kws = StreamingKWS.from_pretrained("lmuformer-tiny-synth35", keywords=("yes", "no"))
     >>> kws.accept_waveform(np.zeros(16000, np.float32), 16000)
@@ -91,7 +94,7 @@ class StreamingKWS:
     def __init__(self, model: torch.nn.Module, streams: int = 1, keywords: tuple[str, ...] | None = None,
                  threshold: float | dict[str, float] | None = None, rearm_fraction: float = 0.5, window_s: float = 1.0,
                  smooth_s: float = 0.05, patience_s: float = 0.03, refractory_s: float = 0.3, speech_gate_s: float = 0.4,
-                 blas_min_batch: int | None = DEFAULT_BLAS_MIN_BATCH):
+                 blas_min_batch: int | None = DEFAULT_BLAS_MIN_BATCH, int8_min_batch: int | None = None):
         if streams < 1:
             raise ValueError(f"streams must be >= 1 (got {streams})")
         self.labels: tuple[str, ...] = tuple(model.labels)
@@ -111,7 +114,8 @@ class StreamingKWS:
                                        refractory_frames=frames(refractory_s, 0),
                                        speech_gate_frames=frames(speech_gate_s, 0) if speech_gate_s >= 0 else -1)
         self.window_frames = frames(window_s, 1)
-        self.runner = model.eval().streaming(blas_min_batch=blas_min_batch, pooling="frame")
+        self.runner = model.eval().streaming(blas_min_batch=blas_min_batch, pooling="frame",
+                                             int8_min_batch=int8_min_batch)
         self.fbank = StreamingFbank(self.features)
         self.stats, self.hop_seconds = KWSStats(), LatencyHistogram()
         self.reset()

@@ -200,9 +200,10 @@ class LMUFormerBase(StreamModule):
         """Logits of whole clips (the mean over all frames): ``(batch, time, in) -> (batch, classes)``."""
         return self.forward(x)[0][:, -1]
 
-    def streaming(self, blas_min_batch: int | None = DEFAULT_BLAS_MIN_BATCH, pooling: str = "mean") -> StreamRunner:
+    def streaming(self, blas_min_batch: int | None = DEFAULT_BLAS_MIN_BATCH, pooling: str = "mean",
+                  int8_min_batch: int | None = None) -> StreamRunner:
         """This (eval-mode) model compiled for the streaming engine; see :mod:`streamlmu.engine`."""
-        return StreamRunner(self, blas_min_batch=blas_min_batch, pooling=pooling)
+        return StreamRunner(self, blas_min_batch=blas_min_batch, pooling=pooling, int8_min_batch=int8_min_batch)
 
     def _features(self, x: Tensor, state: LMUFormerState) -> tuple[Tensor, Tensor | None, dict]:
         raise NotImplementedError
