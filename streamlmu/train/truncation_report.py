@@ -27,7 +27,7 @@ from streamlmu.metrics import cumulative_macs, synops_per_frame
 from streamlmu.models.registry import model_name
 from streamlmu.stream import StreamModule
 from streamlmu.train.trainer import clip_features
-from streamlmu.train.truncation import (PAPER_POINTS, FrameLogits, accuracy_after_onset, accuracy_by_word_fraction,
+from streamlmu.train.truncation import (PAPER_POINTS, accuracy_after_onset, accuracy_by_word_fraction,
                                         calibrate_threshold, candidate_thresholds, decide_early, frame_logits,
                                         pareto_curve, shortest_prefix, word_spans)
 
@@ -72,6 +72,7 @@ def measure(name: str, model: StreamModule, data: str, split: str = "testing", c
     chosen = calibrate_threshold(calibration, tolerance)
     early = decide_early(test, chosen.threshold)
     front = pareto_curve(test, candidate_thresholds(test.confidence()))
+    within = [d for d in front if d.accuracy >= accuracy[-1] - tolerance - 1e-12]  # the front is sorted by frames
 
     macs = cumulative_macs(model, frames)
     synops = _synops_per_frame(model, datasets[split])
@@ -98,6 +99,9 @@ def measure(name: str, model: StreamModule, data: str, split: str = "testing", c
                            "calibration_accuracy": chosen.accuracy, "mean_frames": early.mean_frames,
                            "accuracy": early.accuracy, "reduction": 1.0 - early.mean_frames / frames,
                            "within_tolerance": bool(early.accuracy >= accuracy[-1] - tolerance - 1e-12)},
+        "pareto_within_tolerance": {"threshold": _finite(within[0].threshold), "mean_frames": within[0].mean_frames,
+                                    "accuracy": within[0].accuracy,
+                                    "reduction": 1.0 - within[0].mean_frames / frames},
         "pareto": [{"threshold": _finite(d.threshold), "mean_frames": d.mean_frames, "accuracy": d.accuracy} for d in front],
         "costs": costs,
         "word_aligned": {
@@ -137,10 +141,12 @@ def markdown(reports: Sequence[dict], tolerance: float = 0.01) -> str:
              f"Split `{reports[0]['split']}`; thresholds and prefixes chosen on `{reports[0]['calibration_split']}` "
              f"(within {100 * tolerance:g} point of its full-clip accuracy). Frames are 10 ms; a 1 s clip is 98 "
              f"frames padded to {reports[0]['frames']}. The paper's points: Spiking LMUFormer on the real SCv2-35, "
-             "non-causal (arXiv 2402.04882).", "",
+             "non-causal (arXiv 2402.04882). The last column reads the test split's own Pareto front "
+             "(hindsight: a bound on what a threshold could give, not a threshold to deploy).", "",
              "| model | clips | full clip % | fixed prefix: frames (fewer) | % | early decision: threshold | "
-             "mean frames (fewer) | % | MACs per clip, full → early | SynOps per clip, full → early |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "mean frames (fewer) | % | MACs per clip, full → early | SynOps per clip, full → early | "
+             "test front within tolerance: mean frames (fewer) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in reports:
         fixed, early, costs = r["fixed_prefix"], r["early_decision"], r["costs"]
         synops = (f"{costs['synops_per_clip_full']:,.0f} → {costs['synops_per_clip_early']:,.0f} "
@@ -151,7 +157,8 @@ def markdown(reports: Sequence[dict], tolerance: float = 0.01) -> str:
             f"({100 * fixed['reduction']:.1f} %) | {_pct(fixed['accuracy'])} | {_threshold(early['threshold'])} | "
             f"{early['mean_frames']:.1f} ({100 * early['reduction']:.1f} %) | {_pct(early['accuracy'])} | "
             f"{costs['macs_per_clip_full']:,.0f} → {costs['macs_per_clip_early']:,.0f} "
-            f"(−{100 * costs['macs_saved_early']:.1f} %) | {synops} |")
+            f"(−{100 * costs['macs_saved_early']:.1f} %) | {synops} | "
+            f"{r['pareto_within_tolerance']['mean_frames']:.1f} ({100 * r['pareto_within_tolerance']['reduction']:.1f} %) |")
     grid = sorted(set().union(*(r["grid"] for r in reports)))
     lines += ["", "## Accuracy (%) after each number of frames", "",
               "| frames | " + " | ".join(r["name"] for r in reports) + " | paper |",
