@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from streamlmu.pretrained import FOLDER, available, pretrained_path
 from streamlmu.train.evaluate import evaluate
 
 BUNDLED = "lmuformer-tiny-synth35"
+TRUNCATION_REPORT = Path(__file__).parents[1] / "bench" / "results" / "truncation"
 
 
 def card_figures() -> dict:
@@ -50,7 +52,8 @@ def test_bundled_spotter_reproduces_its_card_on_the_synthetic_test_split(synthet
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [BUNDLED, "spiking-lmuformer-tiny-synth35"])
+@pytest.mark.parametrize("name", [BUNDLED, "spiking-lmuformer-tiny-synth35", "lmuformer-lookahead-tiny-synth35",
+                                  "kwt-tiny-synth35"])
 def test_bundled_model_reproduces_its_card_on_the_synthetic_test_split(name, synthetic_test_split):
     data = synthetic_test_split
     model = streamlmu.load_model(name)
@@ -61,3 +64,19 @@ def test_bundled_model_reproduces_its_card_on_the_synthetic_test_split(name, syn
     assert np.array_equal(offline.predictions, streaming.predictions)
     assert streaming.accuracy == pytest.approx(card["test_accuracy_streaming"], abs=1e-9)
     assert offline.accuracy == pytest.approx(card["test_accuracy_offline"], abs=1e-9)
+
+
+@pytest.mark.slow
+def test_truncation_report_of_the_bundled_models_reproduces(synthetic_test_split, tmp_path):
+    from streamlmu.apps.cli import main
+    committed = json.loads((TRUNCATION_REPORT / "truncation.json").read_text())
+    args = ["truncation", "--data", str(synthetic_test_split.root), "--out", str(tmp_path), "--quiet"]
+    for report in committed["models"]:
+        args += ["--model", report["name"]]
+    assert main(args) == 0
+    measured = json.loads((tmp_path / "truncation.json").read_text())
+    for new, old in zip(measured["models"], committed["models"]):
+        assert new["clips"] == old["clips"] and new["full_accuracy"] == pytest.approx(old["full_accuracy"], abs=1e-9)
+        assert np.allclose(new["accuracy_by_frames"], old["accuracy_by_frames"], atol=2 / new["clips"])
+        assert new["fixed_prefix"]["frames"] == old["fixed_prefix"]["frames"]
+        assert new["early_decision"]["mean_frames"] == pytest.approx(old["early_decision"]["mean_frames"], abs=1.0)

@@ -21,6 +21,7 @@ from streamlmu.audio.detect import DetectorConfig, detector_init, detector_run
 from streamlmu.audio.features import FbankConfig
 from streamlmu.audio.kws import Event, StreamingKWS
 from streamlmu.data.streams import Occurrence
+from streamlmu.plots import pyplot, save_figure
 
 THRESHOLD_GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998, 0.999)
 
@@ -187,9 +188,7 @@ def plot_stream(path: str | Path, audio: np.ndarray, posteriors: np.ndarray, lab
                 keywords: tuple[str, ...], truth: list[Occurrence], events: list[Event], hop_s: float,
                 seconds: float = 30.0, title: str = "") -> None:
     """PNG of one stream's first ``seconds``: waveform with the words, keyword posteriors, events."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     rate = int(round(len(audio) / (posteriors.shape[0] * hop_s))) if posteriors.shape[0] else 16000
     samples, frames = int(seconds * rate), int(seconds / hop_s)
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 6), sharex=True, gridspec_kw={"height_ratios": [1, 2]})
@@ -213,7 +212,4 @@ def plot_stream(path: str | Path, audio: np.ndarray, posteriors: np.ndarray, lab
     bottom.set_ylim(0, 1.05)
     bottom.legend(ncol=min(len(keywords), 6), fontsize=7, loc="upper right")
     fig.suptitle(title or "keyword posteriors (triangles: events; green: keywords spoken)")
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

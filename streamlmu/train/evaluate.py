@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from streamlmu.audio.features import FbankConfig, StreamingFbank
 from streamlmu.data.speech_commands import SpeechCommands, collate
+from streamlmu.plots import pyplot, save_figure
 from streamlmu.stream import StreamModule
 from streamlmu.train.trainer import clip_features
 
@@ -134,9 +135,7 @@ def class_table(result: Evaluation) -> str:
 
 def plot_confusion(result: Evaluation, path: str | Path, title: str = "") -> Path:
     """Write the row-normalised confusion matrix as a PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     conf = result.confusion().astype(float)
     rows = conf.sum(1, keepdims=True)
@@ -151,9 +150,4 @@ def plot_confusion(result: Evaluation, path: str | Path, title: str = "") -> Pat
     ax.set_ylabel("true")
     ax.set_title(title or f"accuracy {result.accuracy:.4f} on {len(result.targets)} clips")
     fig.colorbar(image, ax=ax, fraction=0.046, label="fraction of the true class")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)

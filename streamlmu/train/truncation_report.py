@@ -25,6 +25,7 @@ from streamlmu.data.speech_commands import SpeechCommands
 from streamlmu.data.synth import read_metadata
 from streamlmu.metrics import cumulative_macs, synops_per_frame
 from streamlmu.models.registry import model_name
+from streamlmu.plots import pyplot, save_figure
 from streamlmu.stream import StreamModule
 from streamlmu.train.trainer import clip_features
 from streamlmu.train.truncation import (PAPER_POINTS, accuracy_after_onset, accuracy_by_word_fraction,
@@ -189,11 +190,7 @@ def markdown(reports: Sequence[dict], tolerance: float = 0.01) -> str:
 def plot(reports: Sequence[dict], path: str | Path) -> Path:
     """Four panels: accuracy against frames heard (with the paper's points), the early-decision Pareto fronts,
     and accuracy against frames since the word's onset and against the fraction of the word heard."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 2, figsize=(13, 9.5))
+    fig, axes = pyplot().subplots(2, 2, figsize=(13, 9.5))
     (frames_ax, pareto_ax), (onset_ax, word_ax) = axes
     for r in reports:
         t = np.arange(1, r["frames"] + 1)
@@ -226,9 +223,4 @@ def plot(reports: Sequence[dict], path: str | Path) -> Path:
     for ax in axes.flat:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
