@@ -41,6 +41,11 @@ def checkpoints(tiny_corpus, tmp_path_factory):
     return paths
 
 
+def odds(posterior: float) -> float:
+    """The log-odds threshold of a posterior threshold."""
+    return float(np.log(posterior / (1 - posterior)))
+
+
 def logits_of(rows: list[list[list[float]]], targets: list[int]) -> FrameLogits:
     """A hand-made FrameLogits: ``rows`` (clips, frames, classes)."""
     logits = np.array(rows, np.float32)
@@ -114,14 +119,21 @@ def test_early_decision_answers_at_the_first_confident_frame():
     # clip 0: confident (class 0, right) at frame 2; clip 1: never confident, right only at the end
     result = logits_of([[[0, 0, 0], [5, 0, 0], [0, 5, 0]],
                         [[1, 0, 0], [0, 1, 0], [0, 0, 1]]], targets=[0, 2])
-    decided = decide_early(result, 0.9)
+    decided = decide_early(result, odds(0.9))
     assert decided.frames_used.tolist() == [2, 3] and decided.correct.tolist() == [True, True]
     assert decided.mean_frames == 2.5 and decided.accuracy == 1.0
-    assert decide_early(result, 0.3).frames_used.tolist() == [1, 1]  # 1/3 >= 0.3: answer at once
+    assert decide_early(result, odds(0.3)).frames_used.tolist() == [1, 1]  # 1/3 >= 0.3: answer at once
     assert decide_early(result, np.inf).frames_used.tolist() == [3, 3]
-    front = pareto_curve(result, [0.3, 0.5, 0.9, np.inf])
+    front = pareto_curve(result, [odds(0.3), odds(0.5), odds(0.9), np.inf])
     assert [d.mean_frames for d in front] == sorted(d.mean_frames for d in front)
     assert all(a.accuracy < b.accuracy for a, b in zip(front, front[1:]))
+
+
+def test_confidence_is_the_log_odds_of_the_top_posterior_and_does_not_saturate():
+    result = logits_of([[[0, 0, 0], [5, 0, 0], [60, 0, 0], [80, 0, 0]]], targets=[0])
+    confidence = result.confidence()[0]
+    assert confidence[:2] == pytest.approx([np.log(0.5), 5 - np.log(2)])
+    assert confidence[3] > confidence[2] > 50  # float32 softmax is exactly 1 at both
 
 
 def test_calibration_picks_the_cheapest_threshold_within_tolerance():

@@ -7,8 +7,9 @@ frames: a 32.03 % shorter sequence). Here every clip is streamed once, frame
 by frame, and the model's answer after each frame (from the frames heard so
 far only) is kept, so one pass gives the accuracy at every length.
 
-An early decision answers at the first frame whose softmax posterior reaches
-a threshold (else at the last frame). The threshold is chosen on a
+An early decision answers at the first frame whose top softmax posterior
+reaches a threshold (else at the last frame); thresholds are log-odds
+``log(p / (1 - p))``, which keep their order where float32 posteriors are 1. The threshold is chosen on a
 calibration split (validation), never on the split it is reported on.
 """
 from __future__ import annotations
@@ -53,8 +54,15 @@ class FrameLogits(NamedTuple):
         return self.correct().mean(0) if len(self.targets) else np.full(self.frames, np.nan)
 
     def confidence(self) -> np.ndarray:
-        """``(clips, frames)``: the largest softmax posterior after each frame."""
-        return torch.from_numpy(self.logits).softmax(-1).amax(-1).numpy()
+        """``(clips, frames)``: the log-odds ``log(p / (1 - p))`` of the top softmax posterior ``p`` after each frame.
+
+        Monotone in ``p``, but it does not saturate: a float32 posterior is
+        exactly 1 once the top logit leads by about 17, its log-odds go on growing.
+        """
+        logits = torch.from_numpy(self.logits).double()
+        top, index = logits.max(-1, keepdim=True)
+        others = (logits - top).exp().scatter(-1, index, 0.0).sum(-1)  # sum over the other classes of p_j / p
+        return -torch.log(others).numpy()  # others == 0 (a lead beyond float64's range): +inf
 
 
 @torch.no_grad()
@@ -153,7 +161,8 @@ class Decisions(NamedTuple):
 
 
 def decide_early(result: FrameLogits, threshold: float, confidence: np.ndarray | None = None) -> Decisions:
-    """Answer at the first frame whose top posterior is ``>= threshold``, else at the last frame.
+    """Answer at the first frame whose top posterior's log-odds (``confidence``) reach ``threshold``, else at the
+    last frame.
 
     ``confidence`` is ``result.confidence()`` when the caller already has it.
     """

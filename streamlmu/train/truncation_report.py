@@ -15,6 +15,7 @@
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -129,10 +130,13 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.2f}"
 
 
-def _threshold(value: float | None) -> str:
-    if value is None:
+def _threshold(log_odds: float | None) -> str:
+    """A log-odds threshold with the posterior it stands for."""
+    if log_odds is None:
         return "never early"
-    return f"1 − {1 - value:.1e}" if value > 0.999 else f"{value:.4f}"
+    doubt = 1.0 / (1.0 + math.exp(min(log_odds, 700.0)))  # 1 - posterior
+    posterior = f"1 − {doubt:.1e}" if doubt < 1e-3 else f"{1 - doubt:.4f}"
+    return f"{log_odds:.2f} (p {posterior})"
 
 
 def markdown(reports: Sequence[dict], tolerance: float = 0.01) -> str:
@@ -144,7 +148,7 @@ def markdown(reports: Sequence[dict], tolerance: float = 0.01) -> str:
              f"frames padded to {reports[0]['frames']}. The paper's points: Spiking LMUFormer on the real SCv2-35, "
              "non-causal (arXiv 2402.04882). The last column reads the test split's own Pareto front "
              "(hindsight: a bound on what a threshold could give, not a threshold to deploy).", "",
-             "| model | clips | full clip % | fixed prefix: frames (fewer) | % | early decision: threshold | "
+             "| model | clips | full clip % | fixed prefix: frames (fewer) | % | early decision: log-odds threshold | "
              "mean frames (fewer) | % | MACs per clip, full → early | SynOps per clip, full → early | "
              "test front within tolerance: mean frames (fewer) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
