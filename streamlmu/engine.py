@@ -282,13 +282,15 @@ class StreamRunner(StreamModule):
                 f"{p.weights.size:,} weights, state {p.state_size} per stream")
 
     @staticmethod
-    def _quantize(program: Program) -> dict[int, tuple[Tensor, np.ndarray, np.ndarray]]:
-        """Op index -> (int8 weight ``(K, N)``, its column scales, the bias) for every dense layer the int8 path runs."""
-        layers = {}
-        for index, (code, _, k_in, _, n_out, w_at, b_at, _) in enumerate(program.ops.tolist()):
+    def _quantize(program: Program) -> list[tuple[int, int, int, int, int, Tensor, np.ndarray, np.ndarray]]:
+        """(op index, src, K, dst, N, int8 weight ``(K, N)``, its column scales, the bias) of every dense layer the
+        int8 path runs, in program order."""
+        layers = []
+        for index, (code, src, k_in, dst, n_out, w_at, b_at, _) in enumerate(program.ops.tolist()):
             if code == ops.LINEAR and k_in * n_out >= INT8_MIN_WEIGHTS:
                 wq, scales = quant.quantize_columns(program.weights[w_at:w_at + k_in * n_out].reshape(k_in, n_out))
-                layers[index] = (torch.from_numpy(wq), scales, program.weights[b_at:b_at + n_out])
+                layers.append((index, src, k_in, dst, n_out, torch.from_numpy(wq), scales,
+                               program.weights[b_at:b_at + n_out]))
         return layers
 
     def _run_int8(self, xn: np.ndarray, s_in: np.ndarray, f_in: np.ndarray, s_out: np.ndarray, f_out: np.ndarray,
@@ -300,11 +302,10 @@ class StreamRunner(StreamModule):
         if code:
             return code
         blas, first, batch = xn.shape[0] >= self.blas_min_batch, 0, xn.shape[0]
-        for index, (weight, column_scales, bias) in self._int8_layers.items():
+        for index, src, k_in, dst, n_out, weight, column_scales, bias in self._int8_layers:
             code = ops.run_ops(p.ops, first, index, p.weights, xn, s_in, f_in, s_out, ws, y, tmp_in, tmp_out, blas)
             if code:
                 return code
-            _, src, k_in, dst, n_out = p.ops[index, :5].tolist()
             q, acc = q_flat[:batch * k_in].view(batch, k_in), acc_flat[:batch * n_out].view(batch, n_out)
             quant.quantize_rows(ws, src, k_in, q.numpy(), scales)
             torch._int_mm(q, weight, out=acc)

@@ -22,12 +22,18 @@ def _entry(name: str) -> tuple[type, type, dict]:
     return _MODELS[name]
 
 
+def _check_settings(name: str, config_cls: type, settings: dict) -> None:
+    """An error naming the settings ``config_cls`` does not have, and the ones it has."""
+    known = [f.name for f in fields(config_cls)]
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        raise ValueError(f"{name} has no setting {unknown} (its settings: {known})")
+
+
 def build_model(name: str, preset: str = "tiny", **overrides) -> StreamModule:
     """A fresh model: ``name`` in ``MODEL_NAMES``, ``preset`` ``"tiny"`` or ``"paper"``, config overrides."""
     cls, config_cls, fixed = _entry(name)
-    unknown = sorted(set(overrides) - {f.name for f in fields(config_cls)})
-    if unknown:
-        raise ValueError(f"{name} has no setting {unknown} (its settings: {[f.name for f in fields(config_cls)]})")
+    _check_settings(name, config_cls, overrides)
     return cls(config_cls.preset(preset, **fixed, **overrides))
 
 
@@ -42,7 +48,5 @@ def model_name(model: StreamModule) -> str:
 def model_from_config(name: str, config: dict) -> StreamModule:
     """The model ``name`` with exactly the config fields in ``config`` (as ``config.to_dict()`` wrote them)."""
     cls, config_cls, _ = _entry(name)
-    unknown = sorted(set(config) - {f.name for f in fields(config_cls)})
-    if unknown:
-        raise ValueError(f"config of {name} has unknown fields {unknown}")
+    _check_settings(name, config_cls, config)
     return cls(config_cls(**config))

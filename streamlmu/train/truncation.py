@@ -14,6 +14,8 @@ calibration split (validation), never on the split it is reported on.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cached_property
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -29,10 +31,12 @@ from streamlmu.train.evaluate import frame_operator, streaming_frame_logits
 PAPER_POINTS: tuple[tuple[int, float], ...] = ((36, 0.4877), (63, 0.8692), (87, 0.9517), (128, 0.9612))
 
 
-class FrameLogits(NamedTuple):
+@dataclass(frozen=True)
+class FrameLogits:
     """A model's answers after every frame: ``logits`` ``(clips, frames, classes)``, ``targets`` ``(clips,)``.
 
     ``paths`` are the clips' paths relative to the corpus root (None for a generated ``_silence_`` clip).
+    ``correct()`` and ``confidence()`` are computed once and kept (the policies below ask for them often).
     """
 
     classes: tuple[str, ...]
@@ -47,7 +51,7 @@ class FrameLogits(NamedTuple):
 
     def correct(self) -> np.ndarray:
         """``(clips, frames)`` bool: is the answer after each frame right."""
-        return self.logits.argmax(-1) == self.targets[:, None]
+        return self._correct
 
     def accuracy_by_frames(self) -> np.ndarray:
         """``(frames,)``: entry ``t`` is the accuracy after ``t + 1`` frames."""
@@ -59,6 +63,14 @@ class FrameLogits(NamedTuple):
         Monotone in ``p``, but it does not saturate: a float32 posterior is
         exactly 1 once the top logit leads by about 17, its log-odds go on growing.
         """
+        return self._confidence
+
+    @cached_property
+    def _correct(self) -> np.ndarray:
+        return self.logits.argmax(-1) == self.targets[:, None]
+
+    @cached_property
+    def _confidence(self) -> np.ndarray:
         logits = torch.from_numpy(self.logits).double()
         top, index = logits.max(-1, keepdim=True)
         others = (logits - top).exp().scatter(-1, index, 0.0).sum(-1)  # sum over the other classes of p_j / p
@@ -160,22 +172,19 @@ class Decisions(NamedTuple):
         return float(self.correct.mean())
 
 
-def decide_early(result: FrameLogits, threshold: float, confidence: np.ndarray | None = None) -> Decisions:
+def decide_early(result: FrameLogits, threshold: float) -> Decisions:
     """Answer at the first frame whose top posterior's log-odds (``confidence``) reach ``threshold``, else at the
     last frame.
-
-    ``confidence`` is ``result.confidence()`` when the caller already has it.
     """
-    confidence = result.confidence() if confidence is None else confidence
-    reached = confidence >= threshold
+    reached = result.confidence() >= threshold
     index = np.where(reached.any(1), reached.argmax(1), result.frames - 1)
     correct = result.correct()[np.arange(len(index)), index]
     return Decisions(float(threshold), index + 1, correct)
 
 
 def candidate_thresholds(confidence: np.ndarray, count: int = 200) -> np.ndarray:
-    """Thresholds spanning the posteriors seen (``count`` of their quantiles, each a value seen), plus one above
-    all (never decide early)."""
+    """Thresholds spanning the confidences seen (``count`` of their quantiles, each a value seen), plus one
+    above all (never decide early)."""
     levels = (np.quantile(confidence, np.linspace(0.0, 1.0, count), method="inverted_cdf") if confidence.size
               else np.zeros(0))
     return np.unique(np.append(levels, np.inf))
@@ -183,9 +192,7 @@ def candidate_thresholds(confidence: np.ndarray, count: int = 200) -> np.ndarray
 
 def pareto_curve(result: FrameLogits, thresholds: Sequence[float]) -> list[Decisions]:
     """The policy at every threshold, as (mean frames used, accuracy) points; the non-dominated ones only, by frames."""
-    confidence = result.confidence()
-    points = sorted((decide_early(result, t, confidence) for t in thresholds), key=lambda d: (d.mean_frames,
-                                                                                              -d.accuracy))
+    points = sorted((decide_early(result, t) for t in thresholds), key=lambda d: (d.mean_frames, -d.accuracy))
     front: list[Decisions] = []
     for point in points:
         if not front or point.accuracy > front[-1].accuracy:
@@ -199,10 +206,9 @@ def calibrate_threshold(calibration: FrameLogits, tolerance: float = 0.01) -> De
     if not len(calibration.targets):
         raise ValueError("the calibration split has no clips")
     full = calibration.accuracy_by_frames()[-1]
-    confidence = calibration.confidence()
     best = None
-    for threshold in candidate_thresholds(confidence):
-        d = decide_early(calibration, threshold, confidence)
+    for threshold in candidate_thresholds(calibration.confidence()):
+        d = decide_early(calibration, threshold)
         if d.accuracy >= full - tolerance - 1e-12 and (best is None or d.mean_frames < best.mean_frames):
             best = d
     return best
