@@ -3,6 +3,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -222,15 +223,35 @@ def test_cli_model_settings(tiny_corpus, tmp_path, capsys):
     assert "kwt has no setting ['lookahead']" in capsys.readouterr().err
 
 
+_THREAD_COUNTING_CLI = """import os, sys
+from streamlmu.apps.cli import main
+code = main(sys.argv[2:])
+with open(sys.argv[1] + os.environ.get("RANK", "-alone"), "w") as f:
+    f.write(str(len(os.listdir("/proc/self/task"))))
+sys.exit(code)
+"""
+
+
 @pytest.mark.skipif(shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None, reason="no torchrun")
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
 def test_two_process_ddp_keeps_replicas_identical(tiny_corpus, tmp_path):
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [torchrun, "--nproc_per_node=2", "--standalone", "-m", "streamlmu.apps.cli", "train",
-           "--data", str(tiny_corpus), "--out", str(tmp_path), "--epochs", "1", "--batch-size", "8",
-           "--max-steps", "3", "--no-tensorboard", "--quiet", "--threads", "1"]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    cli = tmp_path / "cli.py"
+    cli.write_text(_THREAD_COUNTING_CLI)
+    args = ["train", "--data", str(tiny_corpus), "--epochs", "1", "--batch-size", "8", "--max-steps", "3",
+            "--no-tensorboard", "--quiet", "--threads", "1"]
+    count = str(tmp_path / "threads-left-")
+    done = subprocess.run([torchrun, "--nproc_per_node=2", "--standalone", str(cli), count, *args,
+                           "--out", str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    alone = subprocess.run([sys.executable, str(cli), count, *args, "--out", str(tmp_path / "alone")],
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    # gloo's worker threads must be joined before Python shuts down: one that outlives the group can abort
+    # the process at exit, so each rank ends with the threads of a single-process run
+    left = {rank: int(Path(count + rank).read_text()) for rank in ("0", "1", "-alone")}
+    assert left["0"] == left["1"] == left["-alone"], left
     report = json.loads((tmp_path / "replicas.json").read_text())
     assert report["world_size"] == 2 and report["steps"] == 3
     assert report["digests"][0] == report["digests"][1]

@@ -6,12 +6,17 @@ helper here is a no-op. The backend is NCCL when CUDA is present, gloo on CPU.
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
+# Imported before any process group exists: this module's functions take ``group.WORLD`` as a default argument,
+# so importing it later (DistributedDataParallel does) pins the default group for good, and its threads outlive
+# destroy_process_group().
+import torch.distributed.nn  # noqa: F401
 from torch import nn
 
 
@@ -45,12 +50,16 @@ def init_world() -> World:
 
 
 def close_world(world: World, together: bool = True) -> None:
-    """Leave the process group; ``together`` waits for every rank first (a rank that tears gloo down while
-    another still talks to it can abort that one: "terminate called without an active exception"). A rank
-    leaving on an error passes ``together=False``, since the others may never reach the barrier."""
+    """Leave the process group; ``together`` waits for every rank first. A rank leaving on an error passes
+    ``together=False``, since the others may never reach the barrier.
+
+    Call it once the DDP wrapper is gone: the group's worker threads are joined only when its last owner lets
+    go, and a worker still releasing a finished collective after Python began shutting down aborts the process
+    ("terminate called without an active exception")."""
     if world.distributed and dist.is_initialized():
         if together:
             dist.barrier()
+        gc.collect()  # owners of the group caught in reference cycles
         dist.destroy_process_group()
 
 

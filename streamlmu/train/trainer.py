@@ -355,53 +355,59 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     world = init_world()
     finished = False
     try:
-        run = _Run(cfg, world)
-        if resume:
-            run.restore(run.out / "last.pt")
-        net: nn.Module = run.model
-        if world.distributed:
-            net = DistributedDataParallel(run.model, device_ids=[world.device.index] if world.device.type == "cuda"
-                                          else None)
-        writer = None
-        log = tqdm.write if progress else (lambda s: None)
-        if cfg.tensorboard and world.is_main:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-                writer = SummaryWriter(str(run.out / "tb"), purge_step=run.epoch + 1)
-            except ImportError:
-                log("tensorboard is not installed: logging to metrics.csv only (pip install tensorboard)")
-        if world.is_main and run.epoch:
-            log(f"resuming {run.out / 'last.pt'} after epoch {run.epoch}")
-        while run.epoch < cfg.epochs:
-            start = time.perf_counter()
-            metrics = run.train_epoch(net, progress)
-            if cfg.max_steps is not None and run.steps >= cfg.max_steps:
-                break
-            metrics.update(run.validate())
-            metrics = {"epoch": run.epoch + 1, "lr": run.optimizer.param_groups[0]["lr"], **metrics,
-                       "seconds": round(time.perf_counter() - start, 2)}
-            run.scheduler.step()
-            run.history.append(metrics)
-            run.epoch += 1  # epochs done: what last.pt records
-            if world.is_main:
-                run.save(metrics)
-                if writer is not None:
-                    for key, value in metrics.items():
-                        if key != "epoch":
-                            writer.add_scalar(key, value, metrics["epoch"])
-                    writer.flush()
-                log(f"epoch {metrics['epoch']:>3}  loss {metrics['train_loss']:.4f}  train {metrics['train_accuracy']:.4f}"
-                    f"  val {metrics['val_accuracy']:.4f}  lr {metrics['lr']:.2e}  {metrics['seconds']:.1f} s"
-                    + (f"  skipped {metrics['skipped_files']} bad files" if metrics["skipped_files"] else ""))
-        if writer is not None:
-            writer.close()
-        digests = gather_strings(parameter_digest(run.model), world)
-        if world.distributed and world.is_main:
-            run.out.mkdir(parents=True, exist_ok=True)
-            (run.out / "replicas.json").write_text(json.dumps({"world_size": world.size, "steps": run.steps,
-                                                               "digests": digests}, indent=1))
+        result = _train(cfg, world, resume, progress)
         finished = True
-        return {"history": run.history, "best_val_accuracy": run.best(), "out": str(run.out), "steps": run.steps,
-                "digests": digests}
+        return result
     finally:
         close_world(world, together=finished)
+
+
+def _train(cfg: TrainConfig, world: World, resume: bool, progress: bool) -> dict:
+    """The body of :func:`train`; the DDP wrapper it makes, which holds the process group, dies with this frame."""
+    run = _Run(cfg, world)
+    if resume:
+        run.restore(run.out / "last.pt")
+    net: nn.Module = run.model
+    if world.distributed:
+        net = DistributedDataParallel(run.model, device_ids=[world.device.index] if world.device.type == "cuda"
+                                      else None)
+    writer = None
+    log = tqdm.write if progress else (lambda s: None)
+    if cfg.tensorboard and world.is_main:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            writer = SummaryWriter(str(run.out / "tb"), purge_step=run.epoch + 1)
+        except ImportError:
+            log("tensorboard is not installed: logging to metrics.csv only (pip install tensorboard)")
+    if world.is_main and run.epoch:
+        log(f"resuming {run.out / 'last.pt'} after epoch {run.epoch}")
+    while run.epoch < cfg.epochs:
+        start = time.perf_counter()
+        metrics = run.train_epoch(net, progress)
+        if cfg.max_steps is not None and run.steps >= cfg.max_steps:
+            break
+        metrics.update(run.validate())
+        metrics = {"epoch": run.epoch + 1, "lr": run.optimizer.param_groups[0]["lr"], **metrics,
+                   "seconds": round(time.perf_counter() - start, 2)}
+        run.scheduler.step()
+        run.history.append(metrics)
+        run.epoch += 1  # epochs done: what last.pt records
+        if world.is_main:
+            run.save(metrics)
+            if writer is not None:
+                for key, value in metrics.items():
+                    if key != "epoch":
+                        writer.add_scalar(key, value, metrics["epoch"])
+                writer.flush()
+            log(f"epoch {metrics['epoch']:>3}  loss {metrics['train_loss']:.4f}  train {metrics['train_accuracy']:.4f}"
+                f"  val {metrics['val_accuracy']:.4f}  lr {metrics['lr']:.2e}  {metrics['seconds']:.1f} s"
+                + (f"  skipped {metrics['skipped_files']} bad files" if metrics["skipped_files"] else ""))
+    if writer is not None:
+        writer.close()
+    digests = gather_strings(parameter_digest(run.model), world)
+    if world.distributed and world.is_main:
+        run.out.mkdir(parents=True, exist_ok=True)
+        (run.out / "replicas.json").write_text(json.dumps({"world_size": world.size, "steps": run.steps,
+                                                           "digests": digests}, indent=1))
+    return {"history": run.history, "best_val_accuracy": run.best(), "out": str(run.out), "steps": run.steps,
+            "digests": digests}
