@@ -27,7 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dim", type=int, default=None, help="model width, overriding the preset's (default: the preset's)")
     parser.add_argument("--lookahead", type=int, default=None,
                         help="LMUFormers: future frames each embedding convolution sees (default: 0, causal)")
-    parser.add_argument("--labels", type=int, choices=(35, 12), default=d.labels, help="35 words, or 10 + unknown + silence")
+    parser.add_argument("--labels", type=int, choices=(35, 12, 37), default=d.labels,
+                        help="35 words; 12: 10 words + unknown + silence; 37 (with --stream-windows): the 35 words + "
+                             "unknown (the tail of a word) + silence")
     parser.add_argument("--unknown-fraction", type=_fraction_or_all, default=d.unknown_fraction,
                         help="12 labels: _unknown_ clips kept per keyword clip, or 'all'")
     parser.add_argument("--silence-fraction", type=float, default=d.silence_fraction,
@@ -43,9 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mixup", type=float, default=d.mixup_alpha, help="mixup Beta alpha (0: off)")
     parser.add_argument("--no-spec-augment", action="store_true", help="train without SpecAugment")
     parser.add_argument("--stream-windows", action="store_true",
-                        help="12 labels: train on stream excerpts labelled as a live spotter should answer at their end")
+                        help="12 or 37 labels: train on stream excerpts labelled as a live spotter should answer at "
+                             "their end")
     parser.add_argument("--init", metavar="CKPT", default=None,
-                        help="start from this checkpoint's weights (every tensor whose name and shape match)")
+                        help="start from this checkpoint's weights (every tensor whose name and shape match; of "
+                             "the output layer, the rows of the labels both models have)")
     parser.add_argument("--teacher", metavar="CKPT", default=None,
                         help="distil from this trained model (same labels) on every training batch")
     parser.add_argument("--distill-weight", type=float, default=d.distill_weight,

@@ -11,7 +11,7 @@ import torch
 
 import streamlmu
 from streamlmu.apps.cli import main
-from streamlmu.data.speech_commands import SpeechCommands
+from streamlmu.data.speech_commands import SpeechCommands, labels_for
 from streamlmu.models.registry import build_model
 from streamlmu.train.distributed import parameter_digest
 from streamlmu.train.evaluate import evaluate
@@ -102,10 +102,21 @@ def test_warm_start_and_distillation(trained, tiny_corpus, tmp_path):
     assert result["steps"] == 1
     student = build_model("spiking-lmuformer", "tiny", num_classes=35, **SMALL)
     from streamlmu.train.trainer import _warm_start
-    _warm_start(student, str(out / "best.pt"))
+    _warm_start(student, str(out / "best.pt"), labels_for(35))
     assert torch.equal(student.convs[1].weight, teacher.convs[1].weight)
     with pytest.raises(ValueError, match="shares no tensor"):
-        _warm_start(build_model("kwt", "tiny", num_classes=12), str(out / "best.pt"))
+        _warm_start(build_model("kwt", "tiny", num_classes=12), str(out / "best.pt"), labels_for(12))
+    # a model with other labels gets the output rows of the labels both have, the rest stay as they were
+    other = build_model("lmuformer", "tiny", num_classes=12, **SMALL)
+    fresh = other.head.weight.detach().clone()
+    _warm_start(other, str(out / "best.pt"), labels_for(12))
+    for i, name in enumerate(labels_for(12)):
+        if name in teacher.labels:
+            j = teacher.labels.index(name)
+            assert torch.equal(other.head.weight[i], teacher.head.weight[j])
+            assert other.head.bias[i] == teacher.head.bias[j]
+        else:
+            assert torch.equal(other.head.weight[i], fresh[i])
     # distillation: a teacher changes the loss; one with other labels is refused
     plain = train(config(tiny_corpus, tmp_path / "plain", epochs=1), progress=False)
     taught = train(config(tiny_corpus, tmp_path / "taught", epochs=1, teacher=str(out / "best.pt"),
@@ -161,8 +172,36 @@ def test_stream_windows_are_labelled_as_a_live_spotter_should_answer(tiny_corpus
     assert {"_silence_", "_unknown_"} <= seen and seen & {"yes", "no", "up"}
     windows.set_epoch(1)
     assert not torch.equal(windows[0][0], StreamWindows(windows.builder.dataset, ("yes", "no", "up"))[0][0])
-    with pytest.raises(ValueError, match="stream_windows trains the 12-label task"):
+    with pytest.raises(ValueError, match="stream_windows trains the 12- or 37-label task"):
         config(tiny_corpus, "out", stream_windows=True)
+
+
+def test_37_label_stream_windows_name_every_word(tiny_corpus, tmp_path):
+    from streamlmu.data.streams import StreamWindows
+    windows = StreamWindows(SpeechCommands(tiny_corpus, "training", 35), keywords=("yes", "no"), labels=37)
+    assert windows.classes[:35] == SpeechCommands(tiny_corpus, "training", 35).classes
+    words = {rel.split("/")[0] for rel in windows.clips}
+    assert {windows.classes[i] for i in windows.labels_present()} == words | {"_unknown_", "_silence_"}
+    seen = set()
+    for i in range(len(windows)):
+        _, label, placed = windows.window(i)
+        name = windows.classes[label]
+        seen.add(name)
+        whole = [w.word for w in placed if w.start >= 1.0]
+        if name == "_unknown_":  # only the tail of a word that began before the window
+            assert not whole and placed
+        elif name != "_silence_":
+            assert whole == [name]
+    assert seen - {"yes", "no", "_unknown_", "_silence_"}   # other words have classes of their own
+    with pytest.raises(ValueError, match="12 or 37 labels"):
+        StreamWindows(windows.builder.dataset, labels=35)
+    with pytest.raises(ValueError, match="need stream_windows"):
+        config(tiny_corpus, "out", labels=37)
+    with pytest.raises(ValueError, match="clips come with 35 or 12 labels"):
+        SpeechCommands(tiny_corpus, "training", 37)
+    result = train(config(tiny_corpus, tmp_path, labels=37, stream_windows=True, epochs=1), progress=False)
+    assert len(result["history"]) == 1   # trained and validated (on the 35 words' clips) for one epoch
+    assert streamlmu.load_model(tmp_path / "best.pt").labels == windows.classes
 
 
 def test_streaming_evaluation_equals_offline(trained, tiny_corpus):

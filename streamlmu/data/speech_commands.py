@@ -43,12 +43,16 @@ class AudioFileError(ValueError):
 
 
 def labels_for(task: int) -> tuple[str, ...]:
-    """Class names of the 35- or 12-label task, in label-index order."""
+    """Class names of a task, in label-index order: 35 words; 12 (10 words + ``_unknown_`` + ``_silence_``);
+    37, the continuous spotter's (every word its own class, then ``_unknown_`` for the tail of a word and
+    ``_silence_``)."""
     if task == 35:
         return WORDS_35
     if task == 12:
         return WORDS_10 + (UNKNOWN, SILENCE)
-    raise ValueError(f"labels must be 35 or 12 (got {task!r})")
+    if task == 37:
+        return WORDS_35 + (UNKNOWN, SILENCE)
+    raise ValueError(f"labels must be 35, 12 or 37 (got {task!r})")
 
 
 def read_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> Tensor:
@@ -118,6 +122,8 @@ class SpeechCommands(Dataset):
                  skip_bad_files: bool = False, seed: int = 0):
         if subset not in SUBSETS:
             raise ValueError(f"subset must be one of {SUBSETS} (got {subset!r})")
+        if labels not in (35, 12):
+            raise ValueError(f"clips come with 35 or 12 labels (got {labels!r}); 37 is for stream windows")
         self.classes = labels_for(labels)
         self.root = check_layout(root)
         self.subset, self.labels = subset, labels

@@ -125,10 +125,11 @@ class StreamWindows(Dataset):
     """Training windows cut from streams, labelled as a live spotter should answer at the window's end.
 
     Each item is ``context_s + window_s`` seconds of a stream (words over a
-    background bed) and the 12-label task's label of its last ``window_s``:
+    background bed) and the label of its last ``window_s`` in task ``labels``
+    (12, or 37 where every word is a class; see :func:`labels_for`):
 
     * a word that lies wholly inside the window (its end in the window's last
-      half) -> that keyword, or ``_unknown_`` for any other word; half of these
+      half) -> that word if it is a class, else ``_unknown_``; half of these
       windows also start on the tail of an earlier word;
     * only the tail of an earlier word -> ``_unknown_`` (the end of "stop"
       must not read as "up");
@@ -144,10 +145,13 @@ class StreamWindows(Dataset):
 
     def __init__(self, dataset: SpeechCommands, keywords: tuple[str, ...] = WORDS_10, window_s: float = 1.0,
                  context_s: float = 1.0, seed: int = 0, skip_bad_files: bool = False,
-                 cfg: StreamConfig = StreamConfig()):
+                 cfg: StreamConfig = StreamConfig(), labels: int = 12):
+        if labels not in (12, 37):
+            raise ValueError(f"stream windows have 12 or 37 labels (got {labels!r}); both need _unknown_ and "
+                             f"_silence_")
         self.builder = StreamBuilder(dataset, keywords, cfg)
         self.clips = [rel for rel, _ in dataset.items if rel is not None]
-        self.classes = labels_for(12)
+        self.classes = labels_for(labels)
         self.keywords, self.window_s, self.context_s = keywords, window_s, context_s
         self.seed, self.epoch, self.skip_bad_files = seed, 0, skip_bad_files
 
@@ -158,12 +162,12 @@ class StreamWindows(Dataset):
         self.epoch = epoch
 
     def labels_present(self) -> set[int]:
-        """The label indices these windows can have: the keywords with clips, ``_unknown_`` and ``_silence_``."""
-        words = {_word_of(rel) for rel in self.builder.keyword_clips}
+        """The label indices these windows can have: the classes with clips, ``_unknown_`` and ``_silence_``."""
+        words = {_word_of(rel) for rel in self.clips} & set(self.classes)
         return {self.classes.index(w) for w in words} | {self.classes.index(UNKNOWN), self.classes.index(SILENCE)}
 
     def _label(self, word: str) -> int:
-        return self.classes.index(word if word in self.keywords else UNKNOWN)
+        return self.classes.index(word if word in self.classes else UNKNOWN)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | None:
         try:

@@ -6,17 +6,18 @@ StepLR x0.85 every 10 epochs (after an optional linear warm-up over the first
 ``warmup_steps`` steps, as the official code has), SpecAugment and mixup. The loss is taken on the
 last frame's logits, the running mean over the whole (padded) clip.
 
-``stream_windows`` trains for continuous keyword spotting (12 labels), where
+``stream_windows`` trains for continuous keyword spotting (12 or 37 labels), where
 the model runs on without resets and a sliding window of its per-frame logits
 decides (:class:`streamlmu.audio.kws.StreamingKWS`): training items are
 excerpts of streams whose last second is labelled as a live spotter should
 answer then (:class:`streamlmu.data.streams.StreamWindows`): a keyword wholly
-inside, ``_unknown_`` for other words and for the tail of an earlier word,
-``_silence_`` for background; the loss takes the mean logits of that second.
+inside, ``_unknown_`` for other words (with 37 labels each word is its own
+class) and for the tail of an earlier word, ``_silence_`` for background; the
+loss takes the mean logits of that second.
 
 Two options help a model that is hard to optimise (the Spiking LMUFormer on a
 small corpus): ``init`` starts from another checkpoint's weights (every tensor
-whose name and shape match), and ``teacher`` adds knowledge distillation, the
+whose name and shape match; of the head, the rows of shared labels), and ``teacher`` adds knowledge distillation, the
 KL divergence to a trained model's softened posteriors on the same augmented
 batch (Hinton et al. 2015), weighted by ``distill_weight``.
 
@@ -109,12 +110,14 @@ class TrainConfig:
         self.betas = tuple(self.betas)
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1 (got {self.epochs}, {self.batch_size})")
-        if self.labels not in (35, 12):
-            raise ValueError(f"labels must be 35 or 12 (got {self.labels})")
+        if self.labels not in (35, 12, 37):
+            raise ValueError(f"labels must be 35, 12 or 37 (got {self.labels})")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES} (got {self.loss!r})")
-        if self.stream_windows and self.labels != 12:
-            raise ValueError("stream_windows trains the 12-label task (it needs _unknown_ and _silence_)")
+        if self.stream_windows and self.labels == 35:
+            raise ValueError("stream_windows trains the 12- or 37-label task (it needs _unknown_ and _silence_)")
+        if self.labels == 37 and not self.stream_windows:
+            raise ValueError("37 labels (every word, _unknown_ for word tails, _silence_) need stream_windows")
         if not 0.0 <= self.distill_weight <= 1.0 or self.distill_temperature <= 0:
             raise ValueError(f"distill_weight must be in [0, 1] and distill_temperature > 0 "
                              f"(got {self.distill_weight}, {self.distill_temperature})")
@@ -164,11 +167,12 @@ class _Run:
         self.out = Path(cfg.out)
         self.classes = labels_for(cfg.labels)
         self.features = FbankConfig()
-        task = dict(labels=cfg.labels, unknown_fraction=cfg.unknown_fraction, silence_fraction=cfg.silence_fraction,
+        # validation clips: the 37-label model is checked on the 35 words, whose indices it shares
+        task = dict(labels=35 if cfg.labels == 37 else cfg.labels, unknown_fraction=cfg.unknown_fraction, silence_fraction=cfg.silence_fraction,
                     skip_bad_files=True, seed=cfg.seed)
         if cfg.stream_windows:
             self.train_set = StreamWindows(SpeechCommands(cfg.data, "training", 35), seed=cfg.seed,
-                                           skip_bad_files=True)
+                                           skip_bad_files=True, labels=cfg.labels)
         else:
             self.train_set = SpeechCommands(cfg.data, "training", noise_probability=cfg.noise_probability, **task)
         self.val_set = SpeechCommands(cfg.data, "validation", **task)
@@ -184,7 +188,7 @@ class _Run:
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, cfg.preset, num_classes=len(self.classes), **cfg.overrides)
         if cfg.init is not None:
-            _warm_start(self.model, cfg.init)
+            _warm_start(self.model, cfg.init, self.classes)
         self.model.to(world.device)
         self.teacher = _teacher(cfg.teacher, self.classes, world.device) if cfg.teacher else None
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=cfg.betas)
@@ -318,11 +322,22 @@ def _distillation(logits: Tensor, teacher_logits: Tensor, temperature: float) ->
     return F.kl_div(student, teacher, reduction="batchmean", log_target=True) * temperature ** 2
 
 
-def _warm_start(model: nn.Module, path: str) -> None:
-    """Copy every tensor of checkpoint ``path`` whose name and shape match ``model``'s; error when none do."""
-    weights = read_checkpoint(path)["weights"]
+def _warm_start(model: nn.Module, path: str, classes: tuple[str, ...]) -> None:
+    """Copy every tensor of checkpoint ``path`` whose name and shape match ``model``'s, and of the head (other
+    labels) the rows of the labels both have; error when nothing matches."""
+    payload = read_checkpoint(path)
+    weights, theirs = payload["weights"], list(payload["labels"])
     own = model.state_dict()
     matched = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
+    shared = [(i, theirs.index(c)) for i, c in enumerate(classes) if c in theirs]
+    head = ("head.weight", "head.bias")
+    if shared and all(k in own and k in weights for k in head) and "head.weight" not in matched \
+            and own["head.weight"].shape[1:] == weights["head.weight"].shape[1:]:
+        mine, other = map(list, zip(*shared))
+        for name in head:
+            rows = own[name].clone()
+            rows[mine] = weights[name][other]
+            matched[name] = rows
     if not matched:
         raise ValueError(f"{path} shares no tensor (same name and shape) with a {type(model).__name__}; "
                          f"nothing to start from")
