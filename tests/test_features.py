@@ -34,7 +34,8 @@ def test_clip_mean_removal_of_the_recipe_changes_nothing():
     """The official recipe subtracts the clip mean first; per-frame DC removal makes that a no-op."""
     wave = speechlike(16000) + 0.05
     ref = kaldi.fbank((wave - wave.mean())[None], **CFG.kaldi_kwargs())
-    assert (fbank(wave, CFG, normalize=False) - ref).abs().max() <= 1e-4
+    # float32 rounding of the shifted samples, relative to log-mel values up to about 15 (1.1e-4 seen on one CPU)
+    torch.testing.assert_close(fbank(wave, CFG, normalize=False), ref, rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("chunk", [1, 37, 160, 1000])
