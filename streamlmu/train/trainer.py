@@ -17,9 +17,10 @@ loss takes the mean logits of that second.
 
 Two options help a model that is hard to optimise (the Spiking LMUFormer on a
 small corpus): ``init`` starts from another checkpoint's weights (every tensor
-whose name and shape match; of the head, the rows of shared labels), and ``teacher`` adds knowledge distillation, the
-KL divergence to a trained model's softened posteriors on the same augmented
-batch (Hinton et al. 2015), weighted by ``distill_weight``.
+whose name and shape match; of the head, the rows of shared labels), and
+``teacher`` adds knowledge distillation, the KL divergence to a trained model's
+softened posteriors on the same augmented batch (Hinton et al. 2015), weighted
+by ``distill_weight``.
 
 Every random choice of an epoch (sample order, noise, SpecAugment, mixup) is
 drawn from generators seeded by ``(seed, epoch, rank)``, and ``last.pt`` is
@@ -168,8 +169,8 @@ class _Run:
         self.classes = labels_for(cfg.labels)
         self.features = FbankConfig()
         # validation clips: the 37-label model is checked on the 35 words, whose indices it shares
-        task = dict(labels=35 if cfg.labels == 37 else cfg.labels, unknown_fraction=cfg.unknown_fraction, silence_fraction=cfg.silence_fraction,
-                    skip_bad_files=True, seed=cfg.seed)
+        task = dict(labels=35 if cfg.labels == 37 else cfg.labels, unknown_fraction=cfg.unknown_fraction,
+                    silence_fraction=cfg.silence_fraction, skip_bad_files=True, seed=cfg.seed)
         if cfg.stream_windows:
             self.train_set = StreamWindows(SpeechCommands(cfg.data, "training", 35), seed=cfg.seed,
                                            skip_bad_files=True, labels=cfg.labels)
