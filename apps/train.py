@@ -5,6 +5,7 @@ import argparse
 
 import torch
 
+from streamlmu.data.speech_commands import LABEL_TASKS
 from streamlmu.models.registry import MODEL_NAMES
 from streamlmu.train.trainer import LOSSES, TrainConfig, train
 
@@ -27,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dim", type=int, default=None, help="model width, overriding the preset's (default: the preset's)")
     parser.add_argument("--lookahead", type=int, default=None,
                         help="LMUFormers: future frames each embedding convolution sees (default: 0, causal)")
-    parser.add_argument("--labels", type=int, choices=(35, 12, 37), default=d.labels,
+    parser.add_argument("--labels", type=int, choices=LABEL_TASKS, default=d.labels,
                         help="35 words; 12: 10 words + unknown + silence; 37 (with --stream-windows): the 35 words + "
                              "unknown (the tail of a word) + silence")
     parser.add_argument("--unknown-fraction", type=_fraction_or_all, default=d.unknown_fraction,

@@ -33,6 +33,7 @@ WORDS_35 = ("backward", "bed", "bird", "cat", "dog", "down", "eight", "five", "f
             "sheila", "six", "stop", "three", "tree", "two", "up", "visual", "wow", "yes", "zero")
 WORDS_10 = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 UNKNOWN, SILENCE = "_unknown_", "_silence_"
+LABEL_TASKS = (35, 12, 37)  # see labels_for
 BACKGROUND = "_background_noise_"
 SUBSETS = ("training", "validation", "testing")
 SAMPLE_RATE = 16000

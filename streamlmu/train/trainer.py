@@ -111,8 +111,7 @@ class TrainConfig:
         self.betas = tuple(self.betas)
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1 (got {self.epochs}, {self.batch_size})")
-        if self.labels not in (35, 12, 37):
-            raise ValueError(f"labels must be 35, 12 or 37 (got {self.labels})")
+        labels_for(self.labels)  # an unknown task raises here
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES} (got {self.loss!r})")
         if self.stream_windows and self.labels == 35:
