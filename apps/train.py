@@ -39,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=d.epochs, help="total epochs (a resumed run counts the done ones)")
     parser.add_argument("--batch-size", type=int, default=d.batch_size, help="clips per step and process")
     parser.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
+    parser.add_argument("--lr-step", type=int, default=d.lr_step, help="epochs between learning-rate decays")
+    parser.add_argument("--lr-gamma", type=float, default=d.lr_gamma, help="learning-rate factor at each decay")
     parser.add_argument("--warmup-steps", type=int, default=d.warmup_steps,
                         help="linear learning-rate warm-up over this many steps (0: none)")
     parser.add_argument("--loss", choices=LOSSES, default=d.loss,
@@ -78,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(data=args.data, model=args.model, preset=args.preset, labels=args.labels, out=args.out,
                       unknown_fraction=args.unknown_fraction, silence_fraction=args.silence_fraction,
                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
+                      lr_step=args.lr_step, lr_gamma=args.lr_gamma,
                       loss=args.loss, mixup_alpha=args.mixup,
                       spec_augment=not args.no_spec_augment, seed=args.seed, workers=args.workers,
                       max_steps=args.max_steps, tensorboard=not args.no_tensorboard, init=args.init,

@@ -97,3 +97,17 @@ def test_bad_input_names_what_was_expected():
     with torch.no_grad(), pytest.raises(ValueError, match="x contains NaN or Inf"):
         lif(bad, state)
     assert torch.equal(state.v, torch.ones(2, 4) * 0.3)
+
+
+def test_training_scan_names_a_bad_input_or_state():
+    """The parallel training kernel flags NaN in x or in the incoming membrane, whichever stream holds it."""
+    lif = LIF(4)
+    bad = torch.zeros(3, 5, 4, requires_grad=True)
+    with torch.no_grad():
+        bad[2, 4, 1] = float("nan")
+    with pytest.raises(ValueError, match="x contains NaN or Inf"):
+        lif(bad, LIFState(torch.zeros(3, 4)))
+    v = torch.zeros(3, 4)
+    v[1, 2] = float("inf")
+    with pytest.raises(ValueError, match="state.v contains NaN or Inf"):
+        lif(torch.zeros(3, 5, 4, requires_grad=True), LIFState(v))

@@ -3,6 +3,7 @@ import torch
 from torch.nn import functional as F
 
 from streamlmu.models import LMUFormer, LMUFormerConfig, SpikingLMUFormer
+from streamlmu.nn.inference import batched_torch, uses_kernels
 from streamlmu.nn.lif import LIF
 from streamlmu.testing import (check_stream_op, max_abs_diff, random_chunk_sizes, randomize_batchnorm, run_chunked,
                                run_step_loop)
@@ -62,6 +63,10 @@ def test_step_forward_chunks_and_parallel_training_path_agree(preset, spiking):
         s_chunks = rec.take()
     y_parallel, _ = model(x)  # autograd on: torch layers, LMU memory by FFT
     s_parallel = rec.take()
+    with torch.no_grad(), batched_torch():  # the same torch path without autograd (teacher, validation)
+        y_batched, _ = model(x)
+    rec.take()
+    assert torch.equal(y_batched, y_parallel.detach())
     # The training path rounds differently (BLAS sums, BatchNorm not folded), so a
     # membrane within rounding of the threshold may spike on one path only; from
     # that frame on the stream's logits legitimately differ. Compare logits up to
@@ -87,6 +92,20 @@ def test_step_forward_chunks_and_parallel_training_path_agree(preset, spiking):
         assert all(torch.equal(s_step[k], s_full[k]) and torch.equal(s_step[k], s_chunks[k]) for k in s_step)
         assert mismatched <= 1e-4 * total
         assert agree_until.sum() >= 0.5 * agree_until.numel() * x.shape[1]
+
+
+def test_batched_torch_is_a_scoped_switch():
+    x = torch.zeros(1, 2, 3)
+    with torch.no_grad():
+        assert uses_kernels(x)
+        with batched_torch():
+            with batched_torch():
+                assert not uses_kernels(x)
+            assert not uses_kernels(x)
+        assert uses_kernels(x)
+        with pytest.raises(RuntimeError), batched_torch():
+            raise RuntimeError
+        assert uses_kernels(x)
 
 
 def official_noncausal_logits(model: LMUFormer, x: torch.Tensor) -> torch.Tensor:

@@ -86,6 +86,15 @@ def test_warmup_ramps_the_learning_rate_linearly(tiny_corpus, tmp_path):
     assert result["history"][0]["lr"] == pytest.approx(2.5e-3 * result["steps"] / 100)
 
 
+def test_learning_rate_schedule_options(tiny_corpus, tmp_path):
+    result = train(config(tiny_corpus, tmp_path, epochs=3, lr_step=1, lr_gamma=0.5), progress=False)
+    assert [h["lr"] for h in result["history"]] == pytest.approx([2.5e-3, 1.25e-3, 6.25e-4])
+    with pytest.raises(ValueError, match="lr_step must be >= 1 and lr_gamma in"):
+        config(tiny_corpus, tmp_path, lr_step=0)
+    with pytest.raises(ValueError, match="lr_step must be >= 1 and lr_gamma in"):
+        config(tiny_corpus, tmp_path, lr_gamma=1.5)
+
+
 def test_softmax_cross_entropy_option(tiny_corpus, tmp_path):
     result = train(config(tiny_corpus, tmp_path, epochs=1, loss="ce"), progress=False)
     assert result["history"][0]["train_loss"] > 0

@@ -1,6 +1,11 @@
 """When a layer may leave torch for its Numba kernel."""
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numba
 import numpy as np
 import torch
 from torch import Tensor
@@ -10,13 +15,39 @@ from streamlmu.kernels import status
 KERNEL_DTYPES = (torch.float32, torch.float64)
 
 
+_batched = threading.local()
+
+
+@contextmanager
+def batched_torch() -> Iterator[None]:
+    """Inside this context layers take torch's batched path (BLAS products, FFT memory) even without autograd.
+
+    The Numba kernels compute each frame row by row, so that a frame gives the
+    same bits alone or inside a chunk; whole clips that need no such exactness
+    (a distillation teacher, validation during training) run several times
+    faster here. Results differ from the kernels' by float rounding only.
+    """
+    depth = getattr(_batched, "depth", 0)
+    _batched.depth = depth + 1
+    try:
+        yield
+    finally:
+        _batched.depth = depth
+
+
 def uses_kernels(x: Tensor, *params: Tensor) -> bool:
-    """True on CPU, float32/float64, when no gradient is needed (``no_grad``/``inference_mode``)."""
-    if not (x.is_cpu and x.dtype in KERNEL_DTYPES):
+    """True on CPU, float32/float64, when no gradient is needed (``no_grad``/``inference_mode``), outside
+    :func:`batched_torch`."""
+    if getattr(_batched, "depth", 0) or not (x.is_cpu and x.dtype in KERNEL_DTYPES):
         return False
     if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
         return False
     return True
+
+
+def match_torch_threads() -> None:
+    """Let parallel Numba kernels use as many threads as torch does (``torch.set_num_threads``, ``--threads``)."""
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
 
 
 def as_array(x: Tensor) -> np.ndarray:

@@ -20,7 +20,8 @@ small corpus): ``init`` starts from another checkpoint's weights (every tensor
 whose name and shape match; of the head, the rows of shared labels), and
 ``teacher`` adds knowledge distillation, the KL divergence to a trained model's
 softened posteriors on the same augmented batch (Hinton et al. 2015), weighted
-by ``distill_weight``.
+by ``distill_weight``. The teacher and validation run on torch's batched path
+(:func:`streamlmu.nn.inference.batched_torch`), not the frame-exact kernels.
 
 Every random choice of an epoch (sample order, noise, SpecAugment, mixup) is
 drawn from generators seeded by ``(seed, epoch, rank)``, and ``last.pt`` is
@@ -61,6 +62,7 @@ from streamlmu.audio.features import FbankConfig, fbank, pad_frames
 from streamlmu.data.speech_commands import SAMPLE_RATE, SpeechCommands, collate, labels_for
 from streamlmu.data.streams import StreamWindows
 from streamlmu.models.registry import build_model
+from streamlmu.nn.inference import batched_torch
 from streamlmu.train.checkpoint import load_model, read_checkpoint, save_checkpoint
 from streamlmu.train.distributed import (World, broadcast_buffers, close_world, gather_strings, init_world,
                                          parameter_digest, sum_over_ranks)
@@ -118,6 +120,8 @@ class TrainConfig:
             raise ValueError("stream_windows trains the 12- or 37-label task (it needs _unknown_ and _silence_)")
         if self.labels == 37 and not self.stream_windows:
             raise ValueError("37 labels (every word, _unknown_ for word tails, _silence_) need stream_windows")
+        if self.lr_step < 1 or not 0.0 < self.lr_gamma <= 1.0:
+            raise ValueError(f"lr_step must be >= 1 and lr_gamma in (0, 1] (got {self.lr_step}, {self.lr_gamma})")
         if not 0.0 <= self.distill_weight <= 1.0 or self.distill_temperature <= 0:
             raise ValueError(f"distill_weight must be in [0, 1] and distill_temperature > 0 "
                              f"(got {self.distill_weight}, {self.distill_temperature})")
@@ -251,7 +255,7 @@ class _Run:
                 logits = window_logits(net(x)[0], self.model.head.bias, window)
                 loss = _loss(logits, targets, cfg.loss)
                 if self.teacher is not None:
-                    with torch.no_grad():
+                    with torch.no_grad(), batched_torch():
                         taught = window_logits(self.teacher(x)[0], self.teacher.head.bias, window)
                     loss = ((1 - cfg.distill_weight) * loss
                             + cfg.distill_weight * _distillation(logits, taught, cfg.distill_temperature))
@@ -274,6 +278,7 @@ class _Run:
                 "skipped_files": int(skipped)}
 
     @torch.no_grad()
+    @batched_torch()
     def validate(self) -> dict:
         self.model.eval()
         loss_sum = correct = count = 0.0
