@@ -5,7 +5,6 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import numba
 import numpy as np
 import torch
 from torch import Tensor
@@ -43,11 +42,6 @@ def uses_kernels(x: Tensor, *params: Tensor) -> bool:
     if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
         return False
     return True
-
-
-def match_torch_threads() -> None:
-    """Let parallel Numba kernels use as many threads as torch does (``torch.set_num_threads``, ``--threads``)."""
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
 
 
 def as_array(x: Tensor) -> np.ndarray:

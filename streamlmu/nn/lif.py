@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from streamlmu.kernels import lif as lif_kernels
-from streamlmu.nn.inference import KERNEL_DTYPES, as_array, match_torch_threads, raise_for_status, uses_kernels
+from streamlmu.nn.inference import KERNEL_DTYPES, as_array, raise_for_status, uses_kernels
 from streamlmu.stream import StreamModule, check_input, register_state, step_by_forward
 
 Surrogate = Callable[[Tensor], Tensor]
@@ -72,7 +72,6 @@ class _LIFScan(torch.autograd.Function):
         xn, vn = as_array(x), as_array(v.to(x.dtype))
         z, h, v_out = np.empty_like(xn), np.empty_like(xn), np.empty_like(vn)
         scalars = tuple(xn.dtype.type(s) for s in params)
-        match_torch_threads()
         raise_for_status(lif_kernels.lif_scan_train(xn, vn, *scalars, z, h, v_out), "state.v")
         z_t, h_t = torch.from_numpy(z), torch.from_numpy(h)
         ctx.save_for_backward(z_t, h_t)
@@ -87,7 +86,6 @@ class _LIFScan(torch.autograd.Function):
         gv = as_array(grad_v) if grad_v is not None else np.zeros((h.shape[0], h.shape[2]), h.numpy().dtype)
         gx, gv0 = np.empty_like(gz), np.empty_like(gv)
         p = ctx.params
-        match_torch_threads()
         raise_for_status(lif_kernels.lif_scan_backward(gz, gv, h.numpy(), z.numpy(), dtype(p.tau), dtype(p.threshold),
                                                        dtype(ctx.alpha), gx, gv0), "gradient")
         return torch.from_numpy(gx), torch.from_numpy(gv0), None, None
