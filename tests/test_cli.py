@@ -81,3 +81,10 @@ def test_keyword_spotting_benchmark_runs_and_writes_json(tmp_path):
                                                                      for n in (1, 16, 256)}
     assert all(r["rtf"] > 0 and r["streams_per_core"] > 0 for r in report["rows"])
     assert "streams per core" in stdout
+
+
+def test_training_step_benchmark_runs_and_writes_json(tmp_path):
+    report, stdout = run_benchmark("train_step", tmp_path)
+    assert set(report["ms_per_batch"]) == {"teacher_kernels", "teacher_batched", "student"}
+    assert all(ms > 0 for ms in report["ms_per_batch"].values())
+    assert report["targets"][0]["target"] == "batched teacher vs kernel teacher" and "teacher share" in stdout

@@ -1,0 +1,92 @@
+"""Benchmark of one distilled training step on a batch of clips, side by side in one run, on one thread.
+
+A batch of 64 clips of 128 frames (the trainer's default) through:
+
+* ``teacher_kernels``  a tiny LMUFormer without autograd on the frame-exact
+                       Numba kernels (what a teacher cost before ``batched_torch``);
+* ``teacher_batched``  the same under :func:`streamlmu.nn.inference.batched_torch`
+                       (BLAS products, FFT memory): what the trainer runs;
+* ``student``          the forward and backward pass of the Spiking LMUFormer
+                       (``tiny`` at dim 96, the bundled one's size).
+
+Random weights with trained-like BatchNorm statistics (the cost does not depend
+on the values). Reports milliseconds per batch, the teacher speed-up and the
+share of a distilled step (teacher + student) the teacher takes on each path.
+Target: the batched teacher >= 5x faster than the kernel one. Prints a table
+and writes ``bench/results/train_step.json``.
+
+Usage: ``python bench/train_step.py [--quick] [--out PATH]``
+"""
+from __future__ import annotations
+
+import timing  # noqa: F401  (first: pins the thread pools to one thread)
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from streamlmu.models import LMUFormer, LMUFormerConfig, SpikingLMUFormer
+from streamlmu.nn.inference import batched_torch
+from streamlmu.testing import randomize_batchnorm
+
+BATCH, FRAMES = 64, 128
+TARGET_SPEEDUP = 5.0
+
+
+def candidates() -> dict[str, Callable[[], object]]:
+    """The timed callables; all read the same batch."""
+    torch.manual_seed(0)
+    teacher = randomize_batchnorm(LMUFormer(LMUFormerConfig.preset("tiny")).eval(), False)
+    student = randomize_batchnorm(SpikingLMUFormer(LMUFormerConfig.preset("tiny", spiking=True, dim=96)), True)
+    student.train()
+    x = torch.randn(BATCH, FRAMES, 128, generator=torch.Generator().manual_seed(1))
+
+    def teacher_kernels() -> torch.Tensor:
+        with torch.no_grad():
+            return teacher(x)[0]
+
+    def teacher_batched() -> torch.Tensor:
+        with torch.no_grad(), batched_torch():
+            return teacher(x)[0]
+
+    def student_step() -> None:
+        student.zero_grad(set_to_none=True)
+        student(x)[0][:, -1].logsumexp(1).mean().backward()
+
+    return {"teacher_kernels": teacher_kernels, "teacher_batched": teacher_batched, "student": student_step}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few short rounds (a smoke test, noisy)")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_step.json"))
+    args = parser.parse_args()
+    timing.single_thread()
+    rounds, block = (2, 0.05) if args.quick else (9, 1.0)
+    ms = {name: s * 1e3 for name, s in timing.measure(candidates(), rounds, block).items()}
+
+    print(f"one distilled training step, one thread, float32, batch {BATCH} x {FRAMES} frames (median ms)")
+    for name, value in ms.items():
+        print(f"  {name:<16} {value:8.1f}")
+    speedup = ms["teacher_kernels"] / ms["teacher_batched"]
+    shares = {path: ms[f"teacher_{path}"] / (ms[f"teacher_{path}"] + ms["student"]) for path in ("kernels", "batched")}
+    met = speedup >= TARGET_SPEEDUP
+    print(f"teacher share of a step: {shares['kernels']:.0%} on the kernels, {shares['batched']:.0%} batched")
+    print(f"target: batched teacher >= {TARGET_SPEEDUP:.0f}x faster: {speedup:.1f}x {'ok' if met else 'MISSED'}")
+
+    report = {"benchmark": "train_step", "quick": args.quick, "threads": 1, "batch": BATCH, "frames": FRAMES,
+              "machine": timing.machine(), "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "ms_per_batch": ms,
+              "teacher_share": shares,
+              "targets": [{"target": "batched teacher vs kernel teacher", "ratio": speedup,
+                           "minimum": TARGET_SPEEDUP, "met": met}]}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
