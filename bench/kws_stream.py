@@ -24,10 +24,6 @@ from __future__ import annotations
 
 import timing  # noqa: F401  (first: pins the thread pools to one thread)
 
-import argparse
-import json
-from pathlib import Path
-
 import numpy as np
 import torch
 
@@ -75,11 +71,7 @@ def window_call(model: LMUFormer, streams: int):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="short timing blocks (a smoke run)")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "kws_stream.json"))
-    args = parser.parse_args(argv)
-    timing.single_thread()
+    args = timing.arguments(__doc__, "kws_stream", "short timing blocks (a smoke run)", argv=argv)
     rounds, block = (1, 0.05) if args.quick else (5, 0.6)
     rows = []
     for preset in ("paper", "tiny"):
@@ -115,8 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"machine": timing.machine(), "rows": rows, "paper_streams_per_core": best,
               "paper_streams_per_core_int8": best_int8, "target_streams_per_core": TARGET_STREAMS_PER_CORE,
               "target_met": max(best, best_int8) >= TARGET_STREAMS_PER_CORE}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
+    timing.write_report(result, args.out)
     return result
 
 

@@ -28,10 +28,7 @@ from __future__ import annotations
 
 import timing  # noqa: F401  (first: pins the thread pools to one thread)
 
-import argparse
-import json
 import time
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -102,11 +99,7 @@ def candidates(batch: int, order: int) -> dict[str, Callable[[], object]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="few short rounds (a smoke test, noisy)")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "lmu_memory.json"))
-    args = parser.parse_args()
-    timing.single_thread()
+    args = timing.arguments(__doc__, "lmu_memory")
     rounds, block = (2, 0.005) if args.quick else (15, 0.05)
 
     results = []
@@ -148,9 +141,7 @@ def main() -> None:
         "machine": timing.machine(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "results": results, "targets": checks,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
-    print(f"\nwrote {args.out}")
+    timing.write_report(report, args.out)
 
 
 if __name__ == "__main__":

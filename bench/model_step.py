@@ -27,10 +27,7 @@ from __future__ import annotations
 
 import timing  # noqa: F401  (first: pins the thread pools to one thread)
 
-import argparse
-import json
 import time
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -137,11 +134,7 @@ def kwt_step(preset: str, in_features: int, batch: int) -> Callable[[], None]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="few short rounds, batch 1 and 64 only (a smoke test)")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "model_step.json"))
-    args = parser.parse_args()
-    timing.single_thread()
+    args = timing.arguments(__doc__, "model_step", "few short rounds, batch 1 and 64 only (a smoke test)")
     rounds, block = (2, 0.01) if args.quick else (9, 0.2)
     batches = BATCHES[:2] if args.quick else BATCHES
 
@@ -185,9 +178,7 @@ def main() -> None:
     report = {"benchmark": "model_step", "quick": args.quick, "threads": 1, "window_frames": WINDOW_FRAMES,
               "machine": timing.machine(), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
               "results": results, "targets": checks}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
-    print(f"\nwrote {args.out}")
+    timing.write_report(report, args.out)
 
 
 if __name__ == "__main__":

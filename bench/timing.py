@@ -9,9 +9,12 @@ import os
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
+import argparse
+import json
 import platform
 import statistics
 import time
+from pathlib import Path
 from typing import Callable
 
 import numba
@@ -22,6 +25,24 @@ import torch
 def single_thread() -> None:
     torch.set_num_threads(1)
     numba.set_num_threads(1)
+
+
+def arguments(doc: str, name: str, quick_help: str = "few short rounds (a smoke test, noisy)",
+              argv: list[str] | None = None) -> argparse.Namespace:
+    """A benchmark's ``--quick`` and ``--out`` (default ``bench/results/<name>.json``); pins one thread."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / f"{name}.json"))
+    args = parser.parse_args(argv)
+    single_thread()
+    return args
+
+
+def write_report(report: dict, out: str) -> None:
+    """Write a benchmark's JSON report to ``out`` and say where."""
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(report, indent=2))
+    print(f"\nwrote {out}")
 
 
 def calls_for(fn: Callable[[], object], block_seconds: float) -> int:

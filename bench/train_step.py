@@ -21,10 +21,7 @@ from __future__ import annotations
 
 import timing  # noqa: F401  (first: pins the thread pools to one thread)
 
-import argparse
-import json
 import time
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -61,11 +58,7 @@ def candidates() -> dict[str, Callable[[], object]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="few short rounds (a smoke test, noisy)")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_step.json"))
-    args = parser.parse_args()
-    timing.single_thread()
+    args = timing.arguments(__doc__, "train_step")
     rounds, block = (2, 0.05) if args.quick else (9, 1.0)
     ms = {name: s * 1e3 for name, s in timing.measure(candidates(), rounds, block).items()}
 
@@ -83,9 +76,7 @@ def main() -> None:
               "teacher_share": shares,
               "targets": [{"target": "batched teacher vs kernel teacher", "ratio": speedup,
                            "minimum": TARGET_SPEEDUP, "met": met}]}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
-    print(f"\nwrote {args.out}")
+    timing.write_report(report, args.out)
 
 
 if __name__ == "__main__":
