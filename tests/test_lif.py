@@ -100,7 +100,7 @@ def test_bad_input_names_what_was_expected():
 
 
 def test_training_scan_names_a_bad_input_or_state():
-    """The parallel training kernel flags NaN in x or in the incoming membrane, whichever stream holds it."""
+    """The training kernel flags NaN in x or in the incoming membrane, whichever stream holds it."""
     lif = LIF(4)
     bad = torch.zeros(3, 5, 4, requires_grad=True)
     with torch.no_grad():
