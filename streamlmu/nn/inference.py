@@ -14,7 +14,11 @@ from streamlmu.kernels import status
 KERNEL_DTYPES = (torch.float32, torch.float64)
 
 
-_batched = threading.local()
+class _Batched(threading.local):
+    depth = 0  # nesting of batched_torch in this thread
+
+
+_batched = _Batched()
 
 
 @contextmanager
@@ -26,7 +30,7 @@ def batched_torch() -> Iterator[None]:
     (a distillation teacher, validation during training) run several times
     faster here. Results differ from the kernels' by float rounding only.
     """
-    depth = getattr(_batched, "depth", 0)
+    depth = _batched.depth
     _batched.depth = depth + 1
     try:
         yield
@@ -37,7 +41,7 @@ def batched_torch() -> Iterator[None]:
 def uses_kernels(x: Tensor, *params: Tensor) -> bool:
     """True on CPU, float32/float64, when no gradient is needed (``no_grad``/``inference_mode``), outside
     :func:`batched_torch`."""
-    if getattr(_batched, "depth", 0) or not (x.is_cpu and x.dtype in KERNEL_DTYPES):
+    if _batched.depth or not (x.is_cpu and x.dtype in KERNEL_DTYPES):
         return False
     if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
         return False
