@@ -7,7 +7,7 @@ import torch
 
 from streamlmu.data.speech_commands import LABEL_TASKS
 from streamlmu.models.registry import MODEL_NAMES
-from streamlmu.train.trainer import LOSSES, TrainConfig, train
+from streamlmu.train.trainer import LOSSES, LR_SCHEDULES, TrainConfig, train
 
 DESCRIPTION = """Train LMUFormer, Spiking LMUFormer or the KWT baseline on Speech Commands v2
 (or the synthetic corpus of `streamlmu synth-speech-commands`), with the paper's recipe:
@@ -39,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=d.epochs, help="total epochs (a resumed run counts the done ones)")
     parser.add_argument("--batch-size", type=int, default=d.batch_size, help="clips per step and process")
     parser.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
+    parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=d.lr_schedule,
+                        help="step: x--lr-gamma every --lr-step epochs; cosine: a cosine decay towards 0 over --epochs")
     parser.add_argument("--lr-step", type=int, default=d.lr_step, help="epochs between learning-rate decays")
     parser.add_argument("--lr-gamma", type=float, default=d.lr_gamma, help="learning-rate factor at each decay")
     parser.add_argument("--warmup-steps", type=int, default=d.warmup_steps,
@@ -80,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(data=args.data, model=args.model, preset=args.preset, labels=args.labels, out=args.out,
                       unknown_fraction=args.unknown_fraction, silence_fraction=args.silence_fraction,
                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
-                      lr_step=args.lr_step, lr_gamma=args.lr_gamma,
+                      lr_schedule=args.lr_schedule, lr_step=args.lr_step, lr_gamma=args.lr_gamma,
                       loss=args.loss, mixup_alpha=args.mixup,
                       spec_augment=not args.no_spec_augment, seed=args.seed, workers=args.workers,
                       max_steps=args.max_steps, tensorboard=not args.no_tensorboard, init=args.init,

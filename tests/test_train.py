@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -93,6 +94,17 @@ def test_learning_rate_schedule_options(tiny_corpus, tmp_path):
         config(tiny_corpus, tmp_path, lr_step=0)
     with pytest.raises(ValueError, match="lr_step must be >= 1 and lr_gamma in"):
         config(tiny_corpus, tmp_path, lr_gamma=1.5)
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        config(tiny_corpus, tmp_path, lr_schedule="linear")
+
+
+def test_cosine_schedule_decays_towards_zero_over_the_epochs_and_a_resume_keeps_it(tiny_corpus, tmp_path):
+    cosine = [2.5e-3 * 0.5 * (1 + math.cos(math.pi * e / 4)) for e in range(4)]
+    whole = train(config(tiny_corpus, tmp_path / "whole", epochs=4, lr_schedule="cosine"), progress=False)
+    assert [h["lr"] for h in whole["history"]] == pytest.approx(cosine)
+    train(config(tiny_corpus, tmp_path / "split", epochs=2, lr_schedule="cosine"), progress=False)
+    with pytest.raises(ValueError, match="lr_schedule"):  # a resumed run keeps its schedule
+        train(config(tiny_corpus, tmp_path / "split", epochs=4), resume=True, progress=False)
 
 
 def test_softmax_cross_entropy_option(tiny_corpus, tmp_path):

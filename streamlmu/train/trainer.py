@@ -2,8 +2,9 @@
 
 The recipe is the LMUFormer paper's: 128-mel Kaldi fbank padded to 128 frames,
 binary cross-entropy on one-hot targets (``loss="ce"`` for softmax cross-entropy), Adam (lr 2.5e-3, betas 0.95/0.999),
-StepLR x0.85 every 10 epochs (after an optional linear warm-up over the first
-``warmup_steps`` steps, as the official code has), SpecAugment and mixup. The loss is taken on the
+StepLR x0.85 every 10 epochs (``lr_schedule="cosine"``: a cosine decay from ``lr`` towards 0 over
+``epochs``; either after an optional linear warm-up over the first ``warmup_steps`` steps, as the official
+code has), SpecAugment and mixup. The loss is taken on the
 last frame's logits, the running mean over the whole (padded) clip.
 
 ``stream_windows`` trains for continuous keyword spotting (12 or 37 labels), where
@@ -44,6 +45,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -68,9 +70,11 @@ from streamlmu.train.distributed import (World, broadcast_buffers, close_world, 
                                          parameter_digest, sum_over_ranks)
 
 LOSSES = ("bce", "ce")  # the paper's binary cross-entropy on one-hot targets, or softmax cross-entropy
+LR_SCHEDULES = ("step", "cosine")  # StepLR (lr_step, lr_gamma), or a cosine decay over the run's epochs
 
 # Fields that must agree between a run and the run it resumes.
-_RESUME_KEYS = ("model", "preset", "labels", "batch_size", "lr", "betas", "lr_step", "lr_gamma", "warmup_steps",
+_RESUME_KEYS = ("model", "preset", "labels", "batch_size", "lr", "betas", "lr_schedule", "lr_step", "lr_gamma",
+                "warmup_steps",
                 "loss", "mixup_alpha", "spec_augment", "noise_probability", "seed", "overrides",
                 "teacher", "distill_weight", "distill_temperature", "unknown_fraction", "silence_fraction",
                 "stream_windows")
@@ -91,6 +95,7 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 2.5e-3
     betas: tuple[float, float] = (0.95, 0.999)
+    lr_schedule: str = "step"
     lr_step: int = 10
     lr_gamma: float = 0.85
     warmup_steps: int = 0
@@ -120,11 +125,20 @@ class TrainConfig:
             raise ValueError("stream_windows trains the 12- or 37-label task (it needs _unknown_ and _silence_)")
         if self.labels == 37 and not self.stream_windows:
             raise ValueError("37 labels (every word, _unknown_ for word tails, _silence_) need stream_windows")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES} (got {self.lr_schedule!r})")
         if self.lr_step < 1 or not 0.0 < self.lr_gamma <= 1.0:
             raise ValueError(f"lr_step must be >= 1 and lr_gamma in (0, 1] (got {self.lr_step}, {self.lr_gamma})")
         if not 0.0 <= self.distill_weight <= 1.0 or self.distill_temperature <= 0:
             raise ValueError(f"distill_weight must be in [0, 1] and distill_temperature > 0 "
                              f"(got {self.distill_weight}, {self.distill_temperature})")
+
+
+def epoch_lr(cfg: TrainConfig, epoch: int) -> float:
+    """The learning rate of epoch ``epoch`` (counted from 0) after warm-up, as ``cfg.lr_schedule`` gives it."""
+    if cfg.lr_schedule == "cosine":  # towards 0 over cfg.epochs (a resumed run with more epochs stretches it)
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(epoch, cfg.epochs) / cfg.epochs))
+    return cfg.lr * cfg.lr_gamma ** (epoch // cfg.lr_step)
 
 
 def clip_features(waves: Tensor, features: FbankConfig) -> Tensor:
@@ -196,7 +210,10 @@ class _Run:
         self.model.to(world.device)
         self.teacher = _teacher(cfg.teacher, self.classes, world.device) if cfg.teacher else None
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=cfg.betas)
-        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.lr_step, cfg.lr_gamma)
+        if cfg.lr_schedule == "step":
+            self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.lr_step, cfg.lr_gamma)
+        else:
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda e: epoch_lr(cfg, e) / cfg.lr)
         self.epoch, self.history, self.steps = 0, [], 0
 
     # ------------------------------------------------------------- state
@@ -235,7 +252,7 @@ class _Run:
         loss_sum = correct = count = skipped = 0.0
         bar = tqdm(self.loader(self.train_set, batches), total=len(batches), leave=False, unit="batch",
                    desc=f"epoch {self.epoch + 1}/{cfg.epochs}", disable=not (progress and world.is_main))
-        scheduled = cfg.lr * cfg.lr_gamma ** (self.epoch // cfg.lr_step)  # what StepLR gives this epoch
+        scheduled = epoch_lr(cfg, self.epoch)  # what the scheduler gives this epoch
         for index, (waves, labels, bad) in enumerate(bar):
             skipped += bad
             step = self.epoch * len(batches) + index
