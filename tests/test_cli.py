@@ -79,8 +79,9 @@ def test_keyword_spotting_benchmark_runs_and_writes_json(tmp_path):
     report, stdout = run_benchmark("kws_stream", tmp_path)
     assert {(r["preset"], r["streams"]) for r in report["rows"]} == {(p, n) for p in ("paper", "tiny")
                                                                      for n in (1, 16, 256)}
-    assert all(r["rtf"] > 0 and r["streams_per_core"] > 0 for r in report["rows"])
-    assert "streams per core" in stdout
+    assert all(r["rtf"] > 0 and r["streams_per_core"] > 0 and r["products_streams_per_core"] > 0
+               for r in report["rows"])
+    assert report["paper_products_streams_per_core"] > 0 and "matrix products alone" in stdout
 
 
 def test_training_step_benchmark_runs_and_writes_json(tmp_path):
