@@ -102,9 +102,14 @@ def test_cosine_schedule_decays_towards_zero_over_the_epochs_and_a_resume_keeps_
     cosine = [2.5e-3 * 0.5 * (1 + math.cos(math.pi * e / 4)) for e in range(4)]
     whole = train(config(tiny_corpus, tmp_path / "whole", epochs=4, lr_schedule="cosine"), progress=False)
     assert [h["lr"] for h in whole["history"]] == pytest.approx(cosine)
-    train(config(tiny_corpus, tmp_path / "split", epochs=2, lr_schedule="cosine"), progress=False)
+    killed = config(tiny_corpus, tmp_path / "split", epochs=4, lr_schedule="cosine",
+                    max_steps=2 * whole["steps"] // 4 + 1)  # one step into the third epoch
+    assert len(train(killed, progress=False)["history"]) == 2
     with pytest.raises(ValueError, match="lr_schedule"):  # a resumed run keeps its schedule
         train(config(tiny_corpus, tmp_path / "split", epochs=4), resume=True, progress=False)
+    resumed = train(config(tiny_corpus, tmp_path / "split", epochs=4, lr_schedule="cosine"), resume=True,
+                    progress=False)
+    assert without_time(resumed["history"]) == without_time(whole["history"])
 
 
 def test_softmax_cross_entropy_option(tiny_corpus, tmp_path):

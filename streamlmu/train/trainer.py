@@ -2,10 +2,10 @@
 
 The recipe is the LMUFormer paper's: 128-mel Kaldi fbank padded to 128 frames,
 binary cross-entropy on one-hot targets (``loss="ce"`` for softmax cross-entropy), Adam (lr 2.5e-3, betas 0.95/0.999),
-StepLR x0.85 every 10 epochs (``lr_schedule="cosine"``: a cosine decay from ``lr`` towards 0 over
-``epochs``; either after an optional linear warm-up over the first ``warmup_steps`` steps, as the official
-code has), SpecAugment and mixup. The loss is taken on the
-last frame's logits, the running mean over the whole (padded) clip.
+StepLR x0.85 every 10 epochs (or, with ``lr_schedule="cosine"``, a cosine decay from ``lr`` towards 0
+over ``epochs``; either after an optional linear warm-up over the first ``warmup_steps`` steps, as the
+official code has), SpecAugment and mixup. The loss is taken on the last frame's logits, the running mean
+over the whole (padded) clip.
 
 ``stream_windows`` trains for continuous keyword spotting (12 or 37 labels), where
 the model runs on without resets and a sliding window of its per-frame logits
@@ -74,8 +74,7 @@ LR_SCHEDULES = ("step", "cosine")  # StepLR (lr_step, lr_gamma), or a cosine dec
 
 # Fields that must agree between a run and the run it resumes.
 _RESUME_KEYS = ("model", "preset", "labels", "batch_size", "lr", "betas", "lr_schedule", "lr_step", "lr_gamma",
-                "warmup_steps",
-                "loss", "mixup_alpha", "spec_augment", "noise_probability", "seed", "overrides",
+                "warmup_steps", "loss", "mixup_alpha", "spec_augment", "noise_probability", "seed", "overrides",
                 "teacher", "distill_weight", "distill_temperature", "unknown_fraction", "silence_fraction",
                 "stream_windows")
 
