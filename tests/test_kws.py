@@ -297,6 +297,38 @@ def test_sources_read_files_and_pcm(tmp_path, demo):
         FileSource(bad)
 
 
+def test_pcm_from_a_pipe_comes_in_whole_chunks_and_ctrl_c_is_acted_on_while_it_waits():
+    import signal
+    import threading
+    import time
+    r, w = os.pipe()
+    source = PCMSource(os.fdopen(r, "rb"), 16000, chunk_s=0.1)  # 3200 bytes a chunk
+    raised, finished = [], threading.Event()
+
+    def writer() -> None:
+        for _ in range(21):  # 4200 bytes in small pieces: one whole chunk, then a part that waits for more
+            os.write(w, b"\0" * 200)
+            time.sleep(0.005)
+        time.sleep(0.3)
+        raised.append(time.perf_counter())
+        signal.raise_signal(signal.SIGINT)  # handled in this thread: the reader's wait is not interrupted
+        if not finished.wait(30):
+            os.write(w, b"\0" * 3200)  # only when the reader missed it: wake it so the test fails, not hangs
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    sizes = []
+    with pytest.raises(KeyboardInterrupt):
+        for chunk, _ in source:
+            sizes.append(len(chunk))
+    waited = time.perf_counter() - raised[0]
+    finished.set()
+    thread.join()
+    os.close(w)
+    assert sizes == [1600]
+    assert waited < 10  # within a few select polls, not when the next audio arrives (30 s)
+
+
 # ------------------------------------------------------------------ programs
 def test_listen_prints_json_events_and_a_summary(capsys, demo):
     from streamlmu.apps.cli import main
@@ -325,6 +357,7 @@ def test_listen_reads_raw_pcm_on_stdin(demo):
 
 def test_listen_stops_cleanly_on_ctrl_c_and_shows_a_live_line_on_a_terminal(demo):
     import pty
+    import select
     import signal
     import subprocess
     import sys
@@ -339,7 +372,8 @@ def test_listen_stops_cleanly_on_ctrl_c_and_shows_a_live_line_on_a_terminal(demo
     terminal = b""
     deadline = time.time() + 120
     while b"  2.9" not in terminal and time.time() < deadline:  # the live line reaches the end of the audio
-        terminal += os.read(primary, 65536)
+        if select.select([primary], [], [], 1.0)[0]:
+            terminal += os.read(primary, 65536)
     listener.send_signal(signal.SIGINT)
     listener.wait(timeout=60)
     while True:

@@ -8,6 +8,7 @@ can warn about it.
 from __future__ import annotations
 
 import queue
+import select
 import sys
 import time
 from pathlib import Path
@@ -17,6 +18,8 @@ import numpy as np
 import soundfile
 
 from streamlmu.data.speech_commands import AudioFileError
+
+POLL_S = 0.2  # longest wait on a silent pipe before pending signals (Ctrl-C) are checked
 
 
 def pcm_to_float(audio: np.ndarray) -> np.ndarray:
@@ -69,14 +72,33 @@ class PCMSource:
         self.sample_rate, self.channels, self.dtype = sample_rate, channels, np.dtype(dtype)
         self.chunk_s, self.overflows, self.name = chunk_s, 0, "stdin"
 
+    def _blocks(self, want: int) -> Iterator[bytes]:
+        """Blocks of ``want`` bytes until the end of the stream (the last may be shorter). A descriptor is
+        waited on in ``select`` polls of ``POLL_S``, so a Ctrl-C that lands just before a read is acted on
+        within a poll rather than at the next audio; ``read1`` never reads ahead, so no byte waits unseen in
+        the stream's buffer while ``select`` waits on the descriptor."""
+        read = getattr(self.stream, "read1", self.stream.read)
+        try:
+            fd = self.stream.fileno()
+        except (AttributeError, OSError, ValueError):  # an in-memory stream never blocks
+            fd = None
+        data, more = b"", read(want)  # the first read also returns what the stream object buffered before
+        while more:
+            data += more
+            if len(data) == want:
+                yield data
+                data = b""
+            while fd is not None and not select.select([fd], [], [], POLL_S)[0]:
+                pass
+            more = read(want - len(data))
+        if data:
+            yield data
+
     def __iter__(self) -> Iterator[tuple[np.ndarray, int]]:
         frame_bytes = self.dtype.itemsize * self.channels
         want = max(1, int(self.chunk_s * self.sample_rate)) * frame_bytes
         rest = b""
-        while True:
-            data = self.stream.read(want)
-            if not data:
-                break
+        for data in self._blocks(want):
             data = rest + data
             usable = len(data) // frame_bytes * frame_bytes
             rest = data[usable:]
