@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr-gamma", type=float, default=d.lr_gamma, help="learning-rate factor at each decay")
     parser.add_argument("--warmup-steps", type=int, default=d.warmup_steps,
                         help="linear learning-rate warm-up over this many steps (0: none)")
+    parser.add_argument("--ema", type=float, metavar="DECAY", default=d.ema,
+                        help="validate and save an exponential moving average of the weights with this decay per "
+                             "step (e.g. 0.999; default: the last step's weights)")
     parser.add_argument("--loss", choices=LOSSES, default=d.loss,
                         help="bce: the paper's binary cross-entropy; ce: softmax cross-entropy")
     parser.add_argument("--mixup", type=float, default=d.mixup_alpha, help="mixup Beta alpha (0: off)")
@@ -88,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
                       max_steps=args.max_steps, tensorboard=not args.no_tensorboard, init=args.init,
                       stream_windows=args.stream_windows,
                       teacher=args.teacher, distill_weight=args.distill_weight,
-                      distill_temperature=args.distill_temperature,
+                      distill_temperature=args.distill_temperature, ema=args.ema,
                       overrides=model_overrides(args))
     result = train(cfg, resume=args.resume, progress=not args.quiet)
     if result["history"] and not args.quiet:

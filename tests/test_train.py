@@ -112,6 +112,58 @@ def test_cosine_schedule_decays_towards_zero_over_the_epochs_and_a_resume_keeps_
     assert without_time(resumed["history"]) == without_time(whole["history"])
 
 
+def test_weight_average_follows_the_formula_and_copies_integer_buffers():
+    from streamlmu.train.averaging import WeightAverage
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    average = WeightAverage(model, decay=0.5)
+    expected = {k: v.clone() for k, v in start.items()}
+    for n in range(3):
+        with torch.no_grad():
+            model[0].weight.add_(1.0)
+        model(torch.randn(4, 3))  # batch norm: running statistics and the batch counter move
+        d = min(0.5, (1 + n) / (10 + n))  # 0.1, 0.18..., then the decay
+        expected = {k: d * v + (1 - d) * model.state_dict()[k] if v.is_floating_point() else model.state_dict()[k]
+                    for k, v in expected.items()}
+        average.update(model)
+    for name, value in average.model.state_dict().items():
+        assert torch.allclose(value, expected[name]), name
+    assert average.model.state_dict()["1.num_batches_tracked"] == 3 and average.updates == 3
+    assert not any(p.requires_grad for p in average.model.parameters())
+    with pytest.raises(ValueError, match=r"decay must be in \(0, 1\)"):
+        WeightAverage(model, decay=1.0)
+
+
+def test_weight_average_is_validated_saved_and_resumed(tiny_corpus, tmp_path):
+    whole = train(config(tiny_corpus, tmp_path / "whole", epochs=2, ema=0.9, lr=2e-2), progress=False)
+    last = torch.load(tmp_path / "whole" / "last.pt", weights_only=False)
+    trained, averaged = last["training"]["model_weights"], last["weights"]
+    assert last["training"]["average_updates"] == whole["steps"]
+    assert not torch.equal(trained["head.weight"], averaged["head.weight"])  # the average is what was saved
+    model = streamlmu.load_model(tmp_path / "whole" / "last.pt")
+    validation = SpeechCommands(tiny_corpus, "validation")
+
+    def val_loss(weights: dict) -> float:  # the trainer's validation loss (bce on one-hot targets)
+        model.load_state_dict(weights)
+        run = evaluate(model, validation, progress=False)
+        targets = torch.nn.functional.one_hot(torch.from_numpy(run.targets), len(run.classes)).float()
+        return float(torch.nn.functional.binary_cross_entropy_with_logits(torch.from_numpy(run.logits), targets))
+    logged = whole["history"][-1]["val_loss"]
+    assert val_loss(averaged) == pytest.approx(logged, rel=1e-4)  # validation ran on the average
+    assert val_loss(trained) != pytest.approx(logged, rel=1e-2)
+    killed = config(tiny_corpus, tmp_path / "split", epochs=2, ema=0.9, lr=2e-2, max_steps=whole["steps"] // 2 + 1)
+    assert len(train(killed, progress=False)["history"]) == 1
+    with pytest.raises(ValueError, match="ema"):  # a resumed run keeps its averaging
+        train(config(tiny_corpus, tmp_path / "split", epochs=2, lr=2e-2), resume=True, progress=False)
+    resumed = train(config(tiny_corpus, tmp_path / "split", epochs=2, ema=0.9, lr=2e-2), resume=True, progress=False)
+    assert without_time(resumed["history"]) == without_time(whole["history"])
+    again = torch.load(tmp_path / "split" / "last.pt", weights_only=False)
+    for name, value in averaged.items():
+        assert torch.equal(value, again["weights"][name]), name
+    with pytest.raises(ValueError, match="ema must be a decay per step"):
+        config(tiny_corpus, tmp_path, ema=1.5)
+
+
 def test_softmax_cross_entropy_option(tiny_corpus, tmp_path):
     result = train(config(tiny_corpus, tmp_path, epochs=1, loss="ce"), progress=False)
     assert result["history"][0]["train_loss"] > 0

@@ -23,6 +23,9 @@ whose name and shape match; of the head, the rows of shared labels), and
 softened posteriors on the same augmented batch (Hinton et al. 2015), weighted
 by ``distill_weight``. The teacher and validation run on torch's batched path
 (:func:`streamlmu.nn.inference.batched_torch`), not the frame-exact kernels.
+With ``ema`` (a decay per step, e.g. 0.999) validation and both checkpoints use
+an exponential moving average of the weights
+(:class:`streamlmu.train.averaging.WeightAverage`) instead of the last step's.
 
 Every random choice of an epoch (sample order, noise, SpecAugment, mixup) is
 drawn from generators seeded by ``(seed, epoch, rank)``, and ``last.pt`` is
@@ -35,7 +38,8 @@ Under ``torchrun`` each process trains on its own shard of every epoch with
 are summed over ranks, and only rank 0 writes files.
 
 Files in ``out``:
-    last.pt       weights, optimiser, scheduler, epoch, history (``resume`` reads it)
+    last.pt       weights, optimiser, scheduler, epoch, history (``resume`` reads it; with ``ema`` the
+                  weights are the average and the training weights are kept beside them)
     best.pt       the model of the best validation accuracy (for ``load_model``)
     metrics.csv   one row per epoch
     tb/           TensorBoard scalars
@@ -65,6 +69,7 @@ from streamlmu.data.speech_commands import SAMPLE_RATE, SpeechCommands, collate,
 from streamlmu.data.streams import StreamWindows
 from streamlmu.models.registry import build_model
 from streamlmu.nn.inference import batched_torch
+from streamlmu.train.averaging import WeightAverage
 from streamlmu.train.checkpoint import load_model, read_checkpoint, save_checkpoint
 from streamlmu.train.distributed import (World, broadcast_buffers, close_world, gather_strings, init_world,
                                          parameter_digest, sum_over_ranks)
@@ -76,7 +81,7 @@ LR_SCHEDULES = ("step", "cosine")  # StepLR (lr_step, lr_gamma), or a cosine dec
 _RESUME_KEYS = ("model", "preset", "labels", "batch_size", "lr", "betas", "lr_schedule", "lr_step", "lr_gamma",
                 "warmup_steps", "loss", "mixup_alpha", "spec_augment", "noise_probability", "seed", "overrides",
                 "teacher", "distill_weight", "distill_temperature", "unknown_fraction", "silence_fraction",
-                "stream_windows")
+                "stream_windows", "ema")
 
 
 @dataclass
@@ -112,6 +117,7 @@ class TrainConfig:
     teacher: str | None = None
     distill_weight: float = 0.5
     distill_temperature: float = 2.0
+    ema: float | None = None               # weight-average decay per step (None: evaluate the last weights)
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
@@ -131,6 +137,8 @@ class TrainConfig:
         if not 0.0 <= self.distill_weight <= 1.0 or self.distill_temperature <= 0:
             raise ValueError(f"distill_weight must be in [0, 1] and distill_temperature > 0 "
                              f"(got {self.distill_weight}, {self.distill_temperature})")
+        if self.ema is not None and not 0.0 < self.ema < 1.0:
+            raise ValueError(f"ema must be a decay per step in (0, 1), e.g. 0.999 (got {self.ema})")
 
 
 def epoch_lr(cfg: TrainConfig, epoch: int) -> float:
@@ -207,6 +215,7 @@ class _Run:
         if cfg.init is not None:
             _warm_start(self.model, cfg.init, self.classes)
         self.model.to(world.device)
+        self.average = WeightAverage(self.model, cfg.ema) if cfg.ema is not None else None
         self.teacher = _teacher(cfg.teacher, self.classes, world.device) if cfg.teacher else None
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=cfg.betas)
         if cfg.lr_schedule == "step":
@@ -216,9 +225,17 @@ class _Run:
         self.epoch, self.history, self.steps = 0, [], 0
 
     # ------------------------------------------------------------- state
+    @property
+    def evaluated(self) -> nn.Module:
+        """The model that is validated and saved: the weight average with ``ema``, else the training model."""
+        return self.average.model if self.average is not None else self.model
+
     def training_state(self) -> dict:
-        return {"config": asdict(self.cfg), "epoch": self.epoch, "history": self.history,
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        state = {"config": asdict(self.cfg), "epoch": self.epoch, "history": self.history,
+                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        if self.average is not None:
+            state.update(model_weights=self.model.state_dict(), average_updates=self.average.updates)
+        return state
 
     def restore(self, path: Path) -> None:
         payload = read_checkpoint(path)
@@ -232,7 +249,10 @@ class _Run:
         if differ:
             raise ValueError(f"cannot resume {path}: it was trained with different " + ", ".join(
                 f"{k} ({old.get(k)!r} vs {getattr(self.cfg, k)!r})" for k in differ))
-        self.model.load_state_dict(payload["weights"])
+        self.model.load_state_dict(training.get("model_weights", payload["weights"]))
+        if self.average is not None:
+            self.average.model.load_state_dict(payload["weights"])
+            self.average.updates = training["average_updates"]
         self.optimizer.load_state_dict(training["optimizer"])
         self.scheduler.load_state_dict(training["scheduler"])
         self.epoch, self.history = training["epoch"], training["history"]
@@ -280,6 +300,8 @@ class _Run:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+            if self.average is not None:
+                self.average.update(self.model)
             self.steps += 1
             if len(x):
                 loss_sum += loss.item() * len(x)
@@ -289,6 +311,8 @@ class _Run:
             if cfg.max_steps is not None and self.steps >= cfg.max_steps:
                 break
         broadcast_buffers(self.model, world)
+        if self.average is not None:
+            broadcast_buffers(self.average.model, world)
         loss_sum, correct, count, skipped = sum_over_ranks([loss_sum, correct, count, skipped], world)
         return {"train_loss": loss_sum / max(count, 1), "train_accuracy": correct / max(count, 1),
                 "skipped_files": int(skipped)}
@@ -296,14 +320,14 @@ class _Run:
     @torch.no_grad()
     @batched_torch()
     def validate(self) -> dict:
-        self.model.eval()
+        model = self.evaluated.eval()
         loss_sum = correct = count = 0.0
         shard = list(range(self.world.rank, len(self.val_set), self.world.size))
         for waves, labels, _ in self.loader(self.val_set, _chunks(shard, 256)):
             if not len(waves):
                 continue
             waves, labels = waves.to(self.world.device), labels.to(self.world.device)
-            logits = self.model.classify(clip_features(waves, self.features))
+            logits = model.classify(clip_features(waves, self.features))
             targets = F.one_hot(labels, len(self.classes)).to(logits.dtype)
             loss_sum += float(_loss(logits, targets, self.cfg.loss)) * len(labels)
             correct += float((logits.argmax(1) == labels).sum())
@@ -320,9 +344,9 @@ class _Run:
         """Write last.pt, metrics.csv and, when ``metrics`` (the newest epoch's) beat every earlier epoch, best.pt."""
         self.out.mkdir(parents=True, exist_ok=True)
         if metrics["val_accuracy"] > self.best(-1):
-            save_checkpoint(self.out / "best.pt", self.model, self.classes, self.features,
+            save_checkpoint(self.out / "best.pt", self.evaluated, self.classes, self.features,
                             training={"epoch": self.epoch, "metrics": metrics, "config": asdict(self.cfg)})
-        save_checkpoint(self.out / "last.pt", self.model, self.classes, self.features, self.training_state())
+        save_checkpoint(self.out / "last.pt", self.evaluated, self.classes, self.features, self.training_state())
         with open(self.out / "metrics.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(self.history[0]))
             writer.writeheader()
