@@ -115,15 +115,15 @@ def test_cosine_schedule_decays_towards_zero_over_the_epochs_and_a_resume_keeps_
 def test_weight_average_follows_the_formula_and_copies_integer_buffers():
     from streamlmu.train.averaging import WeightAverage
     model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
-    start = {k: v.clone() for k, v in model.state_dict().items()}
     average = WeightAverage(model, decay=0.5)
-    expected = {k: v.clone() for k, v in start.items()}
+    expected = {k: v.clone() for k, v in model.state_dict().items()}
     for n in range(3):
         with torch.no_grad():
             model[0].weight.add_(1.0)
         model(torch.randn(4, 3))  # batch norm: running statistics and the batch counter move
         d = min(0.5, (1 + n) / (10 + n))  # 0.1, 0.18..., then the decay
-        expected = {k: d * v + (1 - d) * model.state_dict()[k] if v.is_floating_point() else model.state_dict()[k]
+        current = model.state_dict()
+        expected = {k: d * v + (1 - d) * current[k] if v.is_floating_point() else current[k].clone()
                     for k, v in expected.items()}
         average.update(model)
     for name, value in average.model.state_dict().items():

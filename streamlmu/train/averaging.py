@@ -21,10 +21,10 @@ from torch import nn
 class WeightAverage:
     """The moving average of ``model``'s state dict with per-step ``decay`` in (0, 1); ``model`` is a frozen copy."""
 
-    def __init__(self, model: nn.Module, decay: float, updates: int = 0):
+    def __init__(self, model: nn.Module, decay: float):
         if not 0.0 < decay < 1.0:
             raise ValueError(f"the weight-average decay must be in (0, 1), e.g. 0.999 (got {decay})")
-        self.decay, self.updates = decay, updates
+        self.decay, self.updates = decay, 0
         self.model = copy.deepcopy(model).requires_grad_(False)
 
     @torch.no_grad()
