@@ -6,12 +6,13 @@ bit::
 
     h = v + (x - (v - v_reset)) / tau;   z = h >= threshold;   v = z ? v_reset : h
 
-Training keeps ``h`` for the backward pass, which runs the chain rule of that
-step in reverse time: the spike's gradient is the sigmoid surrogate's,
-``alpha s (1 - s)`` with ``s = sigmoid(alpha (h - threshold))``, and the hard
-reset passes no gradient (a neuron that fired forgets its ``h``).
+Training keeps the surrogate's argument ``u = alpha (h - threshold)`` for the
+backward pass, which runs the chain rule of that step in reverse time: the
+spike's gradient is the sigmoid surrogate's, ``alpha s (1 - s)`` with
+``s = sigmoid(u)``, and the hard reset passes no gradient (a neuron that fired
+forgets its ``h``).
 
-Shapes: x, z, h and their gradients ``(B, T, N)``; v, v_out and their
+Shapes: x, z, u, s and their gradients ``(B, T, N)``; v, v_out and their
 gradients ``(B, N)``; the scalars have the arrays' dtype. Each kernel returns
 a code of :mod:`streamlmu.kernels.status`; none allocates.
 """
@@ -51,14 +52,14 @@ def lif_scan(x, v, tau, threshold, v_reset, z_out, v_out) -> int:
 
 
 @njit(cache=True, nogil=True)
-def lif_scan_train(x, v, tau, threshold, v_reset, z_out, h_out, v_out) -> int:
-    """The forward scan, also writing each frame's pre-reset potential ``h``; ``v_out`` holds the running membrane.
+def lif_scan_train(x, v, tau, threshold, v_reset, alpha, z_out, u_out, v_out) -> int:
+    """The forward scan, also writing each frame's surrogate argument ``u``; ``v_out`` holds the running membrane.
 
     A non-finite value is flagged, not branched on, inside the frame loop, so that the loop vectorises
     (three times faster); the checks that name the culprit run only on failure.
     """
     batch, time, n = x.shape
-    if v.shape != (batch, n) or z_out.shape != x.shape or h_out.shape != x.shape or v_out.shape != v.shape:
+    if v.shape != (batch, n) or z_out.shape != x.shape or u_out.shape != x.shape or v_out.shape != v.shape:
         return BAD_SHAPE
     code = OK
     for b in range(batch):
@@ -68,12 +69,12 @@ def lif_scan_train(x, v, tau, threshold, v_reset, z_out, h_out, v_out) -> int:
             vb[i] = v[b, i]
             finite &= np.isfinite(vb[i])
         for t in range(time):
-            xt, zt, ht = x[b, t], z_out[b, t], h_out[b, t]
+            xt, zt, ut = x[b, t], z_out[b, t], u_out[b, t]
             for i in range(n):
                 finite &= np.isfinite(xt[i])
                 h = vb[i] + (xt[i] - (vb[i] - v_reset)) / tau
                 fired = h >= threshold
-                ht[i] = h
+                ut[i] = alpha * (h - threshold)
                 zt[i] = 1.0 if fired else 0.0
                 vb[i] = v_reset if fired else h
         if not finite:
@@ -87,25 +88,29 @@ def lif_scan_train(x, v, tau, threshold, v_reset, z_out, h_out, v_out) -> int:
 
 
 @njit(cache=True, nogil=True)
-def lif_scan_backward(grad_z, grad_v, h, z, tau, threshold, alpha, grad_x, grad_v0) -> int:
-    """Gradients of the input and of the initial membrane from those of the spikes and of the final membrane."""
-    batch, time, n = h.shape
-    if (grad_z.shape != h.shape or z.shape != h.shape or grad_x.shape != h.shape
+def lif_scan_backward(grad_z, grad_v, s, z, tau, alpha, grad_x, grad_v0) -> int:
+    """Gradients of the input and of the initial membrane from those of the spikes and of the final membrane.
+
+    ``s = sigmoid(u)`` comes from the caller: a vectorised sigmoid is several times faster than Numba's
+    scalar ``exp``. The membrane's running gradient sits in a local array, not in a view of ``grad_v0``,
+    so that the loop over neurons vectorises (four times faster).
+    """
+    batch, time, n = z.shape
+    if (grad_z.shape != z.shape or s.shape != z.shape or grad_x.shape != z.shape
             or grad_v.shape != (batch, n) or grad_v0.shape != (batch, n)):
         return BAD_SHAPE
-    one = alpha / alpha
+    one = tau / tau
+    gv = np.empty(n, z.dtype)
     for b in range(batch):
-        gv = grad_v0[b]
         for i in range(n):
             gv[i] = grad_v[b, i]
         for t in range(time - 1, -1, -1):
-            gzt, ht, zt, gxt = grad_z[b, t], h[b, t], z[b, t], grad_x[b, t]
+            gzt, st, zt, gxt = grad_z[b, t], s[b, t], z[b, t], grad_x[b, t]
             for i in range(n):
-                s = one / (one + np.exp(-alpha * (ht[i] - threshold)))
-                gh = gzt[i] * alpha * s * (one - s)
-                if zt[i] == 0.0:  # the membrane kept h
-                    gh += gv[i]
+                gh = gzt[i] * (alpha * st[i] * (one - st[i])) + gv[i] * (one - zt[i])  # no memory gradient if it fired
                 gq = gh / tau
                 gxt[i] = gq
                 gv[i] = gh - gq
+        for i in range(n):
+            grad_v0[b, i] = gv[i]
     return OK

@@ -70,24 +70,23 @@ class _LIFScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, v: Tensor, params: LIFParams, alpha: float) -> tuple[Tensor, Tensor]:
         xn, vn = as_array(x), as_array(v.to(x.dtype))
-        z, h, v_out = np.empty_like(xn), np.empty_like(xn), np.empty_like(vn)
-        scalars = tuple(xn.dtype.type(s) for s in params)
-        raise_for_status(lif_kernels.lif_scan_train(xn, vn, *scalars, z, h, v_out), "state.v")
-        z_t, h_t = torch.from_numpy(z), torch.from_numpy(h)
-        ctx.save_for_backward(z_t, h_t)
+        z, u, v_out = np.empty_like(xn), np.empty_like(xn), np.empty_like(vn)
+        scalars = tuple(xn.dtype.type(s) for s in (*params, alpha))
+        raise_for_status(lif_kernels.lif_scan_train(xn, vn, *scalars, z, u, v_out), "state.v")
+        z_t, u_t = torch.from_numpy(z), torch.from_numpy(u)
+        ctx.save_for_backward(z_t, u_t)
         ctx.params, ctx.alpha = params, alpha
         return z_t, torch.from_numpy(v_out)
 
     @staticmethod
     def backward(ctx, grad_z: Tensor | None, grad_v: Tensor | None):
-        z, h = ctx.saved_tensors
-        dtype = h.numpy().dtype.type
-        gz = as_array(grad_z) if grad_z is not None else np.zeros_like(h.numpy())
-        gv = as_array(grad_v) if grad_v is not None else np.zeros((h.shape[0], h.shape[2]), h.numpy().dtype)
+        z, u = ctx.saved_tensors
+        s = torch.sigmoid(u).numpy()
+        gz = as_array(grad_z) if grad_z is not None else np.zeros_like(s)
+        gv = as_array(grad_v) if grad_v is not None else np.zeros((s.shape[0], s.shape[2]), s.dtype)
         gx, gv0 = np.empty_like(gz), np.empty_like(gv)
-        p = ctx.params
-        raise_for_status(lif_kernels.lif_scan_backward(gz, gv, h.numpy(), z.numpy(), dtype(p.tau), dtype(p.threshold),
-                                                       dtype(ctx.alpha), gx, gv0), "gradient")
+        scalars = (s.dtype.type(ctx.params.tau), s.dtype.type(ctx.alpha))
+        raise_for_status(lif_kernels.lif_scan_backward(gz, gv, s, z.numpy(), *scalars, gx, gv0), "gradient")
         return torch.from_numpy(gx), torch.from_numpy(gv0), None, None
 
 
