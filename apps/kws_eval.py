@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from streamlmu.apps.listen import add_verifier_arguments, verifier_options
 from streamlmu.audio.kws import StreamingKWS
 from streamlmu.pretrained import DEFAULT_KWS_MODEL
 from streamlmu.audio.kws_eval import calibrate, plot_stream, run_streams, score
@@ -37,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "StreamingKWS then use them by default)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the streams")
     parser.add_argument("--int8", action="store_true", help="run the model's dense layers as int8 products")
+    add_verifier_arguments(parser)
     parser.add_argument("--plot", default="kws_stream.png", help="PNG of the first stream's first 30 s")
     parser.add_argument("--json", default=None, help="write the figures to this JSON file")
     parser.add_argument("--threads", type=int, default=1,
@@ -58,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--save-thresholds needs --calibrate")
     if args.streams < 1 or args.minutes <= 0:
         raise ValueError(f"--streams must be >= 1 and --minutes > 0 (got {args.streams}, {args.minutes})")
-    options = dict(streams=args.streams, keywords=keywords, int8_min_batch=1 if args.int8 else None)
+    options = dict(streams=args.streams, keywords=keywords, int8_min_batch=1 if args.int8 else None,
+                   **verifier_options(args))
     result: dict = {"model": str(args.model), "split": args.split, "keywords": list(keywords)}
     threshold = args.threshold
     if args.calibrate is not None:
@@ -67,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         _, posteriors, energy = run_streams(kws, audio, progress=not args.quiet)
         threshold, reached, rows = calibrate(kws, posteriors, energy, truths, audio.size / SAMPLE_RATE,
                                              args.calibrate)
-        result["calibration"] = rows
+        result["calibration"] = rows  # on the spotter's posteriors alone: the verifier only removes events
         result["validation"] = reached
         print(f"calibrated on {audio.size / SAMPLE_RATE / 3600:.2f} h of validation streams (at most "
               f"{args.calibrate} false alarms per hour): " + ", ".join(f"{k} {t}" for k, t in threshold.items())
@@ -82,6 +85,10 @@ def run(args: argparse.Namespace) -> int:
     events, posteriors, _ = run_streams(kws, audio, progress=not args.quiet)
     report = score(events, truths, keywords, audio.size / SAMPLE_RATE)
     print(report.table())
+    if kws.verifier is not None:
+        print(f"the verifier rejected {kws.verifier.rejected} detection(s)")
+        result["verifier"] = {"model": str(args.verifier), "delay_s": args.verify_delay,
+                              "threshold": args.verify_threshold, "rejected": kws.verifier.rejected}
     result.update(thresholds={k: kws.detector.thresholds[kws.labels.index(k)] for k in keywords}, **report.summary(),
                   per_keyword={k: {"occurrences": s.occurrences, "hits": s.hits, "false_alarms": s.false_alarms,
                                    "median_latency_s": float(np.median(s.latencies)) if s.latencies else None}

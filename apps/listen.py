@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import torch
 
+from streamlmu.audio import verify
 from streamlmu.audio.kws import StreamingKWS
 from streamlmu.pretrained import DEFAULT_KWS_MODEL
 from streamlmu.audio.sources import FileSource, MicrophoneSource, PCMSource, input_devices
@@ -42,10 +43,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sample type of raw PCM on stdin")
     parser.add_argument("--int8", action="store_true",
                         help="run the model's dense layers as int8 products (faster for many streams)")
+    add_verifier_arguments(parser)
     parser.add_argument("--chunk-ms", type=float, default=100.0, help="audio per read")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (one suits the small per-hop work of streaming)")
     parser.add_argument("--quiet", action="store_true", help="no live line and no summary on stderr")
+
+
+def add_verifier_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--verifier", default=None, metavar="MODEL",
+                        help="a clip classifier (checkpoint or bundled name, e.g. lmuformer-tiny-synth35) that must "
+                             "confirm each detection on the second of audio that ends --verify-delay after it")
+    parser.add_argument("--verify-delay", type=float, default=verify.DEFAULT_DELAY_S, metavar="SECONDS",
+                        help="wait this long after a detection before verifying it (adds to the latency)")
+    parser.add_argument("--verify-threshold", type=float, default=verify.DEFAULT_THRESHOLD, metavar="P",
+                        help="the verifier's posterior of the keyword a detection needs to be kept")
+
+
+def verifier_options(args: argparse.Namespace) -> dict:
+    """StreamingKWS keyword arguments for the second stage the arguments ask for."""
+    if args.verifier is None:
+        return {}
+    return {"verifier": args.verifier, "verify_delay_s": args.verify_delay, "verify_threshold": args.verify_threshold}
 
 
 def _meter(level: float, width: int = 20) -> str:
@@ -87,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{d['index']:>3}  {d['name']}  ({d['channels']} channels, {d['default_rate']} Hz)")
         return 0
     keywords = tuple(k.strip() for k in args.keywords.split(",") if k.strip()) if args.keywords else None
-    options = {"int8_min_batch": 1 if args.int8 else None}
+    options = {"int8_min_batch": 1 if args.int8 else None, **verifier_options(args)}
     if args.threshold is not None:
         options["threshold"] = args.threshold
     kws = StreamingKWS.from_pretrained(args.model, keywords=keywords, **options)
@@ -126,5 +145,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"listened to {s.audio_seconds:.1f} s of audio: {s.events} event(s), {s.frames} hops, compute per "
                   f"hop mean {kws.hop_seconds.mean * 1e3:.3f} ms, p99 {kws.hop_seconds.quantile(0.99) * 1e3:.3f} ms"
                   + (f", {lost} input overflow(s)" if lost else "")
+                  + (f", {kws.verifier.rejected} rejected by the verifier" if kws.verifier else "")
                   + (f", {s.clipped_samples} clipped sample(s)" if s.clipped_samples else ""), file=sys.stderr)
     return 0

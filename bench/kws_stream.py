@@ -30,7 +30,7 @@ import timing  # noqa: F401  (first: pins the thread pools to one thread)
 import numpy as np
 import torch
 
-from streamlmu.audio.features import FbankConfig, fbank, pad_frames
+from streamlmu.audio.features import FbankConfig, clip_features
 from streamlmu.audio.kws import StreamingKWS
 from streamlmu.data.speech_commands import WORDS_35
 from streamlmu.kernels import engine as ops
@@ -70,7 +70,7 @@ def window_call(model: LMUFormer, streams: int):
 
     def call() -> None:
         with torch.inference_mode():
-            model.classify(pad_frames(fbank(audio, features), features.clip_frames))
+            model.classify(clip_features(audio, features))
     return call
 
 

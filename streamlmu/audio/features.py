@@ -133,6 +133,11 @@ def pad_frames(features: Tensor, frames: int) -> Tensor:
     return torch.nn.functional.pad(features, (0, 0, 0, frames - time))
 
 
+def clip_features(waves: Tensor, cfg: FbankConfig) -> Tensor:
+    """Model input of whole clips: ``(batch, samples)`` -> ``(batch, clip_frames, num_mel_bins)``."""
+    return pad_frames(fbank(waves, cfg), cfg.clip_frames)
+
+
 @register_state
 class FbankState(NamedTuple):
     """Audio a stream still needs: ``tail (B, window_size)`` the last samples (zeros before the start), and

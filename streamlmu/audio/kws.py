@@ -26,6 +26,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from streamlmu.audio import verify
 from streamlmu.audio.detect import (DEFAULT_THRESHOLD, DetectorConfig, detector_init, detector_reset, detector_run,
                                     frame_energy, keyword_thresholds, window_init, window_posteriors, window_reset)
 from streamlmu.audio.features import FbankConfig, StreamingFbank
@@ -83,6 +84,11 @@ class StreamingKWS:
         blas_min_batch, int8_min_batch: from how many streams the engine's dense
             layers run on BLAS, and as int8 products (None: never; see
             :mod:`streamlmu.engine`).
+        verifier: a clip classifier (model, checkpoint file or bundled name) that
+            must confirm each detection on the second of audio that ends
+            ``verify_delay_s`` after it, with a posterior of at least
+            ``verify_threshold`` for the keyword (see :mod:`streamlmu.audio.verify`).
+            Confirmed events carry the confirmation time; None: no second stage.
 
     >>> kws = StreamingKWS.from_pretrained("lmuformer-tiny-synth35", keywords=("yes", "no"))
     >>> kws.accept_waveform(np.zeros(16000, np.float32), 16000)
@@ -94,7 +100,9 @@ class StreamingKWS:
     def __init__(self, model: torch.nn.Module, streams: int = 1, keywords: tuple[str, ...] | None = None,
                  threshold: float | dict[str, float] | None = None, rearm_fraction: float = 0.5, window_s: float = 1.0,
                  smooth_s: float = 0.05, patience_s: float = 0.03, refractory_s: float = 0.3, speech_gate_s: float = 0.4,
-                 blas_min_batch: int | None = DEFAULT_BLAS_MIN_BATCH, int8_min_batch: int | None = None):
+                 blas_min_batch: int | None = DEFAULT_BLAS_MIN_BATCH, int8_min_batch: int | None = None,
+                 verifier: torch.nn.Module | str | Path | None = None, verify_delay_s: float = verify.DEFAULT_DELAY_S,
+                 verify_threshold: float = verify.DEFAULT_THRESHOLD):
         if streams < 1:
             raise ValueError(f"streams must be >= 1 (got {streams})")
         self.labels: tuple[str, ...] = tuple(model.labels)
@@ -117,11 +125,22 @@ class StreamingKWS:
         self.runner = model.eval().streaming(blas_min_batch=blas_min_batch, pooling="frame",
                                              int8_min_batch=int8_min_batch)
         self.fbank = StreamingFbank(self.features)
+        self.verifier = None if verifier is None else self._verifier(verifier, verify_delay_s, verify_threshold)
         self.stats, self.hop_seconds = KWSStats(), LatencyHistogram()
         self.reset()
         self.accept_waveform(np.zeros((streams, self.features.window_size), np.float32), self.features.sample_rate)
         self.reset()  # that hop loaded the compiled kernels, so the first real hop is timed like any other
         self.stats, self.hop_seconds = KWSStats(), LatencyHistogram()
+
+    def _verifier(self, model: torch.nn.Module | str | Path, delay_s: float, threshold: float) -> verify.Verifier:
+        if not isinstance(model, torch.nn.Module):
+            from streamlmu.train.checkpoint import load_model
+            model = load_model(model)
+        rate = getattr(getattr(model, "features", None), "sample_rate", None)
+        if rate != self.features.sample_rate:
+            raise ValueError(f"the verifier must take {self.features.sample_rate} Hz audio, as the spotter "
+                             f"(it takes {rate})")
+        return verify.Verifier(model, self.streams, self.keywords, delay_s, threshold)
 
     @classmethod
     def from_pretrained(cls, path_or_name: str | Path, **kwargs) -> "StreamingKWS":
@@ -141,6 +160,8 @@ class StreamingKWS:
             self._frame = 0                                   # frames every stream has heard (one clock)
             self._resampler: StreamingResampler | None = None
             self._events: list[Event] = []
+            if self.verifier is not None:
+                self.verifier.reset()
             return
         if not 0 <= stream < self.streams:
             raise ValueError(f"stream must be in [0, {self.streams}) (got {stream})")
@@ -152,6 +173,8 @@ class StreamingKWS:
         window_reset(self._window, rows)
         detector_reset(self._detect, rows)
         self._origin[stream] = self._frame
+        if self.verifier is not None:
+            self.verifier.reset(stream)
 
     # ------------------------------------------------------------ audio in
     def _as_batch(self, samples: object) -> np.ndarray:
@@ -193,6 +216,7 @@ class StreamingKWS:
         frames, self._fbank = self.fbank(torch.from_numpy(audio), self._fbank)
         count = frames.shape[1]
         if not count:
+            self._confirm(audio)
             return 0
         logits, self._engine = self.runner(frames, self._engine)  # one engine step per hop for every stream
         posteriors = window_posteriors(logits.numpy(), self._window)
@@ -200,13 +224,25 @@ class StreamingKWS:
         fired, score = detector_run(posteriors, energy, self._detect, self.detector)
         for stream, t in zip(*np.nonzero(fired >= 0)):
             at = self.features.frame_end_s(self._frame + t - self._origin[stream])  # the frame's index in its stream
-            self._queue(Event(float(at), self.labels[fired[stream, t]], float(score[stream, t]), int(stream)))
+            event = Event(float(at), self.labels[fired[stream, t]], float(score[stream, t]), int(stream))
+            if self.verifier is None:
+                self._queue(event)
+            else:
+                heard = (self._frame + t) * self.features.hop + self.features.window_size  # on the shared clock
+                self.verifier.propose(int(heard), *event)
+        self._confirm(audio)
         self._frame += count
         self.stats.frames += count
         if trace is not None:
             trace.append((posteriors, energy))
         self.hop_seconds.add((time.perf_counter() - start) / count, count)
         return count
+
+    def _confirm(self, audio: np.ndarray) -> None:
+        """Hand the verifier this chunk of (resampled) audio and queue the detections it confirms."""
+        if self.verifier is not None:
+            for c in self.verifier.accept(audio):
+                self._queue(Event(c.t, c.keyword, c.score, c.stream))
 
     def _queue(self, event: Event) -> None:
         self.stats.events += 1

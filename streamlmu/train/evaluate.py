@@ -19,11 +19,10 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from streamlmu.audio.features import FbankConfig, StreamingFbank
+from streamlmu.audio.features import FbankConfig, StreamingFbank, clip_features
 from streamlmu.data.speech_commands import SpeechCommands, collate
 from streamlmu.plots import pyplot, save_figure
 from streamlmu.stream import StreamModule
-from streamlmu.train.trainer import clip_features
 
 MODES = ("offline", "streaming")
 

@@ -64,7 +64,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from streamlmu.audio.augment import mixup, spec_augment
-from streamlmu.audio.features import FbankConfig, fbank, pad_frames
+from streamlmu.audio.features import FbankConfig, clip_features, fbank
 from streamlmu.data.speech_commands import SAMPLE_RATE, SpeechCommands, collate, labels_for
 from streamlmu.data.streams import StreamWindows
 from streamlmu.models.registry import build_model
@@ -146,11 +146,6 @@ def epoch_lr(cfg: TrainConfig, epoch: int) -> float:
     if cfg.lr_schedule == "cosine":  # towards 0 over cfg.epochs (a resumed run with more epochs stretches it)
         return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(epoch, cfg.epochs) / cfg.epochs))
     return cfg.lr * cfg.lr_gamma ** (epoch // cfg.lr_step)
-
-
-def clip_features(waves: Tensor, features: FbankConfig) -> Tensor:
-    """Model input of whole clips: ``(batch, samples)`` -> ``(batch, clip_frames, num_mel_bins)``."""
-    return pad_frames(fbank(waves, features), features.clip_frames)
 
 
 def window_logits(running: Tensor, bias: Tensor, frames: int | None) -> Tensor:

@@ -22,13 +22,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from streamlmu.audio.features import clip_features
 from streamlmu.data.speech_commands import SpeechCommands
 from streamlmu.data.synth import read_metadata
 from streamlmu.metrics import cumulative_macs, synops_per_frame
 from streamlmu.models.registry import model_name
 from streamlmu.plots import pyplot, save_figure
 from streamlmu.stream import StreamModule
-from streamlmu.train.trainer import clip_features
 from streamlmu.train.truncation import (PAPER_POINTS, accuracy_after_onset, accuracy_by_word_fraction,
                                         calibrate_threshold, candidate_thresholds, decide_early, frame_logits,
                                         pareto_curve, shortest_prefix, word_spans)

@@ -1,0 +1,101 @@
+"""A second-stage check of keyword detections: a clip classifier on the last second of audio.
+
+The spotter fires on its sliding-window posterior. A verifier waits ``delay_s``
+after each detection (so the word has ended), classifies the 1 s of audio that
+ends then with a clip model (e.g. ``lmuformer-tiny-synth35``, which knows the
+words a keyword is confused with: *dog* for *down*, *learn* for *left*), and
+keeps the detection only if it gives the keyword a posterior of at least
+``threshold``. Verified events carry the time they were confirmed, so the
+delay shows in the latency.
+
+Shapes: audio ``(streams, samples)`` float32 at the models' sample rate.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from streamlmu.audio.features import clip_features
+
+DEFAULT_DELAY_S = 0.2
+DEFAULT_THRESHOLD = 0.1
+
+
+class Candidate(NamedTuple):
+    """A detection waiting for its audio: ``end`` the sample of the shared clock its window ends at, ``t`` the
+    stream time in seconds it is confirmed at."""
+
+    end: int
+    t: float
+    keyword: str
+    score: float
+    stream: int
+
+
+class Verifier:
+    """Keeps each stream's last second of audio and checks detections once their window has arrived.
+
+    Args:
+        model: a clip classifier with ``labels`` and ``features`` (what :func:`streamlmu.load_model` returns).
+        streams: audio streams, as the spotter's.
+        keywords: the keywords it will be asked about (each must be one of ``model.labels``).
+        delay_s: seconds to wait after a detection before classifying the second that ends then.
+        threshold: the clip posterior of the keyword a detection needs to be kept.
+    """
+
+    def __init__(self, model: torch.nn.Module, streams: int, keywords: tuple[str, ...],
+                 delay_s: float = DEFAULT_DELAY_S, threshold: float = DEFAULT_THRESHOLD):
+        labels = tuple(getattr(model, "labels", ()) or ())
+        missing = [k for k in keywords if k not in labels]
+        if missing:
+            raise ValueError(f"the verifier must know every keyword; it lacks {', '.join(missing)} "
+                             f"(its labels: {', '.join(labels) or 'none'})")
+        if not 0.0 <= delay_s <= 1.0 or not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"delay_s must be in [0, 1] seconds and threshold a posterior in [0, 1] "
+                             f"(got {delay_s}, {threshold})")
+        self.model, self.labels, self.features = model.eval(), labels, model.features
+        self.streams, self.threshold = streams, float(threshold)
+        self.delay = int(round(delay_s * self.features.sample_rate))
+        self.window = self.features.sample_rate  # one second, the clip the model was trained on
+        self.rejected = 0
+        self.reset()
+
+    def reset(self, stream: int | None = None) -> None:
+        """Drop the audio and the waiting detections of ``stream`` (every stream if None)."""
+        if stream is None:
+            self._audio = np.zeros((self.streams, self.window), np.float32)
+            self._start = np.zeros(self.streams, np.int64)  # each stream's first sample on the clock
+            self._samples = 0                                # samples every stream has heard (one clock)
+            self._waiting: list[Candidate] = []
+            return
+        self._audio[stream] = 0.0
+        self._start[stream] = self._samples
+        self._waiting = [c for c in self._waiting if c.stream != stream]
+
+    def propose(self, heard: int, t: float, keyword: str, score: float, stream: int) -> None:
+        """A detection at stream time ``t`` seconds whose frame ended at sample ``heard`` of the shared clock (the
+        samples every stream has been given); it is checked once ``delay_s`` more audio has arrived."""
+        self._waiting.append(Candidate(heard + self.delay, t + self.delay / self.features.sample_rate, keyword,
+                                       score, stream))
+
+    def accept(self, audio: np.ndarray) -> list[Candidate]:
+        """Append ``(streams, n)`` audio; returns the detections it confirmed, with their confirmation times."""
+        history = np.concatenate([self._audio, audio], axis=1)
+        first = self._samples - self._audio.shape[1]  # the clock's sample at history[:, 0]
+        self._samples += audio.shape[1]
+        due = [c for c in self._waiting if c.end <= self._samples]
+        self._waiting = [c for c in self._waiting if c.end > self._samples]
+        self._audio = history[:, -self.window:]
+        if not due:
+            return []
+        windows = np.zeros((len(due), self.window), np.float32)
+        for row, c in enumerate(due):
+            begin = max(c.end - self.window, int(self._start[c.stream]))  # nothing before the stream began
+            windows[row, self.window - (c.end - begin):] = history[c.stream, begin - first:c.end - first]
+        with torch.no_grad():
+            posteriors = torch.softmax(self.model.classify(clip_features(torch.from_numpy(windows), self.features)), -1)
+        kept = [c for row, c in enumerate(due) if float(posteriors[row, self.labels.index(c.keyword)]) >= self.threshold]
+        self.rejected += len(due) - len(kept)
+        return kept
