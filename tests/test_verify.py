@@ -51,6 +51,18 @@ def test_the_verifier_classifies_the_second_that_ends_a_delay_after_the_detectio
     assert torch.equal(model.inputs[-1], expected)
 
 
+def test_a_chunk_longer_than_the_window_is_checked_piece_by_piece():
+    model = RecordingClassifier()
+    verifier = Verifier(model, streams=1, keywords=("yes",), delay_s=0.0, threshold=0.3)
+    audio = np.random.default_rng(1).uniform(-0.5, 0.5, (1, 80000)).astype(np.float32)
+    verifier.accept(audio[:, :100])
+    verifier.propose(20000, 1.25, "yes", 0.9, 0)
+    verifier.propose(70000, 4.375, "yes", 0.9, 0)
+    assert [c.end for c in verifier.accept(audio[:, 100:])] == [20000, 70000]
+    for window, end in zip(model.inputs, (20000, 70000)):
+        assert torch.equal(window, clip_features(torch.from_numpy(audio[:, end - 16000:end].copy()), model.features))
+
+
 def test_a_stream_reset_drops_its_waiting_detections_and_its_past():
     model = RecordingClassifier(logits=(5.0, 0.0, 0.0))   # says "yes"
     verifier = Verifier(model, streams=2, keywords=("yes", "no"), delay_s=0.2, threshold=0.5)

@@ -65,12 +65,12 @@ class Verifier:
     def reset(self, stream: int | None = None) -> None:
         """Drop the audio and the waiting detections of ``stream`` (every stream if None)."""
         if stream is None:
-            self._audio = np.zeros((self.streams, self.window), np.float32)
+            self._ring = np.zeros((self.streams, 2 * self.window), np.float32)  # clock sample i at column i % size
             self._start = np.zeros(self.streams, np.int64)  # each stream's first sample on the clock
             self._samples = 0                                # samples every stream has heard (one clock)
             self._waiting: list[Candidate] = []
             return
-        self._audio[stream] = 0.0
+        self._ring[stream] = 0.0
         self._start[stream] = self._samples
         self._waiting = [c for c in self._waiting if c.stream != stream]
 
@@ -82,18 +82,24 @@ class Verifier:
 
     def accept(self, audio: np.ndarray) -> list[Candidate]:
         """Append ``(streams, n)`` audio; returns the detections it confirmed, with their confirmation times."""
-        history = np.concatenate([self._audio, audio], axis=1)
-        first = self._samples - self._audio.shape[1]  # the clock's sample at history[:, 0]
-        self._samples += audio.shape[1]
-        due = [c for c in self._waiting if c.end <= self._samples]
-        self._waiting = [c for c in self._waiting if c.end > self._samples]
-        self._audio = history[:, -self.window:]
+        kept: list[Candidate] = []
+        for first in range(0, audio.shape[1], self.window):  # the ring holds a window plus at most this much
+            piece = audio[:, first:first + self.window]
+            self._ring[:, (self._samples + np.arange(piece.shape[1])) % self._ring.shape[1]] = piece
+            self._samples += piece.shape[1]
+            kept += self._check([c for c in self._waiting if c.end <= self._samples])
+            self._waiting = [c for c in self._waiting if c.end > self._samples]
+        return kept
+
+    def _check(self, due: list[Candidate]) -> list[Candidate]:
+        """The detections among ``due`` (whose windows have arrived) that the clip model confirms."""
         if not due:
             return []
         windows = np.zeros((len(due), self.window), np.float32)
         for row, c in enumerate(due):
             begin = max(c.end - self.window, int(self._start[c.stream]))  # nothing before the stream began
-            windows[row, self.window - (c.end - begin):] = history[c.stream, begin - first:c.end - first]
+            columns = np.arange(begin, c.end) % self._ring.shape[1]
+            windows[row, self.window - (c.end - begin):] = self._ring[c.stream, columns]
         with torch.no_grad():
             posteriors = torch.softmax(self.model.classify(clip_features(torch.from_numpy(windows), self.features)), -1)
         kept = [c for row, c in enumerate(due) if float(posteriors[row, self.labels.index(c.keyword)]) >= self.threshold]
