@@ -14,7 +14,8 @@ forgets its ``h``).
 
 Shapes: x, z, u, s and their gradients ``(B, T, N)``; v, v_out and their
 gradients ``(B, N)``; the scalars have the arrays' dtype. Each kernel returns
-a code of :mod:`streamlmu.kernels.status`; none allocates.
+a code of :mod:`streamlmu.kernels.status`; none allocates but the backward
+scan, one row of scratch.
 """
 from __future__ import annotations
 
@@ -91,9 +92,9 @@ def lif_scan_train(x, v, tau, threshold, v_reset, alpha, z_out, u_out, v_out) ->
 def lif_scan_backward(grad_z, grad_v, s, z, tau, alpha, grad_x, grad_v0) -> int:
     """Gradients of the input and of the initial membrane from those of the spikes and of the final membrane.
 
-    ``s = sigmoid(u)`` comes from the caller: a vectorised sigmoid is several times faster than Numba's
-    scalar ``exp``. The membrane's running gradient sits in a local array, not in a view of ``grad_v0``,
-    so that the loop over neurons vectorises (four times faster).
+    ``s = sigmoid(u)`` comes from the caller: a vectorised sigmoid is about three times faster than Numba's
+    scalar ``exp``. The membrane's running gradient sits in a local array, not in a view of ``grad_v0``, so
+    that the loop over neurons vectorises (four times faster).
     """
     batch, time, n = z.shape
     if (grad_z.shape != z.shape or s.shape != z.shape or grad_x.shape != z.shape

@@ -112,8 +112,8 @@ class LIF(StreamModule):
     On CPU, ``forward`` runs Numba kernels that perform the same float
     operations as :func:`lif_step` and so give the same spikes: the inference
     scan without autograd, and with autograd and the default surrogate a
-    training scan whose backward pass is one Numba loop too (other surrogates
-    loop over :func:`lif_step`).
+    training scan whose backward pass is torch's sigmoid and one Numba loop
+    (other surrogates loop over :func:`lif_step`).
 
     Shapes:
         step:    x ``(batch, features)`` -> spikes ``(batch, features)`` (0.0 / 1.0)
