@@ -26,3 +26,13 @@ def tiny_corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("scv2")
     return generate(root, SynthConfig(clips_per_word=12, background_seconds=4.0, seed=3), TINY_WORDS,
                     workers=2, progress=False)
+
+
+@pytest.fixture(scope="session")
+def demo():
+    """The bundled demo recording: ``(audio float32 (samples,), rate, truth)`` with truth its word list."""
+    import json
+    import soundfile
+    from streamlmu.pretrained import DEMO_RECORDING, DEMO_TRUTH
+    audio, rate = soundfile.read(DEMO_RECORDING, dtype="float32")
+    return audio, rate, json.loads(DEMO_TRUTH.read_text())

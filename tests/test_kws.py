@@ -15,7 +15,6 @@ from streamlmu.audio.resample import StreamingResampler, resample_filter
 from streamlmu.audio.sources import FileSource, PCMSource
 from streamlmu.data.speech_commands import AudioFileError
 from streamlmu.data.streams import Occurrence
-from streamlmu.pretrained import DEMO_RECORDING, DEMO_TRUTH
 
 MODEL = "lmuformer-tiny-synth35"
 
@@ -139,13 +138,6 @@ def test_keyword_thresholds_name_bad_keywords():
 
 
 # ------------------------------------------------------------------ the spotter
-@pytest.fixture(scope="module")
-def demo():
-    audio, rate = soundfile.read(DEMO_RECORDING, dtype="float32")
-    truth = json.loads(DEMO_TRUTH.read_text())
-    return audio, rate, truth
-
-
 def _events(kws, audio, rate, chunk):
     kws.reset()
     for start in range(0, len(audio), chunk):

@@ -2,13 +2,12 @@ import json
 
 import numpy as np
 import pytest
-import soundfile
 import torch
 
 from streamlmu.audio.features import FbankConfig, clip_features
 from streamlmu.audio.kws import StreamingKWS
 from streamlmu.audio.verify import Verifier
-from streamlmu.pretrained import DEFAULT_KWS_MODEL, DEMO_RECORDING, DEMO_TRUTH
+from streamlmu.pretrained import DEFAULT_KWS_MODEL
 
 CLIP_MODEL = "lmuformer-tiny-synth35"
 
@@ -23,12 +22,6 @@ class RecordingClassifier(torch.nn.Module):
     def classify(self, x):
         self.inputs.append(x)
         return self.logits.expand(x.shape[0], -1)
-
-
-@pytest.fixture(scope="module")
-def demo():
-    audio, rate = soundfile.read(DEMO_RECORDING, dtype="float32")
-    return audio, rate, json.loads(DEMO_TRUTH.read_text())
 
 
 def _events(kws, audio, rate, chunk):
