@@ -52,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bce: the paper's binary cross-entropy; ce: softmax cross-entropy")
     parser.add_argument("--mixup", type=float, default=d.mixup_alpha, help="mixup Beta alpha (0: off)")
     parser.add_argument("--no-spec-augment", action="store_true", help="train without SpecAugment")
+    parser.add_argument("--freq-warp", type=float, default=d.freq_warp, metavar="MAX",
+                        help="vocal tract length perturbation: warp each clip's frequency axis by a factor from "
+                             "[1 - MAX, 1 + MAX], e.g. 0.1 (0: off)")
     parser.add_argument("--stream-windows", action="store_true",
                         help="12 or 37 labels: train on stream excerpts labelled as a live spotter should answer at "
                              "their end")
@@ -87,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
                       lr_schedule=args.lr_schedule, lr_step=args.lr_step, lr_gamma=args.lr_gamma,
                       loss=args.loss, mixup_alpha=args.mixup,
-                      spec_augment=not args.no_spec_augment, seed=args.seed, workers=args.workers,
+                      spec_augment=not args.no_spec_augment, freq_warp=args.freq_warp, seed=args.seed,
+                      workers=args.workers,
                       max_steps=args.max_steps, tensorboard=not args.no_tensorboard, init=args.init,
                       stream_windows=args.stream_windows,
                       teacher=args.teacher, distill_weight=args.distill_weight,

@@ -1,10 +1,11 @@
 import pickle
+import re
 
 import pytest
 import torch
 from torchaudio.compliance import kaldi
 
-from streamlmu.audio.augment import mixup, spec_augment
+from streamlmu.audio.augment import freq_warp, mixup, spec_augment
 from streamlmu.audio.features import FbankConfig, StreamingFbank, fbank, pad_frames
 
 CFG = FbankConfig()
@@ -123,3 +124,32 @@ def test_mixup_blends_features_and_targets_alike():
     # each mixed example's value equals the label-weighted mean of the originals
     assert torch.allclose(xm[:, 0, 0], ym @ torch.arange(4.0), atol=1e-6)
     assert mixup(x, y, alpha=0.0, generator=gen) == (x, y)
+
+
+def _tone_peak_bins(hz: torch.Tensor) -> torch.Tensor:
+    """The loudest mel bin of a 1 s tone at each frequency, in frame 50."""
+    t = torch.arange(16000) / 16000
+    return fbank(torch.sin(2 * torch.pi * hz[:, None] * t), FbankConfig())[:, 50].argmax(dim=-1)
+
+
+def test_freq_warp_moves_a_tone_like_a_higher_or_lower_voice():
+    cfg = FbankConfig()
+    x = fbank(torch.sin(2 * torch.pi * 1000 * torch.arange(16000) / 16000).expand(32, -1), cfg)
+    warped = freq_warp(x, torch.Generator().manual_seed(0), cfg, max_warp=0.2)
+    assert torch.equal(warped, freq_warp(x, torch.Generator().manual_seed(0), cfg, max_warp=0.2))
+    peaks = warped[:, 50].argmax(dim=-1)
+    low, high = _tone_peak_bins(torch.tensor([800.0, 1200.0]))
+    assert low < _tone_peak_bins(torch.tensor([1000.0]))[0] < high
+    assert ((peaks >= low) & (peaks <= high)).all() and len(peaks.unique()) > 5
+    # a flat spectrum stays flat; no warp returns the input and draws nothing
+    flat = torch.full((2, 5, 128), 0.3)
+    assert torch.allclose(freq_warp(flat, torch.Generator().manual_seed(1), cfg), flat)
+    gen = torch.Generator().manual_seed(2)
+    assert freq_warp(x, gen, cfg, max_warp=0.0) is x
+    assert torch.equal(gen.get_state(), torch.Generator().manual_seed(2).get_state())
+
+
+@pytest.mark.parametrize("shape, max_warp, words", [((2, 5, 64), 0.1, "mel=128"), ((2, 5, 128), 1.0, "[0, 1)")])
+def test_freq_warp_bad_input(shape, max_warp, words):
+    with pytest.raises(ValueError, match=re.escape(words)):
+        freq_warp(torch.zeros(shape), torch.Generator(), FbankConfig(), max_warp)

@@ -164,6 +164,16 @@ def test_weight_average_is_validated_saved_and_resumed(tiny_corpus, tmp_path):
         config(tiny_corpus, tmp_path, ema=1.5)
 
 
+def test_frequency_warp_option(tiny_corpus, tmp_path):
+    plain = train(config(tiny_corpus, tmp_path / "plain", epochs=1), progress=False)
+    warped = train(config(tiny_corpus, tmp_path / "warp", epochs=1, freq_warp=0.1), progress=False)
+    assert warped["history"][0]["train_loss"] != plain["history"][0]["train_loss"]
+    with pytest.raises(ValueError, match="freq_warp"):  # a resumed run keeps its augmentation
+        train(config(tiny_corpus, tmp_path / "warp", epochs=2), resume=True, progress=False)
+    with pytest.raises(ValueError, match=r"freq_warp must be in \[0, 1\)"):
+        config(tiny_corpus, tmp_path, freq_warp=1.5)
+
+
 def test_softmax_cross_entropy_option(tiny_corpus, tmp_path):
     result = train(config(tiny_corpus, tmp_path, epochs=1, loss="ce"), progress=False)
     assert result["history"][0]["train_loss"] > 0

@@ -1,4 +1,4 @@
-"""Training-time augmentation of feature batches: SpecAugment masks and mixup.
+"""Training-time augmentation of feature batches: SpecAugment masks, frequency warping and mixup.
 
 Both draw from an explicit ``torch.Generator``, so a resumed training run
 repeats the same augmentations.
@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import Tensor
+
+from streamlmu.audio.features import FbankConfig
 
 
 def _mask(x: Tensor, dim: int, count: int, width: int, generator: torch.Generator) -> Tensor:
@@ -34,6 +36,42 @@ def spec_augment(x: Tensor, generator: torch.Generator, freq_masks: int = 2, fre
         raise ValueError(f"features must have shape (batch, time, mel) (got {tuple(x.shape)})")
     x = _mask(x, 2, freq_masks, freq_width, generator)
     return _mask(x, 1, time_masks, time_width, generator)
+
+
+def _mel(hz: Tensor) -> Tensor:
+    return 1127.0 * torch.log1p(hz / 700.0)
+
+
+def freq_warp(x: Tensor, generator: torch.Generator, features: FbankConfig, max_warp: float = 0.1) -> Tensor:
+    """Vocal tract length perturbation (Jaitly and Hinton, 2013) on log-mel frames.
+
+    Each example gets a factor ``a ~ U(1 - max_warp, 1 + max_warp)``; the mel bin
+    centred at ``f`` Hz takes the (linearly interpolated) value at ``f / a``, as
+    if a speaker's formants sat ``a`` times higher. Bins whose source lies
+    outside the filterbank's band take the edge bin. ``max_warp = 0`` leaves
+    ``x`` unchanged and draws nothing.
+    """
+    if x.dim() != 3 or x.shape[2] != features.num_mel_bins:
+        raise ValueError(f"features must have shape (batch, time, mel={features.num_mel_bins}) "
+                         f"(got {tuple(x.shape)})")
+    if not 0.0 <= max_warp < 1.0:
+        raise ValueError(f"max_warp must be in [0, 1) (got {max_warp})")
+    if max_warp == 0.0 or x.shape[0] == 0:
+        return x
+    bins = features.num_mel_bins
+    nyquist = features.sample_rate / 2
+    high = features.high_freq if features.high_freq > 0 else nyquist + features.high_freq
+    low_mel, high_mel = _mel(torch.tensor(features.low_freq, dtype=torch.float64)), \
+        _mel(torch.tensor(high, dtype=torch.float64))
+    step = (high_mel - low_mel) / (bins + 1)
+    centres = 700.0 * torch.expm1((low_mel + step * torch.arange(1, bins + 1, dtype=torch.float64)) / 1127.0)
+    factors = 1.0 + max_warp * (2.0 * torch.rand(x.shape[0], 1, generator=generator, dtype=torch.float64) - 1.0)
+    source = ((_mel(centres / factors) - low_mel) / step - 1.0).clamp(0.0, bins - 1.0)  # (batch, mel)
+    lower = source.floor().long()
+    upper = (lower + 1).clamp(max=bins - 1)
+    weight = (source - lower).to(x.dtype)[:, None, :]
+    index = (lower[:, None, :].expand(-1, x.shape[1], -1), upper[:, None, :].expand(-1, x.shape[1], -1))
+    return x.gather(2, index[0]) * (1 - weight) + x.gather(2, index[1]) * weight
 
 
 def mixup(x: Tensor, targets: Tensor, alpha: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:

@@ -4,7 +4,7 @@ The recipe is the LMUFormer paper's: 128-mel Kaldi fbank padded to 128 frames,
 binary cross-entropy on one-hot targets (``loss="ce"`` for softmax cross-entropy), Adam (lr 2.5e-3, betas 0.95/0.999),
 StepLR x0.85 every 10 epochs (or, with ``lr_schedule="cosine"``, a cosine decay from ``lr`` towards 0
 over ``epochs``; either after an optional linear warm-up over the first ``warmup_steps`` steps, as the
-official code has), SpecAugment and mixup. The loss is taken on the last frame's logits, the running mean
+official code has), SpecAugment and mixup, and optionally vocal tract length perturbation (``freq_warp``). The loss is taken on the last frame's logits, the running mean
 over the whole (padded) clip.
 
 ``stream_windows`` trains for continuous keyword spotting (12 or 37 labels), where
@@ -63,7 +63,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from streamlmu.audio.augment import mixup, spec_augment
+from streamlmu.audio.augment import freq_warp, mixup, spec_augment
 from streamlmu.audio.features import FbankConfig, clip_features, fbank
 from streamlmu.data.speech_commands import SAMPLE_RATE, SpeechCommands, collate, labels_for
 from streamlmu.data.streams import StreamWindows
@@ -79,7 +79,7 @@ LR_SCHEDULES = ("step", "cosine")  # StepLR (lr_step, lr_gamma), or a cosine dec
 
 # Fields that must agree between a run and the run it resumes.
 _RESUME_KEYS = ("model", "preset", "labels", "batch_size", "lr", "betas", "lr_schedule", "lr_step", "lr_gamma",
-                "warmup_steps", "loss", "mixup_alpha", "spec_augment", "noise_probability", "seed", "overrides",
+                "warmup_steps", "loss", "mixup_alpha", "spec_augment", "freq_warp", "noise_probability", "seed", "overrides",
                 "teacher", "distill_weight", "distill_temperature", "unknown_fraction", "silence_fraction",
                 "stream_windows", "ema")
 
@@ -106,6 +106,7 @@ class TrainConfig:
     loss: str = "bce"
     mixup_alpha: float = 0.2
     spec_augment: bool = True
+    freq_warp: float = 0.0                 # frequency-warp factors drawn from [1 - freq_warp, 1 + freq_warp]
     noise_probability: float = 0.8
     seed: int = 0
     workers: int = 0
@@ -137,6 +138,8 @@ class TrainConfig:
         if not 0.0 <= self.distill_weight <= 1.0 or self.distill_temperature <= 0:
             raise ValueError(f"distill_weight must be in [0, 1] and distill_temperature > 0 "
                              f"(got {self.distill_weight}, {self.distill_temperature})")
+        if not 0.0 <= self.freq_warp < 1.0:
+            raise ValueError(f"freq_warp must be in [0, 1), e.g. 0.1 (got {self.freq_warp})")
         if self.ema is not None and not 0.0 < self.ema < 1.0:
             raise ValueError(f"ema must be a decay per step in (0, 1), e.g. 0.999 (got {self.ema})")
 
@@ -278,6 +281,7 @@ class _Run:
                 x, window = fbank(waves, self.features), self.features.num_frames(SAMPLE_RATE)
             else:
                 x, window = clip_features(waves, self.features), None
+            x = freq_warp(x, augment, self.features, cfg.freq_warp)
             if cfg.spec_augment and len(x):
                 x = spec_augment(x, augment)
             targets = F.one_hot(labels, len(self.classes)).to(x.dtype)
