@@ -1,6 +1,6 @@
 """Training-time augmentation of feature batches: SpecAugment masks, frequency warping and mixup.
 
-Both draw from an explicit ``torch.Generator``, so a resumed training run
+All draw from an explicit ``torch.Generator``, so a resumed training run
 repeats the same augmentations.
 
 Shapes: features ``(batch, time, mel)``; targets ``(batch, classes)`` (one-hot or soft).
@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import Tensor
+from torchaudio.compliance.kaldi import inverse_mel_scale, mel_scale
 
 from streamlmu.audio.features import FbankConfig
 
@@ -38,10 +39,6 @@ def spec_augment(x: Tensor, generator: torch.Generator, freq_masks: int = 2, fre
     return _mask(x, 1, time_masks, time_width, generator)
 
 
-def _mel(hz: Tensor) -> Tensor:
-    return 1127.0 * torch.log1p(hz / 700.0)
-
-
 def freq_warp(x: Tensor, generator: torch.Generator, features: FbankConfig, max_warp: float = 0.1) -> Tensor:
     """Vocal tract length perturbation (Jaitly and Hinton, 2013) on log-mel frames.
 
@@ -59,14 +56,11 @@ def freq_warp(x: Tensor, generator: torch.Generator, features: FbankConfig, max_
     if max_warp == 0.0 or x.shape[0] == 0:
         return x
     bins = features.num_mel_bins
-    nyquist = features.sample_rate / 2
-    high = features.high_freq if features.high_freq > 0 else nyquist + features.high_freq
-    low_mel, high_mel = _mel(torch.tensor(features.low_freq, dtype=torch.float64)), \
-        _mel(torch.tensor(high, dtype=torch.float64))
-    step = (high_mel - low_mel) / (bins + 1)
-    centres = 700.0 * torch.expm1((low_mel + step * torch.arange(1, bins + 1, dtype=torch.float64)) / 1127.0)
+    low_mel, high_mel = (mel_scale(torch.tensor(hz, dtype=torch.float64)) for hz in features.band_hz)
+    step = (high_mel - low_mel) / (bins + 1)  # Kaldi's bins: equally spaced on the mel scale
+    centres = inverse_mel_scale(low_mel + step * torch.arange(1, bins + 1, dtype=torch.float64))
     factors = 1.0 + max_warp * (2.0 * torch.rand(x.shape[0], 1, generator=generator, dtype=torch.float64) - 1.0)
-    source = ((_mel(centres / factors) - low_mel) / step - 1.0).clamp(0.0, bins - 1.0)  # (batch, mel)
+    source = ((mel_scale(centres / factors) - low_mel) / step - 1.0).clamp(0.0, bins - 1.0)  # (batch, mel)
     lower = source.floor().long()
     upper = (lower + 1).clamp(max=bins - 1)
     weight = (source - lower).to(x.dtype)[:, None, :]

@@ -59,6 +59,12 @@ class FbankConfig:
     def fft_size(self) -> int:
         return 1 << (self.window_size - 1).bit_length()
 
+    @property
+    def band_hz(self) -> tuple[float, float]:
+        """``(low, high)`` edges of the mel filterbank in Hz."""
+        nyquist = self.sample_rate / 2
+        return self.low_freq, self.high_freq if self.high_freq > 0 else nyquist + self.high_freq
+
     def frame_end_s(self, index: int) -> float:
         """When frame ``index`` (from 0) has been heard: its last sample's time in seconds."""
         return (index * self.hop + self.window_size) / self.sample_rate
