@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibrate", type=float, default=None, metavar="FA_PER_HOUR",
                         help="choose per-keyword thresholds that hit the most keywords of validation streams with "
                              "at most this many false alarms per hour")
+    parser.add_argument("--calibrate-minutes", type=float, default=None, metavar="MINUTES",
+                        help="with --calibrate: validation audio to calibrate on, over all streams (default: "
+                             "--minutes; more audio holds more false alarms and so a steadier rate)")
     parser.add_argument("--save-thresholds", metavar="CKPT", default=None,
                         help="with --calibrate: write a copy of the model with the calibrated thresholds (listen and "
                              "StreamingKWS then use them by default)")
@@ -46,8 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _streams(args, split: str, keywords: tuple[str, ...], seed: int):
-    seconds = args.minutes * 60 / args.streams
+def _streams(args, split: str, keywords: tuple[str, ...], seed: int, minutes: float):
+    seconds = minutes * 60 / args.streams
     builder = StreamBuilder(SpeechCommands(args.data, split, 35), keywords, StreamConfig(seconds=seconds))
     built = [builder.build(seed=seed + i) for i in range(args.streams)]
     return np.stack([audio for audio, _ in built]), [truth for _, truth in built]
@@ -56,8 +59,11 @@ def _streams(args, split: str, keywords: tuple[str, ...], seed: int):
 def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     keywords = tuple(k.strip() for k in args.keywords.split(",") if k.strip())
-    if args.save_thresholds and args.calibrate is None:
-        raise ValueError("--save-thresholds needs --calibrate")
+    if (args.save_thresholds or args.calibrate_minutes is not None) and args.calibrate is None:
+        raise ValueError("--save-thresholds and --calibrate-minutes need --calibrate")
+    calibrate_minutes = args.minutes if args.calibrate_minutes is None else args.calibrate_minutes
+    if calibrate_minutes <= 0:
+        raise ValueError(f"--calibrate-minutes must be > 0 (got {calibrate_minutes})")
     if args.streams < 1 or args.minutes <= 0:
         raise ValueError(f"--streams must be >= 1 and --minutes > 0 (got {args.streams}, {args.minutes})")
     options = dict(streams=args.streams, keywords=keywords, int8_min_batch=1 if args.int8 else None,
@@ -66,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     threshold = args.threshold
     if args.calibrate is not None:
         kws = StreamingKWS.from_pretrained(args.model, **options)
-        audio, truths = _streams(args, "validation", keywords, args.seed + 10_000)
+        audio, truths = _streams(args, "validation", keywords, args.seed + 10_000, calibrate_minutes)
         _, posteriors, energy = run_streams(kws, audio, progress=not args.quiet)
         threshold, reached, rows = calibrate(kws, posteriors, energy, truths, audio.size / SAMPLE_RATE,
                                              args.calibrate)
@@ -81,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     if threshold is not None:
         options["threshold"] = threshold
     kws = StreamingKWS.from_pretrained(args.model, **options)
-    audio, truths = _streams(args, args.split, keywords, args.seed)
+    audio, truths = _streams(args, args.split, keywords, args.seed, args.minutes)
     events, posteriors, _ = run_streams(kws, audio, progress=not args.quiet)
     report = score(events, truths, keywords, audio.size / SAMPLE_RATE)
     print(report.table())

@@ -400,12 +400,13 @@ def test_listen_bad_input_is_a_clear_error(tmp_path, capsys):
 def test_kws_eval_reports_and_plots(tiny_corpus, tmp_path, capsys):
     from streamlmu.apps.cli import main
     assert main(["kws-eval", "--data", str(tiny_corpus), "--keywords", "yes,no", "--minutes", "2", "--streams", "2",
-                 "--calibrate", "60", "--plot", str(tmp_path / "s.png"), "--json", str(tmp_path / "r.json"),
-                 "--save-thresholds", str(tmp_path / "tuned.pt"), "--quiet"]) == 0
+                 "--calibrate", "60", "--calibrate-minutes", "3", "--plot", str(tmp_path / "s.png"),
+                 "--json", str(tmp_path / "r.json"), "--save-thresholds", str(tmp_path / "tuned.pt"), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "calibrated on" in out and "false alarms per hour" in out
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["occurrences"] > 0 and 0 <= report["hit_rate"] <= 1 and report["hours"] == pytest.approx(2 / 60, abs=1e-4)
+    assert report["validation"]["hours"] == pytest.approx(3 / 60, abs=1e-4)  # calibrated on its own length
     assert len(report["calibration"]) > 3 and set(report["per_keyword"]) >= {"yes", "no"}
     assert report["validation"]["false_alarms_per_hour"] <= 60 or set(report["thresholds"].values()) == {0.999}
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
@@ -413,6 +414,10 @@ def test_kws_eval_reports_and_plots(tiny_corpus, tmp_path, capsys):
     assert set(tuned.keywords) == {"yes", "no"}
     assert [tuned.detector.thresholds[tuned.labels.index(k)] for k in ("yes", "no")] == \
         [report["thresholds"]["yes"], report["thresholds"]["no"]]
+    assert main(["kws-eval", "--data", str(tiny_corpus), "--calibrate-minutes", "3", "--quiet"]) == 2
+    assert "--calibrate-minutes need --calibrate" in capsys.readouterr().err
+    assert main(["kws-eval", "--data", str(tiny_corpus), "--calibrate", "2", "--calibrate-minutes", "0"]) == 2
+    assert "--calibrate-minutes must be > 0" in capsys.readouterr().err
 
 
 def _rss_mb() -> float:
