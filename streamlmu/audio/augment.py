@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import Tensor
-from torchaudio.compliance.kaldi import inverse_mel_scale, mel_scale
+from torchaudio.compliance.kaldi import mel_scale
 
-from streamlmu.audio.features import FbankConfig
+from streamlmu.audio.features import FbankConfig, mel_centres_hz
 
 
 def _mask(x: Tensor, dim: int, count: int, width: int, generator: torch.Generator) -> Tensor:
@@ -56,11 +56,10 @@ def freq_warp(x: Tensor, generator: torch.Generator, features: FbankConfig, max_
     if max_warp == 0.0 or x.shape[0] == 0:
         return x
     bins = features.num_mel_bins
-    low_mel, high_mel = (mel_scale(torch.tensor(hz, dtype=torch.float64)) for hz in features.band_hz)
-    step = (high_mel - low_mel) / (bins + 1)  # Kaldi's bins: equally spaced on the mel scale
-    centres = inverse_mel_scale(low_mel + step * torch.arange(1, bins + 1, dtype=torch.float64))
+    centres = mel_centres_hz(features).double()
+    first, step = mel_scale(centres[0]), mel_scale(centres[1]) - mel_scale(centres[0])  # equal steps in mel
     factors = 1.0 + max_warp * (2.0 * torch.rand(x.shape[0], 1, generator=generator, dtype=torch.float64) - 1.0)
-    source = ((mel_scale(centres / factors) - low_mel) / step - 1.0).clamp(0.0, bins - 1.0)  # (batch, mel)
+    source = ((mel_scale(centres / factors) - first) / step).clamp(0.0, bins - 1.0)  # fractional bins (batch, mel)
     lower = source.floor().long()
     upper = (lower + 1).clamp(max=bins - 1)
     weight = (source - lower).to(x.dtype)[:, None, :]

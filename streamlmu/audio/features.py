@@ -59,12 +59,6 @@ class FbankConfig:
     def fft_size(self) -> int:
         return 1 << (self.window_size - 1).bit_length()
 
-    @property
-    def band_hz(self) -> tuple[float, float]:
-        """``(low, high)`` edges of the mel filterbank in Hz."""
-        nyquist = self.sample_rate / 2
-        return self.low_freq, self.high_freq if self.high_freq > 0 else nyquist + self.high_freq
-
     def frame_end_s(self, index: int) -> float:
         """When frame ``index`` (from 0) has been heard: its last sample's time in seconds."""
         return (index * self.hop + self.window_size) / self.sample_rate
@@ -92,11 +86,21 @@ class _Tables(NamedTuple):
 _TABLES: dict[tuple[FbankConfig, torch.dtype], _Tables] = {}
 
 
+def _mel_banks(cfg: FbankConfig) -> tuple[Tensor, Tensor]:
+    """Kaldi's triangular filters ``(num_mel_bins, fft_size // 2)`` and their centres in Hz ``(num_mel_bins, 1)``."""
+    return kaldi.get_mel_banks(cfg.num_mel_bins, cfg.fft_size, float(cfg.sample_rate), cfg.low_freq,
+                               cfg.high_freq, 100.0, -500.0, 1.0)  # no VTLN warping
+
+
+def mel_centres_hz(cfg: FbankConfig) -> Tensor:
+    """The centre frequency of each mel bin in Hz: ``(num_mel_bins,)``, equally spaced on the mel scale."""
+    return _mel_banks(cfg)[1][:, 0]
+
+
 def _tables(cfg: FbankConfig, dtype: torch.dtype) -> _Tables:
     key = (cfg, dtype)
     if key not in _TABLES:
-        bins, _ = kaldi.get_mel_banks(cfg.num_mel_bins, cfg.fft_size, float(cfg.sample_rate), cfg.low_freq,
-                                      cfg.high_freq, 100.0, -500.0, 1.0)  # no VTLN warping
+        bins, _ = _mel_banks(cfg)
         mel = torch.nn.functional.pad(bins, (0, 1)).T.to(dtype).contiguous()  # the Nyquist bin gets no weight
         _TABLES[key] = _Tables(torch.hann_window(cfg.window_size, periodic=False, dtype=dtype), mel)
     return _TABLES[key]
