@@ -1,5 +1,6 @@
 import json
 import os
+import time
 
 import numpy as np
 import pytest
@@ -461,3 +462,50 @@ def _soak(audio, rate, truth):
     assert all(abs(t - t0) <= 0.02 for events in per_repeat[1:] for (_, t), (_, t0) in zip(events, steady))
     assert not silent  # an hour of silence fires nothing
     assert rss[1] - rss[0] <= 10.0
+
+
+class _FakeSoundDevice:
+    """A stand-in for ``sounddevice`` with one input device that sends ``blocks`` blocks after ``delay_s``."""
+
+    PortAudioError = RuntimeError
+
+    def __init__(self, delay_s: float | None, blocks: int):
+        self.delay_s, self.blocks = delay_s, blocks
+
+    def query_devices(self, device=None, kind=None):
+        info = {"name": "fake mic", "max_input_channels": 1, "default_samplerate": 16000.0}
+        return info if kind else [info]
+
+    def check_input_settings(self, **settings):
+        pass
+
+    def InputStream(self, blocksize, callback, **settings):
+        import contextlib
+        import threading
+        import types
+
+        def send():
+            time.sleep(self.delay_s)
+            for _ in range(self.blocks):
+                status = types.SimpleNamespace(input_overflow=False)
+                callback(np.zeros((blocksize, 1), np.float32), blocksize, None, status)
+
+        @contextlib.contextmanager
+        def stream():
+            if self.delay_s is not None:
+                threading.Thread(target=send, daemon=True).start()
+            yield
+        return stream()
+
+
+@pytest.mark.parametrize("delay_s, blocks, waited", [(0.3, 3, 0.2), (None, 0, 0.5)])
+def test_microphone_waits_longer_for_its_first_block_than_between_blocks(monkeypatch, delay_s, blocks, waited):
+    from streamlmu.audio import sources
+    monkeypatch.setattr(sources, "_sounddevice", lambda: _FakeSoundDevice(delay_s, blocks))
+    monkeypatch.setattr(sources.MicrophoneSource, "start_s", 0.5)
+    monkeypatch.setattr(sources.MicrophoneSource, "gap_s", 0.2)
+    heard = []
+    with pytest.raises(RuntimeError, match=f"'fake mic' delivered nothing for {waited:g} s"):
+        for chunk, _ in sources.MicrophoneSource():
+            heard.append(len(chunk))
+    assert heard == [1600] * blocks  # 0.1 s blocks at 16 kHz, all of them, then the error

@@ -125,7 +125,13 @@ def input_devices() -> list[dict]:
 
 class MicrophoneSource:
     """Audio from an input device through ``sounddevice``, at 16 kHz when the device takes it, else at its
-    default rate (the spotter resamples). Buffers the device dropped are counted in ``overflows``."""
+    default rate (the spotter resamples). Buffers the device dropped are counted in ``overflows``.
+
+    A device that delivers nothing for ``gap_s`` seconds (``start_s`` before its first block: opening a
+    stream may take a while) is reported as an error rather than waited on for ever."""
+
+    start_s = 10.0
+    gap_s = 2.0
 
     def __init__(self, device: int | str | None = None, sample_rate: int = 16000, chunk_s: float = 0.1,
                  max_seconds: float | None = None):
@@ -156,9 +162,10 @@ class MicrophoneSource:
         with self._sd.InputStream(device=self.device, samplerate=self.sample_rate, channels=1, dtype="float32",
                                   blocksize=block, callback=self._callback):
             while self.max_seconds is None or heard < self.max_seconds * self.sample_rate:
+                wait = self.gap_s if heard else self.start_s
                 try:
-                    chunk = self._queue.get(timeout=2.0)
+                    chunk = self._queue.get(timeout=wait)
                 except queue.Empty:
-                    raise RuntimeError(f"the audio device {self.name!r} delivered nothing for 2 s") from None
+                    raise RuntimeError(f"the audio device {self.name!r} delivered nothing for {wait:g} s") from None
                 heard += len(chunk)
                 yield chunk, self.sample_rate
