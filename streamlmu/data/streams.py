@@ -91,9 +91,8 @@ class StreamBuilder:
         if not self.noises:
             return (rng.standard_normal(samples) * level).astype(np.float32)
         noise = self.noises[int(rng.integers(len(self.noises)))]
-        reps = -(-samples // len(noise)) + 1
         start = int(rng.integers(len(noise)))
-        bed = np.tile(noise, reps)[start:start + samples]
+        bed = noise[(start + np.arange(samples)) % len(noise)]  # the recording looped, from a random sample
         return (bed * level / (np.sqrt(np.mean(bed ** 2)) + 1e-12)).astype(np.float32)
 
     def build(self, seed: int) -> tuple[np.ndarray, list[Occurrence]]:
