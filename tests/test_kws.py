@@ -308,12 +308,17 @@ def test_pcm_from_a_pipe_comes_in_whole_chunks_and_ctrl_c_is_acted_on_while_it_w
         if not finished.wait(30):
             os.write(w, b"\0" * 3200)  # only when the reader missed it: wake it so the test fails, not hangs
 
+    # Python's own Ctrl-C handler, also where this run inherited SIGINT as ignored (a job started with `&`)
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
     thread = threading.Thread(target=writer, daemon=True)
     thread.start()
     sizes = []
-    with pytest.raises(KeyboardInterrupt):
-        for chunk, _ in source:
-            sizes.append(len(chunk))
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            for chunk, _ in source:
+                sizes.append(len(chunk))
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     waited = time.perf_counter() - raised[0]
     finished.set()
     thread.join()
@@ -358,7 +363,8 @@ def test_listen_stops_cleanly_on_ctrl_c_and_shows_a_live_line_on_a_terminal(demo
     audio, _, _ = demo
     primary, secondary = pty.openpty()  # stderr is a terminal: the live line appears
     listener = subprocess.Popen([sys.executable, "-m", "streamlmu.apps.cli", "listen", "-"], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=secondary)
+                                stdout=subprocess.PIPE, stderr=secondary,  # Ctrl-C reaches it even from a `&` job:
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     os.close(secondary)
     listener.stdin.write(np.round(audio[:48000] * 32767).astype(np.int16).tobytes())
     listener.stdin.flush()  # stdin stays open: listen waits for more audio, as with a live source
