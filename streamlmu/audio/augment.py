@@ -57,7 +57,8 @@ def freq_warp(x: Tensor, generator: torch.Generator, features: FbankConfig, max_
         return x
     bins = features.num_mel_bins
     centres = mel_centres_hz(features).double()
-    first, step = mel_scale(centres[0]), mel_scale(centres[1]) - mel_scale(centres[0])  # equal steps in mel
+    mels = mel_scale(centres)
+    first, step = mels[0], mels[1] - mels[0]  # the centres are equally spaced in mel
     factors = 1.0 + max_warp * (2.0 * torch.rand(x.shape[0], 1, generator=generator, dtype=torch.float64) - 1.0)
     source = ((mel_scale(centres / factors) - first) / step).clamp(0.0, bins - 1.0)  # fractional bins (batch, mel)
     lower = source.floor().long()
