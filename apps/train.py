@@ -67,6 +67,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="weight of the distillation loss against the label loss (with --teacher)")
     parser.add_argument("--distill-temperature", type=float, default=d.distill_temperature,
                         help="softmax temperature of the distillation loss (with --teacher)")
+    parser.add_argument("--bf16", action="store_true",
+                        help="mixed precision: products and convolutions in bfloat16 (autocast), LIF membranes and "
+                             "LMU memories in float32; validation and checkpoints stay float32. Faster on CPUs with "
+                             "AMX or AVX-512 BF16")
+    parser.add_argument("--cache-audio", action="store_true",
+                        help="keep the training clips in memory once read (64 kB per clip) instead of decoding "
+                             "every file every epoch")
     parser.add_argument("--seed", type=int, default=d.seed, help="seed of every random choice")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     parser.add_argument("--workers", type=int, default=d.workers, help="data-loading processes (0: in the main one)")
@@ -95,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
                       max_steps=args.max_steps, tensorboard=not args.no_tensorboard, init=args.init,
                       stream_windows=args.stream_windows,
                       teacher=args.teacher, distill_weight=args.distill_weight,
-                      distill_temperature=args.distill_temperature, ema=args.ema,
+                      distill_temperature=args.distill_temperature, ema=args.ema, bf16=args.bf16,
+                      cache_audio=args.cache_audio,
                       overrides=model_overrides(args))
     result = train(cfg, resume=args.resume, progress=not args.quiet)
     if result["history"] and not args.quiet:

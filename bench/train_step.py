@@ -7,13 +7,16 @@ A batch of 64 clips of 128 frames (the trainer's default) through:
 * ``teacher_batched``  the same under :func:`streamlmu.nn.inference.batched_torch`
                        (BLAS products, FFT memory): what the trainer runs;
 * ``student``          the forward and backward pass of the Spiking LMUFormer
-                       (``tiny`` at dim 96, the bundled one's size).
+                       (``tiny`` at dim 96, the bundled one's size);
+* ``teacher_bf16``, ``student_bf16``  the batched teacher and the student under
+                       bfloat16 autocast (``streamlmu train --bf16``).
 
 Random weights with trained-like BatchNorm statistics (the cost does not depend
 on the values). Reports milliseconds per batch, the teacher speed-up and the
-share of a distilled step (teacher + student) the teacher takes on each path.
-Target: the batched teacher >= 5x faster than the kernel one. Prints a table
-and writes ``bench/results/train_step.json``.
+share of a distilled step (teacher + student) the teacher takes on each path,
+and the speed-up of a distilled step under bfloat16 autocast (no target: it
+depends on the CPU's bfloat16 units). Target: the batched teacher >= 5x faster
+than the kernel one. Prints a table and writes ``bench/results/train_step.json``.
 
 Usage: ``python bench/train_step.py [--quick] [--out PATH]``
 """
@@ -50,11 +53,22 @@ def candidates() -> dict[str, Callable[[], object]]:
         with torch.no_grad(), batched_torch():
             return teacher(x)[0]
 
+    def teacher_bf16() -> torch.Tensor:
+        with torch.no_grad(), batched_torch(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return teacher(x)[0]
+
     def student_step() -> None:
         student.zero_grad(set_to_none=True)
         student(x)[0][:, -1].logsumexp(1).mean().backward()
 
-    return {"teacher_kernels": teacher_kernels, "teacher_batched": teacher_batched, "student": student_step}
+    def student_bf16() -> None:
+        student.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = student(x)[0]
+        logits[:, -1].logsumexp(1).mean().backward()
+
+    return {"teacher_kernels": teacher_kernels, "teacher_batched": teacher_batched, "student": student_step,
+            "teacher_bf16": teacher_bf16, "student_bf16": student_bf16}
 
 
 def main() -> None:
@@ -68,12 +82,14 @@ def main() -> None:
     speedup = ms["teacher_kernels"] / ms["teacher_batched"]
     shares = {path: ms[f"teacher_{path}"] / (ms[f"teacher_{path}"] + ms["student"]) for path in ("kernels", "batched")}
     met = speedup >= TARGET_SPEEDUP
+    bf16_speedup = (ms["teacher_batched"] + ms["student"]) / (ms["teacher_bf16"] + ms["student_bf16"])
     print(f"teacher share of a step: {shares['kernels']:.0%} on the kernels, {shares['batched']:.0%} batched")
+    print(f"a distilled step under bfloat16 autocast: {bf16_speedup:.2f}x as fast as float32")
     print(f"target: batched teacher >= {TARGET_SPEEDUP:.0f}x faster: {speedup:.1f}x {'ok' if met else 'MISSED'}")
 
     report = {"benchmark": "train_step", "quick": args.quick, "threads": 1, "batch": BATCH, "frames": FRAMES,
               "machine": timing.machine(), "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "ms_per_batch": ms,
-              "teacher_share": shares,
+              "teacher_share": shares, "bf16_step_speedup": bf16_speedup,
               "targets": [{"target": "batched teacher vs kernel teacher", "ratio": speedup,
                            "minimum": TARGET_SPEEDUP, "met": met}]}
     timing.write_report(report, args.out)

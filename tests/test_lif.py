@@ -61,6 +61,19 @@ def test_training_kernel_equals_autograd_through_torch_steps(dtype, tol):
     assert (grads[0] - x.grad).abs().max() <= tol * scale and (grads[1] - v0.grad).abs().max() <= tol * scale
 
 
+def test_bfloat16_input_integrates_in_float32():
+    """Autocast hands LIF bfloat16; the membrane runs in float32, as on the widened input."""
+    lif = LIF(24, threshold=0.5)
+    x = drive(features=24, time=60).to(torch.bfloat16).requires_grad_()
+    z, state = lif(x)
+    with torch.no_grad():
+        ref, ref_state = lif(x.float())
+    assert z.dtype == state.v.dtype == torch.float32
+    assert torch.equal(z.detach(), ref) and torch.equal(state.v.detach(), ref_state.v)
+    z.sum().backward()
+    assert x.grad.dtype == torch.bfloat16 and float(x.grad.abs().sum()) > 0
+
+
 def test_surrogate_gradient_is_the_sigmoid_derivative():
     x = torch.tensor([[0.2, 1.0, 1.7, 3.0]], requires_grad=True)
     z, _ = lif_step(x, torch.zeros(1, 4))

@@ -129,6 +129,18 @@ def test_fft_gradients_equal_scan_gradients():
     assert max_abs_diff(grads["fft"], grads["scan"]) <= 1e-9
 
 
+def test_bfloat16_input_runs_in_float32():
+    """Autocast hands the memory bfloat16; it integrates the widened input in float32."""
+    mem = LMUMemory(input_size=2, order=16, theta=16.0)
+    x = torch.randn(3, 40, 2).to(torch.bfloat16).requires_grad_()
+    y, state = mem(x)
+    ref, ref_state = mem(x.detach().float(), method="fft")
+    assert y.dtype == state.m.dtype == torch.float32
+    assert torch.equal(y.detach(), ref) and torch.equal(state.m.detach(), ref_state.m)
+    y.square().sum().backward()
+    assert x.grad.dtype == torch.bfloat16 and float(x.grad.abs().sum()) > 0
+
+
 def test_memory_decodes_delays_when_streamed():
     theta, order = 100.0, 32
     mem = LMUMemory(1, order, theta)

@@ -8,6 +8,7 @@ import torch
 
 from conftest import TINY_WORDS
 from streamlmu.apps.cli import main
+from streamlmu.data import speech_commands
 from streamlmu.data.speech_commands import (SILENCE, UNKNOWN, WORDS_10, AudioFileError, SpeechCommands, collate,
                                             labels_for, read_audio)
 from streamlmu.data.synth import SynthConfig, generate, read_metadata, split_of
@@ -69,6 +70,22 @@ def test_dataset_35_labels(tiny_corpus):
     first = train[0][0]
     train.set_epoch(1)
     assert not torch.equal(first, train[0][0]) or train.noise_probability == 0
+
+
+def test_audio_cache_reads_each_file_once_and_changes_no_sample(tiny_corpus, monkeypatch):
+    plain = SpeechCommands(tiny_corpus, "training")
+    expected = []
+    for epoch in (0, 1):  # noise differs by epoch: the cached clip must not keep an earlier epoch's
+        plain.set_epoch(epoch)
+        expected.append([plain[i][0] for i in range(len(plain))])
+    cached = SpeechCommands(tiny_corpus, "training", cache_audio=True)
+    reads = []
+    real = speech_commands.read_audio
+    monkeypatch.setattr(speech_commands, "read_audio", lambda path, *args: reads.append(path) or real(path, *args))
+    for epoch in (0, 1):
+        cached.set_epoch(epoch)
+        assert all(torch.equal(cached[i][0], wave) for i, wave in enumerate(expected[epoch]))
+    assert len(reads) == len(set(reads)) == len(cached)
 
 
 def test_dataset_12_labels(tiny_corpus):

@@ -174,6 +174,19 @@ def test_frequency_warp_option(tiny_corpus, tmp_path):
         config(tiny_corpus, tmp_path, freq_warp=1.5)
 
 
+def test_audio_cache_and_bfloat16_options(tiny_corpus, tmp_path):
+    plain = train(config(tiny_corpus, tmp_path / "plain", epochs=1), progress=False)
+    cached = train(config(tiny_corpus, tmp_path / "cached", epochs=1, cache_audio=True), progress=False)
+    assert without_time(cached["history"]) == without_time(plain["history"])  # the same samples
+    mixed = train(config(tiny_corpus, tmp_path / "bf16", epochs=1, bf16=True), progress=False)
+    loss = mixed["history"][0]["train_loss"]
+    assert math.isfinite(loss) and loss != plain["history"][0]["train_loss"]
+    weights = torch.load(tmp_path / "bf16" / "last.pt", weights_only=False)["weights"]
+    assert all(w.dtype == torch.float32 for w in weights.values() if w.is_floating_point())
+    with pytest.raises(ValueError, match="bf16"):  # a resumed run keeps its precision
+        train(config(tiny_corpus, tmp_path / "bf16", epochs=2), resume=True, progress=False)
+
+
 def test_softmax_cross_entropy_option(tiny_corpus, tmp_path):
     result = train(config(tiny_corpus, tmp_path, epochs=1, loss="ce"), progress=False)
     assert result["history"][0]["train_loss"] > 0
@@ -345,6 +358,11 @@ def test_cli_model_settings(tiny_corpus, tmp_path, capsys):
                  "--epochs", "1", "--batch-size", "16", "--no-tensorboard", "--quiet", "--threads", "1"]) == 0
     config = streamlmu.load_model(run / "last.pt").config
     assert (config.dim, config.lookahead) == (8, 1)
+    assert main(["train", "--data", str(tiny_corpus), "--out", str(tmp_path / "fast"), "--bf16", "--cache-audio",
+                 "--dim", "8", "--epochs", "1", "--batch-size", "16", "--no-tensorboard", "--quiet",
+                 "--threads", "1"]) == 0
+    recipe = torch.load(tmp_path / "fast" / "last.pt", weights_only=False)["training"]["config"]
+    assert recipe["bf16"] is True and recipe["cache_audio"] is True
     assert main(["train", "--data", str(tiny_corpus), "--out", str(tmp_path / "kwt"), "--model", "kwt",
                  "--lookahead", "1", "--quiet"]) == 2
     assert "kwt has no setting ['lookahead']" in capsys.readouterr().err

@@ -115,12 +115,14 @@ class SpeechCommands(Dataset):
             :func:`collate` drops and counts those.
         seed: picks the unknown and silence clips (fixed per subset) and, with
             the sample index and ``epoch``, the noise of each training sample.
+        cache_audio: keep every clip once read (64 kB each, 1 s of float32) instead of
+            decoding its file again every epoch (each DataLoader worker keeps its own).
     """
 
     def __init__(self, root: str | Path, subset: str = "training", labels: int = 35,
                  silence_fraction: float = 0.1, unknown_fraction: float | None = 0.1,
                  noise_probability: float = 0.8, noise_volume: float = 0.1,
-                 skip_bad_files: bool = False, seed: int = 0):
+                 skip_bad_files: bool = False, seed: int = 0, cache_audio: bool = False):
         if subset not in SUBSETS:
             raise ValueError(f"subset must be one of {SUBSETS} (got {subset!r})")
         if labels not in (35, 12):
@@ -133,6 +135,7 @@ class SpeechCommands(Dataset):
         self.skip_bad_files = skip_bad_files
         self.seed, self.epoch = seed, 0
         self.noises = self._read_noises()
+        self._cache: dict[str, Tensor] | None = {} if cache_audio else None
 
         held_out = {name: _read_list(self.root / f"{name}_list.txt") for name in ("validation", "testing")}
         rng = np.random.default_rng([seed, SUBSETS.index(subset)])
@@ -186,7 +189,7 @@ class SpeechCommands(Dataset):
         if rel is None:  # _silence_: background noise at a random volume
             return self._noise(rng) * float(rng.uniform(0.0, 1.0)), label
         try:
-            wave = fit_length(read_audio(self.root / rel))
+            wave = self._clip(rel)
         except AudioFileError:
             if not self.skip_bad_files:
                 raise
@@ -194,6 +197,15 @@ class SpeechCommands(Dataset):
         if self.noises and rng.uniform() < self.noise_probability:
             wave = wave + self._noise(rng) * float(rng.uniform(0.0, self.noise_volume))
         return wave, label
+
+    def _clip(self, rel: str) -> Tensor:
+        """The 1 s clip of file ``rel``: ``(16000,)`` float32 (read once with ``cache_audio``)."""
+        if self._cache is None:
+            return fit_length(read_audio(self.root / rel))
+        wave = self._cache.get(rel)
+        if wave is None:
+            wave = self._cache[rel] = fit_length(read_audio(self.root / rel)).clone()  # not a view of a longer file
+        return wave
 
 
 def collate(batch: list[tuple[Tensor, int] | None]) -> tuple[Tensor, Tensor, int]:

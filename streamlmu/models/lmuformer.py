@@ -37,6 +37,7 @@ from torch.nn import functional as F
 
 from streamlmu.engine import DEFAULT_BLAS_MIN_BATCH, ProgramBuilder, Slot, StreamRunner
 from streamlmu.nn.conv import BufferState, CausalConv1d, Delay
+from streamlmu.nn.inference import full_precision
 from streamlmu.nn.lif import LIF, LIFState
 from streamlmu.nn.linear import FrameLinear
 from streamlmu.nn.memory import LMUMemory, LMUMemoryState
@@ -186,9 +187,10 @@ class LMUFormerBase(StreamModule):
         features, valid, parts = self._features(x, state)
         features = self._mask(features, valid)
         weight = torch.ones(batch, time, 1, dtype=x.dtype, device=x.device) if valid is None else valid.to(x.dtype)
-        sums = state.feature_sum.unsqueeze(1) + features.cumsum(dim=1)
-        counts = state.valid_frames[:, None, None] + weight.cumsum(dim=1)
-        logits = self.head(sums / counts.clamp(min=1.0))
+        with torch.autocast(x.device.type, enabled=False):  # the running mean and head in full precision
+            sums = state.feature_sum.unsqueeze(1) + full_precision(features).cumsum(dim=1)
+            counts = state.valid_frames[:, None, None] + weight.cumsum(dim=1)
+            logits = self.head(sums / counts.clamp(min=1.0))
         new = LMUFormerState(sums[:, -1], counts[:, -1, 0], frames=state.frames + time, **parts)
         return logits, new
 

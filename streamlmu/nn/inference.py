@@ -12,6 +12,7 @@ from torch import Tensor
 from streamlmu.kernels import status
 
 KERNEL_DTYPES = (torch.float32, torch.float64)
+LOW_PRECISION = (torch.bfloat16, torch.float16)  # what autocast hands layers in mixed-precision training
 
 
 class _Batched(threading.local):
@@ -46,6 +47,15 @@ def uses_kernels(x: Tensor, *params: Tensor) -> bool:
     if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
         return False
     return True
+
+
+def full_precision(x: Tensor) -> Tensor:
+    """``x`` in float32 when it is bfloat16 or float16 (under autocast), else ``x`` itself.
+
+    Layers with state (LIF membranes, the LMU memory) integrate over many frames
+    and run in float32 even in mixed-precision training.
+    """
+    return x.float() if x.dtype in LOW_PRECISION else x
 
 
 def as_array(x: Tensor) -> np.ndarray:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from streamlmu.kernels import lif as lif_kernels
-from streamlmu.nn.inference import KERNEL_DTYPES, as_array, raise_for_status, uses_kernels
+from streamlmu.nn.inference import KERNEL_DTYPES, as_array, full_precision, raise_for_status, uses_kernels
 from streamlmu.stream import StreamModule, check_input, register_state, step_by_forward
 
 Surrogate = Callable[[Tensor], Tensor]
@@ -113,7 +113,8 @@ class LIF(StreamModule):
     operations as :func:`lif_step` and so give the same spikes: the inference
     scan without autograd, and with autograd and the default surrogate a
     training scan whose backward pass is torch's sigmoid and one Numba loop
-    (other surrogates loop over :func:`lif_step`).
+    (other surrogates loop over :func:`lif_step`). Under autocast the membrane
+    stays float32: bfloat16 or float16 input is widened and the spikes come out float32.
 
     Shapes:
         step:    x ``(batch, features)`` -> spikes ``(batch, features)`` (0.0 / 1.0)
@@ -148,6 +149,7 @@ class LIF(StreamModule):
 
     def forward(self, x: Tensor, state: LIFState | None = None) -> tuple[Tensor, LIFState]:
         check_input(x, 3, self.features)
+        x = full_precision(x)
         v = self.init_state(x.shape[0], x.dtype, x.device).v if state is None else self._check_state(state, x)
         if uses_kernels(x, v):
             return self._kernel_scan(x, v)

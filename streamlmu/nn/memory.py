@@ -10,7 +10,7 @@ from torch import Tensor
 from streamlmu import legendre
 from streamlmu.kernels import legendre as kernels
 from streamlmu.kernels import status
-from streamlmu.nn.inference import as_array, raise_for_status, uses_kernels
+from streamlmu.nn.inference import as_array, full_precision, raise_for_status, uses_kernels
 from streamlmu.stream import StreamModule, check_finite, check_input, register_state
 
 METHODS = ("auto", "fft", "scan")
@@ -48,7 +48,8 @@ class LMUMemory(StreamModule):
         state:   ``LMUMemoryState(m=(batch, channels, order))``; y at the last
                  frame equals ``state.m``.
 
-    The output dtype follows the input (float32 or float64). Without autograd
+    The output dtype follows the input (float32 or float64; bfloat16 and float16
+    input, as autocast hands it, runs and comes out in float32). Without autograd
     on CPU, ``step`` and ``forward`` run Numba kernels; with autograd, ``forward``
     convolves with the impulse response by FFT (``method="fft"``) or loops the
     torch step (``method="scan"``).
@@ -203,6 +204,7 @@ class LMUMemory(StreamModule):
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS} (got {method!r})")
         check_input(x, 3, self.input_size)
+        x = full_precision(x)
         batch, time = x.shape[0], x.shape[1]
         if state is None:
             state = self.init_state(batch, dtype=x.dtype, device=x.device)

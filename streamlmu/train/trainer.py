@@ -26,6 +26,10 @@ by ``distill_weight``. The teacher and validation run on torch's batched path
 With ``ema`` (a decay per step, e.g. 0.999) validation and both checkpoints use
 an exponential moving average of the weights
 (:class:`streamlmu.train.averaging.WeightAverage`) instead of the last step's.
+With ``bf16`` the training forward passes (student and teacher) run under
+bfloat16 autocast: products and convolutions in bfloat16, while LIF membranes,
+LMU memories, the running mean and the head stay float32; weights, validation
+and checkpoints are float32.
 
 Every random choice of an epoch (sample order, noise, SpecAugment, mixup) is
 drawn from generators seeded by ``(seed, epoch, rank)``, and ``last.pt`` is
@@ -81,7 +85,7 @@ LR_SCHEDULES = ("step", "cosine")  # StepLR (lr_step, lr_gamma), or a cosine dec
 _RESUME_KEYS = ("model", "preset", "labels", "batch_size", "lr", "betas", "lr_schedule", "lr_step", "lr_gamma",
                 "warmup_steps", "loss", "mixup_alpha", "spec_augment", "freq_warp", "noise_probability", "seed",
                 "overrides", "teacher", "distill_weight", "distill_temperature", "unknown_fraction", "silence_fraction",
-                "stream_windows", "ema")
+                "stream_windows", "ema", "bf16")
 
 
 @dataclass
@@ -119,6 +123,8 @@ class TrainConfig:
     distill_weight: float = 0.5
     distill_temperature: float = 2.0
     ema: float | None = None               # weight-average decay per step (None: evaluate the last weights)
+    bf16: bool = False                     # train under bfloat16 autocast (validation stays float32)
+    cache_audio: bool = False              # keep the training clips in memory once read
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
@@ -197,7 +203,8 @@ class _Run:
             self.train_set = StreamWindows(SpeechCommands(cfg.data, "training", 35), seed=cfg.seed,
                                            skip_bad_files=True, labels=cfg.labels)
         else:
-            self.train_set = SpeechCommands(cfg.data, "training", noise_probability=cfg.noise_probability, **task)
+            self.train_set = SpeechCommands(cfg.data, "training", noise_probability=cfg.noise_probability,
+                                            cache_audio=cfg.cache_audio, **task)
         self.val_set = SpeechCommands(cfg.data, "validation", **task)
         if len(self.train_set) == 0 or len(self.val_set) == 0:
             raise ValueError(f"{cfg.data} has {len(self.train_set)} training and {len(self.val_set)} validation "
@@ -256,6 +263,10 @@ class _Run:
         self.epoch, self.history = training["epoch"], training["history"]
 
     # ------------------------------------------------------------- loops
+    def autocast(self) -> torch.autocast:
+        """bfloat16 autocast on the run's device with ``bf16``, else a context that changes nothing."""
+        return torch.autocast(self.world.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16)
+
     def loader(self, dataset: SpeechCommands, batches: list[list[int]]) -> DataLoader:
         return DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=self.cfg.workers)
 
@@ -287,11 +298,12 @@ class _Run:
             targets = F.one_hot(labels, len(self.classes)).to(x.dtype)
             x, targets = mixup(x, targets, cfg.mixup_alpha, augment) if len(x) > 1 else (x, targets)
             if len(x):
-                logits = window_logits(net(x)[0], self.model.head.bias, window)
+                with self.autocast():
+                    logits = window_logits(net(x)[0], self.model.head.bias, window).float()
                 loss = _loss(logits, targets, cfg.loss)
                 if self.teacher is not None:
-                    with torch.no_grad(), batched_torch():
-                        taught = window_logits(self.teacher(x)[0], self.teacher.head.bias, window)
+                    with torch.no_grad(), batched_torch(), self.autocast():
+                        taught = window_logits(self.teacher(x)[0], self.teacher.head.bias, window).float()
                     loss = ((1 - cfg.distill_weight) * loss
                             + cfg.distill_weight * _distillation(logits, taught, cfg.distill_temperature))
             else:  # every clip of the batch was unreadable: a zero step keeps DDP's ranks in lock step
