@@ -76,7 +76,7 @@ def main() -> None:
     rounds, block = (2, 0.05) if args.quick else (9, 1.0)
     ms = {name: s * 1e3 for name, s in timing.measure(candidates(), rounds, block).items()}
 
-    print(f"one distilled training step, one thread, float32, batch {BATCH} x {FRAMES} frames (median ms)")
+    print(f"one distilled training step, one thread, batch {BATCH} x {FRAMES} frames, float32 unless bf16 (median ms)")
     for name, value in ms.items():
         print(f"  {name:<16} {value:8.1f}")
     speedup = ms["teacher_kernels"] / ms["teacher_batched"]

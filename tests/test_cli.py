@@ -86,6 +86,8 @@ def test_keyword_spotting_benchmark_runs_and_writes_json(tmp_path):
 
 def test_training_step_benchmark_runs_and_writes_json(tmp_path):
     report, stdout = run_benchmark("train_step", tmp_path)
-    assert set(report["ms_per_batch"]) == {"teacher_kernels", "teacher_batched", "student"}
+    assert set(report["ms_per_batch"]) == {"teacher_kernels", "teacher_batched", "student", "teacher_bf16",
+                                           "student_bf16"}
     assert all(ms > 0 for ms in report["ms_per_batch"].values())
+    assert report["bf16_step_speedup"] > 0 and "bfloat16 autocast" in stdout
     assert report["targets"][0]["target"] == "batched teacher vs kernel teacher" and "teacher share" in stdout
