@@ -12,6 +12,7 @@ from streamlmu.apps.listen import add_verifier_arguments, verifier_options
 from streamlmu.audio.kws import StreamingKWS
 from streamlmu.pretrained import DEFAULT_KWS_MODEL
 from streamlmu.audio.kws_eval import calibrate, plot_stream, run_streams, score
+from streamlmu.audio.verify import RecordedVerifier
 from streamlmu.data.speech_commands import SAMPLE_RATE, WORDS_10, SpeechCommands
 from streamlmu.data.streams import StreamBuilder, StreamConfig
 from streamlmu.train.checkpoint import save_thresholds
@@ -74,9 +75,11 @@ def run(args: argparse.Namespace) -> int:
         kws = StreamingKWS.from_pretrained(args.model, **options)
         audio, truths = _streams(args, "validation", keywords, args.seed + 10_000, calibrate_minutes)
         _, posteriors, energy = run_streams(kws, audio, progress=not args.quiet)
+        verify = None if kws.verifier is None else RecordedVerifier(kws.verifier.model, audio, args.verify_delay,
+                                                                     args.verify_threshold)
         threshold, reached, rows = calibrate(kws, posteriors, energy, truths, audio.size / SAMPLE_RATE,
-                                             args.calibrate)
-        result["calibration"] = rows  # on the spotter's posteriors alone: the verifier only removes events
+                                             args.calibrate, verify=verify)
+        result["calibration"] = rows  # with the verifier, if there is one: the budget holds for the events it keeps
         result["validation"] = reached
         print(f"calibrated on {audio.size / SAMPLE_RATE / 3600:.2f} h of validation streams (at most "
               f"{args.calibrate} false alarms per hour): " + ", ".join(f"{k} {t}" for k, t in threshold.items())

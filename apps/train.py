@@ -58,6 +58,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stream-windows", action="store_true",
                         help="12 or 37 labels: train on stream excerpts labelled as a live spotter should answer at "
                              "their end")
+    parser.add_argument("--hard-negatives", metavar="WORDS", default="",
+                        help="with --stream-windows: comma-separated other words the spotter confuses with keywords "
+                             "(e.g. dog,learn,nine), drawn for --hard-negative-fraction of the non-keyword windows")
+    parser.add_argument("--hard-negative-fraction", type=float, default=d.hard_negative_fraction,
+                        help="share of the non-keyword word windows that hold a --hard-negatives word")
+    parser.add_argument("--word-heads", type=float, default=d.word_heads, metavar="FRACTION",
+                        help="with --stream-windows: this share of the non-keyword word windows ends mid-word and "
+                             "is labelled _unknown_, so that a keyword does not fire on the start of another word")
     parser.add_argument("--init", metavar="CKPT", default=None,
                         help="start from this checkpoint's weights (every tensor whose name and shape match; of "
                              "the output layer, the rows of the labels both models have)")
@@ -101,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
                       workers=args.workers,
                       max_steps=args.max_steps, tensorboard=not args.no_tensorboard, init=args.init,
                       stream_windows=args.stream_windows,
+                      hard_negatives=tuple(w.strip() for w in args.hard_negatives.split(",") if w.strip()),
+                      hard_negative_fraction=args.hard_negative_fraction, word_heads=args.word_heads,
                       teacher=args.teacher, distill_weight=args.distill_weight,
                       distill_temperature=args.distill_temperature, ema=args.ema, bf16=args.bf16,
                       cache_audio=args.cache_audio,

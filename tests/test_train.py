@@ -277,6 +277,50 @@ def test_stream_windows_are_labelled_as_a_live_spotter_should_answer(tiny_corpus
         config(tiny_corpus, "out", stream_windows=True)
 
 
+def test_hard_negatives_fill_their_share_of_the_other_word_windows(tiny_corpus):
+    from streamlmu.data.streams import StreamWindows
+    split = SpeechCommands(tiny_corpus, "training", 35)
+    keywords = ("yes", "no", "up")
+    other = sorted({rel.split("/")[0] for rel in StreamWindows(split, keywords).clips} - set(keywords))
+    hard = other[0]
+
+    def words_in_last_second(windows):
+        return [w.word for i in range(len(windows)) for w in windows.window(i)[2] if w.start >= 1.0]
+
+    plain = words_in_last_second(StreamWindows(split, keywords))
+    with_hard = words_in_last_second(StreamWindows(split, keywords, hard_negatives=(hard,), hard_negative_fraction=1.0))
+    assert with_hard.count(hard) > plain.count(hard)
+    assert not set(with_hard) - set(keywords) - {hard}   # every other-word window now holds the hard negative
+    with pytest.raises(ValueError, match="hard negatives must be words of the training split that are not keywords"):
+        StreamWindows(split, keywords, hard_negatives=("yes",))
+    with pytest.raises(ValueError, match="nine is not"):
+        StreamWindows(split, keywords, hard_negatives=("nine",))
+    with pytest.raises(ValueError, match="hard_negative_fraction and word_heads must be in"):
+        StreamWindows(split, keywords, hard_negatives=(hard,), hard_negative_fraction=1.5)
+    with pytest.raises(ValueError, match="they need stream_windows"):
+        config(tiny_corpus, "out", labels=12, hard_negatives=(hard,))
+
+
+def test_word_heads_are_other_words_cut_off_mid_word_and_unknown(tiny_corpus):
+    from streamlmu.data.streams import StreamWindows
+    keywords = ("yes", "no", "up")
+    windows = StreamWindows(SpeechCommands(tiny_corpus, "training", 35), keywords, word_heads=1.0)
+    heads = 0
+    for i in range(len(windows)):
+        _, label, words = windows.window(i)
+        last = [w for w in words if w.end > 1.0 and w.start >= 1.0]
+        if last and last[-1].word not in keywords:  # another word in the last second: cut off, not finished
+            heads += 1
+            cut = last[-1]
+            assert cut.start < 2.0 < cut.end and windows.classes[label] == "_unknown_"
+            assert 0.1 <= (2.0 - cut.start) / (cut.end - cut.start) <= 0.8 + 1e-6
+        elif last:
+            assert last[-1].end <= 2.0 and windows.classes[label] == last[-1].word  # keywords are whole
+    assert heads
+    with pytest.raises(ValueError, match="they need stream_windows"):
+        config(tiny_corpus, "out", labels=12, word_heads=0.3)
+
+
 def test_37_label_stream_windows_name_every_word(tiny_corpus, tmp_path):
     from streamlmu.data.streams import StreamWindows
     windows = StreamWindows(SpeechCommands(tiny_corpus, "training", 35), keywords=("yes", "no"), labels=37)

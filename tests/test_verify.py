@@ -6,7 +6,8 @@ import torch
 
 from streamlmu.audio.features import FbankConfig, clip_features
 from streamlmu.audio.kws import StreamingKWS
-from streamlmu.audio.verify import Verifier
+from streamlmu.audio.kws_eval import replay, run_streams
+from streamlmu.audio.verify import RecordedVerifier, Verifier
 from streamlmu.pretrained import DEFAULT_KWS_MODEL
 
 CLIP_MODEL = "lmuformer-tiny-synth35"
@@ -97,6 +98,22 @@ def test_verified_events_are_the_spotters_a_delay_later_and_rejections_are_count
     spoken = {w["word"] for w in truth["words"]}
     assert {k for k, _, _ in verified} <= spoken
     assert [e[:2] for e in _events(kws, audio, rate, 37)] == [e[:2] for e in verified]
+
+
+def test_the_recorded_verifier_keeps_the_events_the_live_one_confirms(demo):
+    audio, rate, truth = demo
+    assert rate == 16000
+    streams = np.stack([audio, audio[::-1].copy()])  # backwards: only false detections, most of them rejected
+    options = dict(keywords=tuple(truth["keywords"]), threshold=0.3, streams=2)
+    kws = StreamingKWS.from_pretrained(DEFAULT_KWS_MODEL, verifier=CLIP_MODEL, verify_delay_s=0.3, **options)
+    live, posteriors, energy = run_streams(kws, streams)
+    spotted = replay(posteriors, energy, kws.detector, kws.labels, kws.features)
+    recorded = RecordedVerifier(kws.verifier.model, streams, delay_s=0.3, threshold=kws.verifier.threshold)
+    kept = recorded(spotted)
+    assert sum(map(len, spotted)) - sum(map(len, kept)) == kws.verifier.rejected > 0
+    assert [[(e.keyword, round(e.t, 4)) for e in s] for s in kept] == \
+        [[(e.keyword, round(e.t, 4)) for e in s] for s in live]
+    assert recorded(spotted) == kept  # a second call classifies nothing anew and answers the same
 
 
 def test_listen_takes_a_verifier(capsys):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -135,19 +136,22 @@ def _with_thresholds(kws: StreamingKWS, thresholds: dict[str, float]) -> Detecto
 
 
 def calibrate(kws: StreamingKWS, posteriors: np.ndarray, energy: np.ndarray, truths: list[list[Occurrence]],
-              seconds: float, max_false_alarms_per_hour: float,
-              grid: tuple[float, ...] = THRESHOLD_GRID) -> tuple[dict[str, float], dict, list[dict]]:
+              seconds: float, max_false_alarms_per_hour: float, grid: tuple[float, ...] = THRESHOLD_GRID,
+              verify: Callable[[list[list[Event]]], list[list[Event]]] | None = None
+              ) -> tuple[dict[str, float], dict, list[dict]]:
     """Per-keyword thresholds from ``grid`` that hit the most words of these (validation) streams while their
     false alarms stay within the budget, the summary they give here, and every grid point's summary (one
-    threshold for all keywords).
+    threshold for all keywords). ``verify``: a second stage the spotter's events pass through (a
+    :class:`streamlmu.audio.verify.RecordedVerifier` over these streams), so that the budget holds for the
+    events it keeps.
 
     Greedy: every keyword starts at the grid's top; the move down that buys the most hits per added false
     alarm is taken while the total stays within budget. The result is checked by replaying it (and made
     stricter where keywords interact); where even the grid's top misses the budget, that is what it returns.
     """
     def run(thresholds: dict[str, float]) -> KWSReport:
-        return score(replay(posteriors, energy, _with_thresholds(kws, thresholds), kws.labels, kws.features),
-                     truths, kws.keywords, seconds)
+        events = replay(posteriors, energy, _with_thresholds(kws, thresholds), kws.labels, kws.features)
+        return score(events if verify is None else verify(events), truths, kws.keywords, seconds)
 
     reports = [run({k: t for k in kws.keywords}) for t in grid]
     rows = [{"threshold": t, **r.summary()} for t, r in zip(grid, reports)]

@@ -12,7 +12,7 @@ Shapes: audio ``(streams, samples)`` float32 at the models' sample rate.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -100,8 +100,54 @@ class Verifier:
             begin = max(c.end - self.window, int(self._start[c.stream]))  # nothing before the stream began
             columns = np.arange(begin, c.end) % self._ring.shape[1]
             windows[row, self.window - (c.end - begin):] = self._ring[c.stream, columns]
-        with torch.no_grad():
-            posteriors = torch.softmax(self.model.classify(clip_features(torch.from_numpy(windows), self.features)), -1)
+        posteriors = clip_posteriors(self.model, windows)
         kept = [c for row, c in enumerate(due) if float(posteriors[row, self.labels.index(c.keyword)]) >= self.threshold]
         self.rejected += len(due) - len(kept)
         return kept
+
+
+def clip_posteriors(model: torch.nn.Module, windows: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Class posteriors of a clip model: ``(n, samples)`` float32 audio -> ``(n, classes)`` float32."""
+    out = []
+    with torch.no_grad():
+        for first in range(0, len(windows), batch):
+            waves = torch.from_numpy(np.ascontiguousarray(windows[first:first + batch]))
+            out.append(torch.softmax(model.classify(clip_features(waves, model.features)), -1).numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(model.labels)), np.float32)
+
+
+class RecordedVerifier:
+    """The verifier's decisions on recorded streams, for calibrating thresholds with the second stage in place.
+
+    ``audio (streams, samples)`` holds the streams from their start, as the spotter heard them. Called with each
+    stream's events (anything with ``t``, ``keyword``, ``stream`` and ``_replace``, such as
+    :class:`streamlmu.audio.kws.Event`), it returns the events the live :class:`Verifier` confirms, at their
+    confirmation times; an event whose window runs past the recording is dropped, as live it is never
+    confirmed. Each window is classified once, however many calls ask about it.
+    """
+
+    def __init__(self, model: torch.nn.Module, audio: np.ndarray, delay_s: float = DEFAULT_DELAY_S,
+                 threshold: float = DEFAULT_THRESHOLD):
+        self.model, self.audio, self.threshold = model.eval(), audio, float(threshold)
+        self.labels, self.rate = tuple(model.labels), model.features.sample_rate
+        self.delay, self.window = int(round(delay_s * self.rate)), self.rate
+        self._posteriors: dict[tuple[int, int], np.ndarray] = {}
+
+    def _end(self, event) -> int:
+        return int(round(event.t * self.rate)) + self.delay  # the sample after the verified window
+
+    def _classify(self, wanted: set[tuple[int, int]]) -> None:
+        keys = sorted(wanted - self._posteriors.keys())
+        windows = np.zeros((len(keys), self.window), np.float32)
+        for row, (stream, end) in enumerate(keys):
+            begin = max(end - self.window, 0)
+            windows[row, self.window - (end - begin):] = self.audio[stream, begin:end]
+        self._posteriors.update(zip(keys, clip_posteriors(self.model, windows)))
+
+    def __call__(self, events: Sequence[Sequence]) -> list[list]:
+        length = self.audio.shape[1]
+        self._classify({(e.stream, self._end(e)) for stream in events for e in stream if self._end(e) <= length})
+        shift = self.delay / self.rate
+        return [[e._replace(t=e.t + shift) for e in stream if self._end(e) <= length
+                 and self._posteriors[e.stream, self._end(e)][self.labels.index(e.keyword)] >= self.threshold]
+                for stream in events]

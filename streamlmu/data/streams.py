@@ -132,9 +132,15 @@ class StreamWindows(Dataset):
       windows also start on the tail of an earlier word;
     * only the tail of an earlier word -> ``_unknown_`` (the end of "stop"
       must not read as "up");
+    * with ``word_heads``, that share of the other words' windows ends while
+      the word is still being spoken (10-80 % of it heard) -> ``_unknown_``
+      (the start of "nine" must not read as "no");
     * background only -> ``_silence_``.
 
     Half of the word windows hold a keyword (drawn from all keyword clips).
+    ``hard_negatives``: other words (e.g. *dog*, *learn*, *nine*, which a spotter
+    takes for *down*, *left*, *no*) that fill ``hard_negative_fraction`` of the
+    other half instead of the item's own clip.
     An unreadable clip gives ``None`` with ``skip_bad_files`` (see :func:`collate`).
 
     Item ``i`` centres on clip ``i`` of ``dataset`` (a 35-label split);
@@ -144,12 +150,23 @@ class StreamWindows(Dataset):
 
     def __init__(self, dataset: SpeechCommands, keywords: tuple[str, ...] = WORDS_10, window_s: float = 1.0,
                  context_s: float = 1.0, seed: int = 0, skip_bad_files: bool = False,
-                 cfg: StreamConfig = StreamConfig(), labels: int = 12):
+                 cfg: StreamConfig = StreamConfig(), labels: int = 12, hard_negatives: tuple[str, ...] = (),
+                 hard_negative_fraction: float = 0.5, word_heads: float = 0.0):
         if labels not in (12, 37):
             raise ValueError(f"stream windows have 12 or 37 labels (got {labels!r}); both need _unknown_ and "
                              f"_silence_")
+        if not 0.0 <= hard_negative_fraction <= 1.0 or not 0.0 <= word_heads <= 1.0:
+            raise ValueError(f"hard_negative_fraction and word_heads must be in [0, 1] (got "
+                             f"{hard_negative_fraction}, {word_heads})")
         self.builder = StreamBuilder(dataset, keywords, cfg)
         self.clips = [rel for rel, _ in dataset.items if rel is not None]
+        self.hard_clips = [rel for rel in self.clips if _word_of(rel) in hard_negatives]
+        bad = sorted(set(hard_negatives) & set(keywords)) + \
+            sorted(set(hard_negatives) - {_word_of(rel) for rel in self.clips})
+        if bad:
+            raise ValueError(f"hard negatives must be words of the {dataset.subset} split that are not keywords; "
+                             f"{', '.join(bad)} is not (keywords: {', '.join(keywords)})")
+        self.hard_negative_fraction, self.word_heads = hard_negative_fraction, word_heads
         self.classes = labels_for(labels)
         self.keywords, self.window_s, self.context_s = keywords, window_s, context_s
         self.seed, self.epoch, self.skip_bad_files = seed, 0, skip_bad_files
@@ -194,16 +211,27 @@ class StreamWindows(Dataset):
         else:  # half of the time a keyword, so that each keyword is seen about as often as _unknown_ words
             keyword = rng.uniform() < 0.5
             rel = self.builder.keyword_clips[int(rng.integers(len(self.builder.keyword_clips)))] if keyword \
-                else self.clips[index]
+                else self._other_word(index, rng)
             length = self.builder.word(rel)[2]
             end = total - rng.uniform(0.0, self.window_s / 2)
-            words.append(self._place(audio, rel, max(start + length, end)))
-            label = self._label(_word_of(rel))
+            if self.word_heads and _word_of(rel) not in self.keywords and rng.uniform() < self.word_heads:
+                end = total + rng.uniform(0.2, 0.9) * length   # 10-80 % of the word heard by the window's end
+                words.append(self._place(audio, rel, end))
+                label = self.classes.index(UNKNOWN)
+            else:
+                words.append(self._place(audio, rel, max(start + length, end)))
+                label = self._label(_word_of(rel))
             if rng.uniform() < 0.5:  # an earlier word whose tail reaches into the window
                 other = self.clips[int(rng.integers(len(self.clips)))]
                 tail_end = min(words[0].start - 0.05, start + self._tail(other, 0.4, rng))
                 words.insert(0, self._place(audio, other, tail_end))
         return np.clip(audio, -1.0, 1.0), label, words
+
+    def _other_word(self, index: int, rng: np.random.Generator) -> str:
+        """The clip of a window that does not draw a keyword: a hard negative now and then, else clip ``index``."""
+        if self.hard_clips and rng.uniform() < self.hard_negative_fraction:
+            return self.hard_clips[int(rng.integers(len(self.hard_clips)))]
+        return self.clips[index]
 
     def _tail(self, rel: str, longest: float, rng: np.random.Generator) -> float:
         """How far (s) the word of ``rel`` may reach into the window and still have begun before it."""

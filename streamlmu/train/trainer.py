@@ -85,7 +85,8 @@ LR_SCHEDULES = ("step", "cosine")  # StepLR (lr_step, lr_gamma), or a cosine dec
 _RESUME_KEYS = ("model", "preset", "labels", "batch_size", "lr", "betas", "lr_schedule", "lr_step", "lr_gamma",
                 "warmup_steps", "loss", "mixup_alpha", "spec_augment", "freq_warp", "noise_probability", "seed",
                 "overrides", "teacher", "distill_weight", "distill_temperature", "unknown_fraction", "silence_fraction",
-                "stream_windows", "ema", "bf16")
+                "stream_windows", "hard_negatives", "hard_negative_fraction", "word_heads", "ema",
+                "bf16")
 
 
 @dataclass
@@ -118,6 +119,9 @@ class TrainConfig:
     tensorboard: bool = True
     overrides: dict = field(default_factory=dict)
     stream_windows: bool = False
+    hard_negatives: tuple[str, ...] = ()   # stream windows: other words drawn more often (see StreamWindows)
+    hard_negative_fraction: float = 0.5
+    word_heads: float = 0.0                # stream windows: other words cut off mid-word, as _unknown_
     init: str | None = None
     teacher: str | None = None
     distill_weight: float = 0.5
@@ -127,7 +131,7 @@ class TrainConfig:
     cache_audio: bool = False              # keep the training clips in memory once read
 
     def __post_init__(self) -> None:
-        self.betas = tuple(self.betas)
+        self.betas, self.hard_negatives = tuple(self.betas), tuple(self.hard_negatives)
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1 (got {self.epochs}, {self.batch_size})")
         labels_for(self.labels)  # an unknown task raises here
@@ -135,6 +139,8 @@ class TrainConfig:
             raise ValueError(f"loss must be one of {LOSSES} (got {self.loss!r})")
         if self.stream_windows and self.labels == 35:
             raise ValueError("stream_windows trains the 12- or 37-label task (it needs _unknown_ and _silence_)")
+        if (self.hard_negatives or self.word_heads) and not self.stream_windows:
+            raise ValueError("hard_negatives and word_heads shape the stream windows; they need stream_windows")
         if self.labels == 37 and not self.stream_windows:
             raise ValueError("37 labels (every word, _unknown_ for word tails, _silence_) need stream_windows")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -201,7 +207,9 @@ class _Run:
                     silence_fraction=cfg.silence_fraction, skip_bad_files=True, seed=cfg.seed)
         if cfg.stream_windows:
             self.train_set = StreamWindows(SpeechCommands(cfg.data, "training", 35), seed=cfg.seed,
-                                           skip_bad_files=True, labels=cfg.labels)
+                                           skip_bad_files=True, labels=cfg.labels, hard_negatives=cfg.hard_negatives,
+                                           hard_negative_fraction=cfg.hard_negative_fraction,
+                                           word_heads=cfg.word_heads)
         else:
             self.train_set = SpeechCommands(cfg.data, "training", noise_probability=cfg.noise_probability,
                                             cache_audio=cfg.cache_audio, **task)
