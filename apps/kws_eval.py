@@ -11,7 +11,7 @@ import torch
 from streamlmu.apps.listen import add_verifier_arguments, verifier_options
 from streamlmu.audio.kws import StreamingKWS
 from streamlmu.pretrained import DEFAULT_KWS_MODEL
-from streamlmu.audio.kws_eval import calibrate, plot_stream, run_streams, score
+from streamlmu.audio.kws_eval import THRESHOLD_GRID, calibrate, plot_stream, run_streams, score
 from streamlmu.audio.verify import RecordedVerifier
 from streamlmu.data.speech_commands import SAMPLE_RATE, WORDS_10, SpeechCommands
 from streamlmu.data.streams import StreamBuilder, StreamConfig
@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibrate-minutes", type=float, default=None, metavar="MINUTES",
                         help="with --calibrate: validation audio to calibrate on, over all streams (default: "
                              "--minutes; more audio holds more false alarms and so a steadier rate)")
+    parser.add_argument("--min-threshold", type=float, default=0.0, metavar="P",
+                        help="with --calibrate: no keyword's threshold goes below this (e.g. 0.95); a floor keeps "
+                             "calibration from lowering a threshold that merely saw no false alarm on its streams")
     parser.add_argument("--save-thresholds", metavar="CKPT", default=None,
                         help="with --calibrate: write a copy of the model with the calibrated thresholds (listen and "
                              "StreamingKWS then use them by default)")
@@ -60,8 +63,12 @@ def _streams(args, split: str, keywords: tuple[str, ...], seed: int, minutes: fl
 def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     keywords = tuple(k.strip() for k in args.keywords.split(",") if k.strip())
-    if (args.save_thresholds or args.calibrate_minutes is not None) and args.calibrate is None:
-        raise ValueError("--save-thresholds and --calibrate-minutes need --calibrate")
+    if (args.save_thresholds or args.calibrate_minutes is not None or args.min_threshold) and args.calibrate is None:
+        raise ValueError("--save-thresholds, --calibrate-minutes and --min-threshold need --calibrate")
+    grid = tuple(t for t in THRESHOLD_GRID if t >= args.min_threshold)
+    if not grid:
+        raise ValueError(f"--min-threshold must be at most {THRESHOLD_GRID[-1]}, the grid's top "
+                         f"(got {args.min_threshold})")
     calibrate_minutes = args.minutes if args.calibrate_minutes is None else args.calibrate_minutes
     if calibrate_minutes <= 0:
         raise ValueError(f"--calibrate-minutes must be > 0 (got {calibrate_minutes})")
@@ -78,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         verify = None if kws.verifier is None else RecordedVerifier(kws.verifier.model, audio, args.verify_delay,
                                                                      args.verify_threshold)
         threshold, reached, rows = calibrate(kws, posteriors, energy, truths, audio.size / SAMPLE_RATE,
-                                             args.calibrate, verify=verify)
+                                             args.calibrate, grid=grid, verify=verify)
         result["calibration"] = rows  # with the verifier, if there is one: the budget holds for the events it keeps
         result["validation"] = reached
         print(f"calibrated on {audio.size / SAMPLE_RATE / 3600:.2f} h of validation streams (at most "

@@ -421,8 +421,15 @@ def test_kws_eval_reports_and_plots(tiny_corpus, tmp_path, capsys):
     assert set(tuned.keywords) == {"yes", "no"}
     assert [tuned.detector.thresholds[tuned.labels.index(k)] for k in ("yes", "no")] == \
         [report["thresholds"]["yes"], report["thresholds"]["no"]]
+    assert main(["kws-eval", "--data", str(tiny_corpus), "--keywords", "yes,no", "--minutes", "1", "--streams", "2",
+                 "--calibrate", "1000", "--min-threshold", "0.99", "--plot", "", "--json", str(tmp_path / "f.json"),
+                 "--quiet"]) == 0
+    floored = json.loads((tmp_path / "f.json").read_text())
+    assert min(floored["thresholds"].values()) >= 0.99  # a large budget would have taken lower ones
     assert main(["kws-eval", "--data", str(tiny_corpus), "--calibrate-minutes", "3", "--quiet"]) == 2
-    assert "--calibrate-minutes need --calibrate" in capsys.readouterr().err
+    assert "--calibrate-minutes and --min-threshold need --calibrate" in capsys.readouterr().err
+    assert main(["kws-eval", "--data", str(tiny_corpus), "--calibrate", "2", "--min-threshold", "1"]) == 2
+    assert "--min-threshold must be at most 0.999" in capsys.readouterr().err
     assert main(["kws-eval", "--data", str(tiny_corpus), "--calibrate", "2", "--calibrate-minutes", "0"]) == 2
     assert "--calibrate-minutes must be > 0" in capsys.readouterr().err
 
