@@ -62,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --stream-windows: comma-separated other words the spotter confuses with keywords "
                              "(e.g. dog,learn,nine), drawn for --hard-negative-fraction of the non-keyword windows")
     parser.add_argument("--hard-negative-fraction", type=float, default=d.hard_negative_fraction,
-                        help="share of the non-keyword word windows that hold a --hard-negatives word")
+                        help="with --hard-negatives: the share of the non-keyword word windows that hold one")
     parser.add_argument("--word-heads", type=float, default=d.word_heads, metavar="FRACTION",
                         help="with --stream-windows: this share of the non-keyword word windows ends mid-word and "
                              "is labelled _unknown_, so that a keyword does not fire on the start of another word")

@@ -313,7 +313,7 @@ def test_word_heads_are_other_words_cut_off_mid_word_and_unknown(tiny_corpus):
             heads += 1
             cut = last[-1]
             assert cut.start < 2.0 < cut.end and windows.classes[label] == "_unknown_"
-            assert 0.1 <= (2.0 - cut.start) / (cut.end - cut.start) <= 0.8 + 1e-6
+            assert 0.1 - 1e-3 <= (2.0 - cut.start) / (cut.end - cut.start) <= 0.8 + 1e-3  # times kept to 0.1 ms
         elif last:
             assert last[-1].end <= 2.0 and windows.classes[label] == last[-1].word  # keywords are whole
     assert heads

@@ -165,7 +165,7 @@ class StreamWindows(Dataset):
             sorted(set(hard_negatives) - {_word_of(rel) for rel in self.clips})
         if bad:
             raise ValueError(f"hard negatives must be words of the {dataset.subset} split that are not keywords; "
-                             f"{', '.join(bad)} is not (keywords: {', '.join(keywords)})")
+                             f"{', '.join(bad)} {'is' if len(bad) == 1 else 'are'} not (keywords: {', '.join(keywords)})")
         self.hard_negative_fraction, self.word_heads = hard_negative_fraction, word_heads
         self.classes = labels_for(labels)
         self.keywords, self.window_s, self.context_s = keywords, window_s, context_s
