@@ -145,9 +145,8 @@ class RecordedVerifier:
         self._posteriors.update(zip(keys, clip_posteriors(self.model, windows)))
 
     def __call__(self, events: Sequence[Sequence]) -> list[list]:
-        length = self.audio.shape[1]
-        self._classify({(e.stream, self._end(e)) for stream in events for e in stream if self._end(e) <= length})
-        shift = self.delay / self.rate
-        return [[e._replace(t=e.t + shift) for e in stream if self._end(e) <= length
-                 and self._posteriors[e.stream, self._end(e)][self.labels.index(e.keyword)] >= self.threshold]
-                for stream in events]
+        length, shift = self.audio.shape[1], self.delay / self.rate
+        due = [[(e, (e.stream, self._end(e))) for e in stream if self._end(e) <= length] for stream in events]
+        self._classify({key for stream in due for _, key in stream})
+        return [[e._replace(t=e.t + shift) for e, key in stream
+                 if self._posteriors[key][self.labels.index(e.keyword)] >= self.threshold] for stream in due]

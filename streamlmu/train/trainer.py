@@ -85,8 +85,8 @@ LR_SCHEDULES = ("step", "cosine")  # StepLR (lr_step, lr_gamma), or a cosine dec
 _RESUME_KEYS = ("model", "preset", "labels", "batch_size", "lr", "betas", "lr_schedule", "lr_step", "lr_gamma",
                 "warmup_steps", "loss", "mixup_alpha", "spec_augment", "freq_warp", "noise_probability", "seed",
                 "overrides", "teacher", "distill_weight", "distill_temperature", "unknown_fraction", "silence_fraction",
-                "stream_windows", "hard_negatives", "hard_negative_fraction", "word_heads", "ema",
-                "bf16")
+                "stream_windows", "hard_negatives", "hard_negative_fraction", "word_heads",
+                "ema", "bf16")
 
 
 @dataclass
