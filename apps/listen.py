@@ -42,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pcm-dtype", default="int16", choices=("int16", "int32", "float32"),
                         help="sample type of raw PCM on stdin")
     parser.add_argument("--int8", action="store_true",
-                        help="run the model's dense layers as int8 products (faster for many streams)")
+                        help="run the model's dense layers as int8 products (faster for many streams on a CPU "
+                             "with VNNI or AMX int8 instructions, far slower without)")
     add_verifier_arguments(parser)
     parser.add_argument("--chunk-ms", type=float, default=100.0, help="audio per read")
     parser.add_argument("--threads", type=int, default=1,

@@ -130,7 +130,10 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"target: >= {TARGET_STREAMS_PER_CORE} real-time paper-size streams per core, {name}: "
               f"{value:.0f} ({verdict})")
     print(f"the float32 matrix products alone allow {ceiling:.0f} paper-size streams per core here")
-    result = {"machine": timing.machine(), "rows": rows, "paper_streams_per_core": best,
+    machine = timing.machine()
+    print(f"CPU: {machine['cpu']}; int8 dot-product instructions: "
+          f"{ {True: 'yes', False: 'none', None: 'unknown'}[machine['int8_dot_instructions']]}")
+    result = {"machine": machine, "rows": rows, "paper_streams_per_core": best,
               "paper_streams_per_core_int8": best_int8, "paper_products_streams_per_core": ceiling,
               "target_streams_per_core": TARGET_STREAMS_PER_CORE,
               "target_met": max(best, best_int8) >= TARGET_STREAMS_PER_CORE}

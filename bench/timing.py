@@ -21,6 +21,8 @@ import numba
 import numpy as np
 import torch
 
+from streamlmu.kernels import quant
+
 
 def single_thread() -> None:
     torch.set_num_threads(1)
@@ -71,6 +73,19 @@ def measure(fns: dict[str, Callable[[], object]], rounds: int, block_seconds: fl
     return {name: statistics.median(s) for name, s in samples.items()}
 
 
-def machine() -> dict[str, str]:
-    return {"processor": platform.processor() or platform.machine(), "python": platform.python_version(),
+def cpu_model() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (``platform.processor()`` elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, object]:
+    return {"processor": platform.processor() or platform.machine(), "cpu": cpu_model(),
+            "int8_dot_instructions": quant.cpu_has_int8_dot(), "python": platform.python_version(),
             "torch": torch.__version__, "numba": numba.__version__, "numpy": np.__version__}

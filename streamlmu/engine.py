@@ -16,7 +16,8 @@ From ``int8_min_batch`` streams on (off by default), the dense layers run as
 int8 matrix products (:mod:`streamlmu.kernels.quant`): weights quantized per
 output, each stream's input per frame, int32 accumulation. For a large batch
 the products take about a fifth of the float32 time (measured on a Zen 4 core),
-at a relative error of about 1e-2 in the layers' outputs. The Legendre memory (a recurrence) and
+at a relative error of about 1e-2 in the layers' outputs. A CPU without int8
+dot-product instructions runs them far slower than float32 (a warning says so). The Legendre memory (a recurrence) and
 layers smaller than ``INT8_MIN_WEIGHTS`` weights stay float32.
 
 Shapes:
@@ -26,6 +27,7 @@ Shapes:
 """
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -264,6 +266,10 @@ class StreamRunner(StreamModule):
         self.latency_frames = model.latency_frames
         self.blas_min_batch = blas_min_batch if blas_min_batch is not None else np.iinfo(np.int64).max
         self.int8_min_batch = int8_min_batch if int8_min_batch is not None else np.iinfo(np.int64).max
+        if int8_min_batch is not None and quant.cpu_has_int8_dot() is False:
+            warnings.warn(f"int8 products requested, but this CPU has none of the int8 dot-product instructions "
+                          f"{', '.join(quant.INT8_DOT_FLAGS)}: there they run far slower than float32 (60 times "
+                          f"on an AVX2-only CPU); leave int8 off", RuntimeWarning, stacklevel=2)
         self._int8_layers = self._quantize(self.program)
         self._buffers: dict[int, tuple] = {}
         # [(last returned state, its values and frames as arrays)]: a stream that

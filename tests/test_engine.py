@@ -183,3 +183,23 @@ def test_row_quantization_kernels():
     bias = np.arange(5, dtype=np.float32)
     quant.dequantize_rows(acc, scales, columns, bias, ws, 0)
     assert np.allclose(ws[:, :5], acc * scales[:, None] * columns[None] + bias, rtol=1e-6)
+
+
+def test_cpu_int8_dot_instructions_are_read_from_the_cpu_flags():
+    assert quant.cpu_has_int8_dot("processor\t: 0\nflags\t\t: fpu sse avx2 fma avx512_vnni\n") is True
+    assert quant.cpu_has_int8_dot("flags\t\t: fpu avx2 fma amx_bf16 amx_int8\n") is True
+    assert quant.cpu_has_int8_dot("flags\t\t: fpu sse avx avx2 fma\n") is False
+    assert quant.cpu_has_int8_dot("Features\t: fp asimd\n") is None  # no x86 flags line: cannot tell
+
+
+@pytest.mark.parametrize("has_dot", [False, True, None])
+def test_int8_on_a_cpu_without_int8_dot_products_warns(monkeypatch, recwarn, has_dot):
+    monkeypatch.setattr(quant, "cpu_has_int8_dot", lambda: has_dot)
+    model = build("tiny", spiking=False)
+    model.streaming()  # float32 never warns
+    runner = model.streaming(int8_min_batch=1)
+    messages = [str(w.message) for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    assert (len(messages) == 1) == (has_dot is False)
+    if has_dot is False:
+        assert "avx512_vnni" in messages[0] and "slower than float32" in messages[0]
+    assert runner.int8_min_batch == 1  # still what was asked for
