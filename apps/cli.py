@@ -17,6 +17,7 @@ APPS = {
     "listen": "streamlmu.apps.listen",
     "kws-eval": "streamlmu.apps.kws_eval",
     "truncation": "streamlmu.apps.truncation",
+    "ensemble": "streamlmu.apps.ensemble",
 }
 
 

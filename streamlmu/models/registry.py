@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 
+from streamlmu.models.ensemble import Ensemble, EnsembleConfig
 from streamlmu.models.kwt import KWT, KWTConfig
 from streamlmu.models.lmuformer import LMUFormer, LMUFormerConfig, SpikingLMUFormer
 from streamlmu.stream import StreamModule
@@ -13,7 +14,8 @@ _MODELS: dict[str, tuple[type, type, dict]] = {
     "spiking-lmuformer": (SpikingLMUFormer, LMUFormerConfig, {"spiking": True}),
     "kwt": (KWT, KWTConfig, {}),
 }
-MODEL_NAMES = tuple(_MODELS)
+MODEL_NAMES = tuple(_MODELS)  # what ``train --model`` builds
+ENSEMBLE = "ensemble"  # built from trained models (``Ensemble([...])``), never trained as one
 
 
 def _entry(name: str) -> tuple[type, type, dict]:
@@ -39,6 +41,8 @@ def build_model(name: str, preset: str = "tiny", **overrides) -> StreamModule:
 
 def model_name(model: StreamModule) -> str:
     """The registry name of a model instance."""
+    if type(model) is Ensemble:
+        return ENSEMBLE
     for name, (cls, _, _) in _MODELS.items():
         if type(model) is cls:
             return name
@@ -47,6 +51,9 @@ def model_name(model: StreamModule) -> str:
 
 def model_from_config(name: str, config: dict) -> StreamModule:
     """The model ``name`` with exactly the config fields in ``config`` (as ``config.to_dict()`` wrote them)."""
+    if name == ENSEMBLE:
+        _check_settings(name, EnsembleConfig, config)
+        return Ensemble([model_from_config(member, settings) for member, settings in config["members"]])
     cls, config_cls, _ = _entry(name)
     _check_settings(name, config_cls, config)
     return cls(config_cls(**config))

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from streamlmu.audio.features import FbankConfig
+from streamlmu.models.ensemble import Ensemble
 from streamlmu.models.registry import model_from_config, model_name
 from streamlmu.pretrained import pretrained_path
 from streamlmu.stream import StreamModule
@@ -47,6 +48,24 @@ def save_thresholds(source: str | Path, target: str | Path, thresholds: dict[str
         raise ValueError(f"thresholds for {', '.join(unknown)}, which are not labels of {source}")
     payload["thresholds"] = {k: float(v) for k, v in thresholds.items()}
     _write(payload, Path(target))
+
+
+def save_ensemble(sources: list[str | Path], target: str | Path) -> Ensemble:
+    """Write an :class:`Ensemble` of the checkpoints ``sources`` (files or bundled names) to ``target``.
+
+    The members must share labels and feature parameters. Calibrated thresholds
+    are not carried over: the ensemble's scores are not any member's.
+    """
+    models = [load_model(source) for source in sources]
+    first = models[0]
+    for source, model in zip(sources[1:], models[1:]):
+        for what, mine, theirs in (("labels", model.labels, first.labels),
+                                   ("feature parameters", model.features, first.features)):
+            if mine != theirs:
+                raise ValueError(f"{source} has other {what} than {sources[0]}: {mine} against {theirs}")
+    ensemble = Ensemble(models).eval()
+    save_checkpoint(target, ensemble, first.labels, first.features)
+    return ensemble
 
 
 def _write(payload: dict, path: Path) -> None:
