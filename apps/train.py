@@ -78,7 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bf16", action="store_true",
                         help="mixed precision: products and convolutions in bfloat16 (autocast), LIF membranes and "
                              "LMU memories in float32; validation and checkpoints stay float32. It made the spiking "
-                             "model's steps 1.37x faster on a CPU with AMX (bench/train_step.py); check yours")
+                             "model's steps 1.37x faster on a CPU with AMX (bench/train_step.py), but slower on one "
+                             "without bfloat16 instructions (a warning says so)")
     parser.add_argument("--cache-audio", action="store_true",
                         help="keep the training clips in memory once read (64 kB per clip) instead of decoding "
                              "every file every epoch")

@@ -21,7 +21,7 @@ import numba
 import numpy as np
 import torch
 
-from streamlmu.kernels import quant
+from streamlmu import cpu
 
 
 def single_thread() -> None:
@@ -73,19 +73,8 @@ def measure(fns: dict[str, Callable[[], object]], rounds: int, block_seconds: fl
     return {name: statistics.median(s) for name, s in samples.items()}
 
 
-def cpu_model() -> str:
-    """The CPU's model name from ``/proc/cpuinfo`` (``platform.processor()`` elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine() -> dict[str, object]:
-    return {"processor": platform.processor() or platform.machine(), "cpu": cpu_model(),
-            "int8_dot_instructions": quant.cpu_has_int8_dot(), "python": platform.python_version(),
+    return {"processor": platform.processor() or platform.machine(), "cpu": cpu.cpu_model() or platform.processor(),
+            "int8_dot_instructions": cpu.cpu_has(cpu.INT8_DOT_FLAGS),
+            "bf16_instructions": cpu.cpu_has(cpu.BF16_FLAGS), "python": platform.python_version(),
             "torch": torch.__version__, "numba": numba.__version__, "numpy": np.__version__}

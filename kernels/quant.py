@@ -6,37 +6,18 @@ column of the weight has its own scale (set once, when the program is built).
 The int8 product itself is torch's ``_int_mm`` (int32 accumulation, exact).
 
 torch's int8 product is fast only where the CPU has int8 dot-product
-instructions: on an AVX2-only AMD EPYC it took 60 times the float32 time of
-the same ``(256, 256) @ (256, 1024)`` product; :func:`cpu_has_int8_dot` tells.
+instructions (:data:`streamlmu.cpu.INT8_DOT_FLAGS`): on an AVX2-only AMD EPYC
+it took 60 times the float32 time of the same ``(256, 256) @ (256, 1024)`` product.
 
 Shapes: ws ``(B, Z)`` float32 workspace; q ``(B, K)`` int8; scales ``(B,)``
 float32; acc ``(B, N)`` int32; column_scales, bias ``(N,)`` float32.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from numba import njit
 
 _LEVELS = np.float32(127.0)
-INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # x86 int8 dot products (VNNI, AMX)
-
-
-def cpu_has_int8_dot(cpuinfo: str | None = None) -> bool | None:
-    """Whether an x86 CPU has int8 dot-product instructions (``INT8_DOT_FLAGS``), read from the
-    ``flags`` line of ``/proc/cpuinfo`` (or the text given); None where that cannot be told
-    (not Linux, not x86)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return None
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "flags":
-            return any(flag in value.split() for flag in INT8_DOT_FLAGS)
-    return None
 
 
 @njit(cache=True, nogil=True)

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from streamlmu import cpu
 from streamlmu.kernels import engine as ops
 from streamlmu.kernels import quant
 from streamlmu.nn.conv import CausalConv1d
@@ -266,9 +267,9 @@ class StreamRunner(StreamModule):
         self.latency_frames = model.latency_frames
         self.blas_min_batch = blas_min_batch if blas_min_batch is not None else np.iinfo(np.int64).max
         self.int8_min_batch = int8_min_batch if int8_min_batch is not None else np.iinfo(np.int64).max
-        if int8_min_batch is not None and quant.cpu_has_int8_dot() is False:
+        if int8_min_batch is not None and cpu.cpu_has(cpu.INT8_DOT_FLAGS) is False:
             warnings.warn(f"int8 products requested, but this CPU has none of the int8 dot-product instructions "
-                          f"{', '.join(quant.INT8_DOT_FLAGS)}: there they run far slower than float32 (60 times "
+                          f"{', '.join(cpu.INT8_DOT_FLAGS)}: there they run far slower than float32 (60 times "
                           f"on an AVX2-only CPU); leave int8 off", RuntimeWarning, stacklevel=2)
         self._int8_layers = self._quantize(self.program)
         self._buffers: dict[int, tuple] = {}

@@ -6,6 +6,7 @@ import torch
 from numba import njit
 from test_lmuformer import build
 
+from streamlmu import cpu
 from streamlmu.engine import EngineState, StreamRunner
 from streamlmu.kernels import dense, quant
 from streamlmu.kernels.engine import erf32
@@ -185,16 +186,9 @@ def test_row_quantization_kernels():
     assert np.allclose(ws[:, :5], acc * scales[:, None] * columns[None] + bias, rtol=1e-6)
 
 
-def test_cpu_int8_dot_instructions_are_read_from_the_cpu_flags():
-    assert quant.cpu_has_int8_dot("processor\t: 0\nflags\t\t: fpu sse avx2 fma avx512_vnni\n") is True
-    assert quant.cpu_has_int8_dot("flags\t\t: fpu avx2 fma amx_bf16 amx_int8\n") is True
-    assert quant.cpu_has_int8_dot("flags\t\t: fpu sse avx avx2 fma\n") is False
-    assert quant.cpu_has_int8_dot("Features\t: fp asimd\n") is None  # no x86 flags line: cannot tell
-
-
 @pytest.mark.parametrize("has_dot", [False, True, None])
 def test_int8_on_a_cpu_without_int8_dot_products_warns(monkeypatch, recwarn, has_dot):
-    monkeypatch.setattr(quant, "cpu_has_int8_dot", lambda: has_dot)
+    monkeypatch.setattr(cpu, "cpu_has", lambda flags: has_dot if flags == cpu.INT8_DOT_FLAGS else None)
     model = build("tiny", spiking=False)
     model.streaming()  # float32 never warns
     runner = model.streaming(int8_min_batch=1)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import streamlmu
+from streamlmu import cpu
 from streamlmu.apps.cli import main
 from streamlmu.data.speech_commands import SpeechCommands, labels_for
 from streamlmu.models.registry import build_model
@@ -174,11 +175,13 @@ def test_frequency_warp_option(tiny_corpus, tmp_path):
         config(tiny_corpus, tmp_path, freq_warp=1.5)
 
 
-def test_audio_cache_and_bfloat16_options(tiny_corpus, tmp_path):
+def test_audio_cache_and_bfloat16_options(tiny_corpus, tmp_path, monkeypatch):
     plain = train(config(tiny_corpus, tmp_path / "plain", epochs=1), progress=False)
     cached = train(config(tiny_corpus, tmp_path / "cached", epochs=1, cache_audio=True), progress=False)
     assert without_time(cached["history"]) == without_time(plain["history"])  # the same samples
-    mixed = train(config(tiny_corpus, tmp_path / "bf16", epochs=1, bf16=True), progress=False)
+    monkeypatch.setattr(cpu, "cpu_has", lambda flags: False)  # a CPU that emulates bfloat16 is told so
+    with pytest.warns(RuntimeWarning, match="--bf16 on a CPU without bfloat16 instructions"):
+        mixed = train(config(tiny_corpus, tmp_path / "bf16", epochs=1, bf16=True), progress=False)
     loss = mixed["history"][0]["train_loss"]
     assert math.isfinite(loss) and loss != plain["history"][0]["train_loss"]
     weights = torch.load(tmp_path / "bf16" / "last.pt", weights_only=False)["weights"]

@@ -67,6 +67,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from streamlmu import cpu
 from streamlmu.audio.augment import freq_warp, mixup, spec_augment
 from streamlmu.audio.features import FbankConfig, clip_features, fbank
 from streamlmu.data.speech_commands import SAMPLE_RATE, SpeechCommands, collate, labels_for
@@ -223,6 +224,10 @@ class _Run:
         if missing and world.is_main:
             warnings.warn(f"{cfg.data} has no training clips of {len(missing)} of the {len(self.classes)} labels "
                           f"({', '.join(missing)}); the model will never predict them", stacklevel=3)
+        if cfg.bf16 and world.device.type == "cpu" and cpu.cpu_has(cpu.BF16_FLAGS) is False and world.is_main:
+            warnings.warn(f"--bf16 on a CPU without bfloat16 instructions ({', '.join(cpu.BF16_FLAGS)}): autocast "
+                          f"emulates them, and a training step gets slower, not faster (about 7 times on an "
+                          f"AVX2-only AMD EPYC); leave it off here", RuntimeWarning, stacklevel=3)
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, cfg.preset, num_classes=len(self.classes), **cfg.overrides)
         if cfg.init is not None:
