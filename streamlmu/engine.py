@@ -17,8 +17,9 @@ int8 matrix products (:mod:`streamlmu.kernels.quant`): weights quantized per
 output, each stream's input per frame, int32 accumulation. For a large batch
 the products take about a fifth of the float32 time (measured on a Zen 4 core),
 at a relative error of about 1e-2 in the layers' outputs. A CPU without int8
-dot-product instructions runs them far slower than float32 (a warning says so). The Legendre memory (a recurrence) and
-layers smaller than ``INT8_MIN_WEIGHTS`` weights stay float32.
+dot-product instructions runs them far slower than float32 (a warning says so).
+The Legendre memory (a recurrence) and layers smaller than ``INT8_MIN_WEIGHTS``
+weights stay float32.
 
 Shapes:
     step:    x ``(batch, in_features)`` -> y ``(batch, out_features)``
