@@ -1,6 +1,7 @@
 from streamlmu import cpu
 
-XEON = "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum\nflags\t\t: fpu avx2 fma avx512_vnni amx_bf16 amx_int8\n"
+XEON = ("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum\n"
+        "flags\t\t: fpu avx2 fma avx512_vnni amx_bf16 amx_int8\n")
 EPYC = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse avx avx2 fma\n"
 ARM = "processor\t: 0\nFeatures\t: fp asimd\n"
 

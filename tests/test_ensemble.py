@@ -5,8 +5,8 @@ from test_lmuformer import build
 
 import streamlmu
 from streamlmu.apps import cli
-from streamlmu.audio.kws import StreamingKWS
 from streamlmu.audio.features import FbankConfig
+from streamlmu.audio.kws import StreamingKWS
 from streamlmu.data.speech_commands import labels_for
 from streamlmu.models import Ensemble, EnsembleState
 from streamlmu.testing import check_stream_op, max_abs_diff, run_step_loop
