@@ -28,7 +28,6 @@ Shapes:
 """
 from __future__ import annotations
 
-import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -45,6 +44,7 @@ from streamlmu.nn.linear import FrameLinear
 from streamlmu.nn.memory import LMUMemory
 from streamlmu.nn.norm import FrameBatchNorm
 from streamlmu.stream import StreamModule, check_input, register_state
+from streamlmu.warn import warn_caller
 
 DEFAULT_BLAS_MIN_BATCH = 16
 INT8_MIN_WEIGHTS = 1024  # smaller dense layers (the LMU encoder) stay float32 in the int8 path
@@ -269,9 +269,9 @@ class StreamRunner(StreamModule):
         self.blas_min_batch = blas_min_batch if blas_min_batch is not None else np.iinfo(np.int64).max
         self.int8_min_batch = int8_min_batch if int8_min_batch is not None else np.iinfo(np.int64).max
         if int8_min_batch is not None and cpu.cpu_has(cpu.INT8_DOT_FLAGS) is False:
-            warnings.warn(f"int8 products requested, but this CPU has none of the int8 dot-product instructions "
+            warn_caller(f"int8 products requested, but this CPU has none of the int8 dot-product instructions "
                           f"{', '.join(cpu.INT8_DOT_FLAGS)}: there they run far slower than float32 (60 times "
-                          f"on an AVX2-only CPU); leave int8 off", RuntimeWarning, stacklevel=2)
+                          f"on an AVX2-only CPU); leave int8 off", RuntimeWarning)
         self._int8_layers = self._quantize(self.program)
         self._buffers: dict[int, tuple] = {}
         # [(last returned state, its values and frames as arrays)]: a stream that

@@ -192,8 +192,9 @@ def test_int8_on_a_cpu_without_int8_dot_products_warns(monkeypatch, recwarn, has
     model = build("tiny", spiking=False)
     model.streaming()  # float32 never warns
     runner = model.streaming(int8_min_batch=1)
-    messages = [str(w.message) for w in recwarn if issubclass(w.category, RuntimeWarning)]
-    assert (len(messages) == 1) == (has_dot is False)
+    caught = [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    assert (len(caught) == 1) == (has_dot is False)
     if has_dot is False:
-        assert "avx512_vnni" in messages[0] and "slower than float32" in messages[0]
+        assert "avx512_vnni" in str(caught[0].message) and "slower than float32" in str(caught[0].message)
+        assert caught[0].filename == __file__  # the user's line, not the library's
     assert runner.int8_min_batch == 1  # still what was asked for

@@ -180,8 +180,9 @@ def test_audio_cache_and_bfloat16_options(tiny_corpus, tmp_path, monkeypatch):
     cached = train(config(tiny_corpus, tmp_path / "cached", epochs=1, cache_audio=True), progress=False)
     assert without_time(cached["history"]) == without_time(plain["history"])  # the same samples
     monkeypatch.setattr(cpu, "cpu_has", lambda flags: False)  # a CPU that emulates bfloat16 is told so
-    with pytest.warns(RuntimeWarning, match="--bf16 on a CPU without bfloat16 instructions"):
+    with pytest.warns(RuntimeWarning, match="--bf16 on a CPU without bfloat16 instructions") as caught:
         mixed = train(config(tiny_corpus, tmp_path / "bf16", epochs=1, bf16=True), progress=False)
+    assert [w.filename for w in caught if "--bf16" in str(w.message)] == [__file__]  # the caller's line
     loss = mixed["history"][0]["train_loss"]
     assert math.isfinite(loss) and loss != plain["history"][0]["train_loss"]
     weights = torch.load(tmp_path / "bf16" / "last.pt", weights_only=False)["weights"]

@@ -55,7 +55,6 @@ import csv
 import json
 import math
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -78,6 +77,7 @@ from streamlmu.train.averaging import WeightAverage
 from streamlmu.train.checkpoint import load_model, read_checkpoint, save_checkpoint
 from streamlmu.train.distributed import (World, broadcast_buffers, close_world, gather_strings, init_world,
                                          parameter_digest, sum_over_ranks)
+from streamlmu.warn import warn_caller
 
 LOSSES = ("bce", "ce")  # the paper's binary cross-entropy on one-hot targets, or softmax cross-entropy
 LR_SCHEDULES = ("step", "cosine")  # StepLR (lr_step, lr_gamma), or a cosine decay over the run's epochs
@@ -222,12 +222,12 @@ class _Run:
             {label for _, label in self.train_set.items}
         missing = [name for i, name in enumerate(self.classes) if i not in present]
         if missing and world.is_main:
-            warnings.warn(f"{cfg.data} has no training clips of {len(missing)} of the {len(self.classes)} labels "
-                          f"({', '.join(missing)}); the model will never predict them", stacklevel=3)
+            warn_caller(f"{cfg.data} has no training clips of {len(missing)} of the {len(self.classes)} labels "
+                          f"({', '.join(missing)}); the model will never predict them")
         if cfg.bf16 and world.device.type == "cpu" and cpu.cpu_has(cpu.BF16_FLAGS) is False and world.is_main:
-            warnings.warn(f"--bf16 on a CPU without bfloat16 instructions ({', '.join(cpu.BF16_FLAGS)}): autocast "
+            warn_caller(f"--bf16 on a CPU without bfloat16 instructions ({', '.join(cpu.BF16_FLAGS)}): autocast "
                           f"emulates them, and a training step gets slower, not faster (about 7 times on an "
-                          f"AVX2-only AMD EPYC); leave it off here", RuntimeWarning, stacklevel=3)
+                          f"AVX2-only AMD EPYC); leave it off here", RuntimeWarning)
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, cfg.preset, num_classes=len(self.classes), **cfg.overrides)
         if cfg.init is not None:
