@@ -270,8 +270,8 @@ class StreamRunner(StreamModule):
         self.int8_min_batch = int8_min_batch if int8_min_batch is not None else np.iinfo(np.int64).max
         if int8_min_batch is not None and cpu.cpu_has(cpu.INT8_DOT_FLAGS) is False:
             warn_caller(f"int8 products requested, but this CPU has none of the int8 dot-product instructions "
-                          f"{', '.join(cpu.INT8_DOT_FLAGS)}: there they run far slower than float32 (60 times "
-                          f"on an AVX2-only CPU); leave int8 off", RuntimeWarning)
+                        f"{', '.join(cpu.INT8_DOT_FLAGS)}: there they run far slower than float32 (60 times "
+                        f"on an AVX2-only CPU); leave int8 off", RuntimeWarning)
         self._int8_layers = self._quantize(self.program)
         self._buffers: dict[int, tuple] = {}
         # [(last returned state, its values and frames as arrays)]: a stream that

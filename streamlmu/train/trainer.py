@@ -223,11 +223,11 @@ class _Run:
         missing = [name for i, name in enumerate(self.classes) if i not in present]
         if missing and world.is_main:
             warn_caller(f"{cfg.data} has no training clips of {len(missing)} of the {len(self.classes)} labels "
-                          f"({', '.join(missing)}); the model will never predict them")
+                        f"({', '.join(missing)}); the model will never predict them")
         if cfg.bf16 and world.device.type == "cpu" and cpu.cpu_has(cpu.BF16_FLAGS) is False and world.is_main:
             warn_caller(f"--bf16 on a CPU without bfloat16 instructions ({', '.join(cpu.BF16_FLAGS)}): autocast "
-                          f"emulates them, and a training step gets slower, not faster (about 7 times on an "
-                          f"AVX2-only AMD EPYC); leave it off here", RuntimeWarning)
+                        f"emulates them, and a training step gets slower, not faster (about 7 times on an "
+                        f"AVX2-only AMD EPYC); leave it off here", RuntimeWarning)
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, cfg.preset, num_classes=len(self.classes), **cfg.overrides)
         if cfg.init is not None:
