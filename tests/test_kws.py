@@ -113,6 +113,18 @@ def test_speech_gate_stops_keywords_long_after_speech_and_on_silence():
     assert (detector_run(p, silence, detector_init(1, ungated), ungated)[0] >= 0).sum() == 2
 
 
+def test_speech_gate_opens_for_a_quiet_word_by_default():
+    energy = np.full((1, 40), -1.0, np.float32)      # background
+    energy[0, 5:15] = -0.85                           # a quiet word, about 7 dB over the background
+    p = np.zeros((1, 40, 3), np.float32)
+    p[0, 12:20, 0] = 0.9
+    default = _config(speech_gate_frames=10, vad_margin=DetectorConfig.vad_margin)
+    fired, _ = detector_run(p, energy, detector_init(1, default), default)
+    assert [(t, int(k)) for t, k in enumerate(fired[0]) if k >= 0] == [(14, 0)]
+    strict = _config(speech_gate_frames=10, vad_margin=0.2)   # 10 dB: the word does not count as speech
+    assert (detector_run(p, energy, detector_init(1, strict), strict)[0] < 0).all()
+
+
 def _softmax(x):
     e = np.exp(x - x.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)

@@ -15,7 +15,10 @@ its log energy (the mean of its normalised log-mel features) is
 ``vad_margin`` above a noise floor that follows the energy down at once and
 creeps up by ``vad_rise`` per frame. It stops a keyword from firing on a
 window that holds only the tail of an earlier word (the end of "stop" or
-"right" reads as "up") or on silence.
+"right" reads as "up") or on silence. Its margin lets quiet words through:
+at 10 dB it blocked 3 % of the keywords of validation streams that the
+bundled spotter had scored confidently; at 5 dB, almost none (see the model
+card).
 
 At most one keyword fires per stream and frame (the highest score among those
 that qualify). A class whose threshold is ``inf`` never fires: the
@@ -84,7 +87,7 @@ class DetectorConfig:
     patience_frames: int = 3
     refractory_frames: int = 30
     speech_gate_frames: int = 40       # negative: no speech gate
-    vad_margin: float = 0.2            # about 10 dB in normalised log-mel units (1 unit = 2 std of ln power)
+    vad_margin: float = 0.1            # about 5 dB in normalised log-mel units (1 unit = 2 std of ln power, 48 dB)
     vad_rise: float = 0.0006           # about 3 dB per second
 
     def __post_init__(self) -> None:
