@@ -94,8 +94,23 @@ def test_detector_reset_rearms_one_stream():
     high[:, :, 0] = 0.9
     quiet = np.zeros((2, 3), np.float32)
     assert detector_run(high, quiet, state, cfg)[0][:, -1].tolist() == [0, 0]
-    detector_reset(state, np.array([1]))
+    detector_reset(state, np.array([1]), cfg)
     assert detector_run(high, quiet, state, cfg)[0][:, -1].tolist() == [-1, 0]
+
+
+def test_detector_warms_up_after_start_and_reset():
+    cfg = _config(refractory_frames=0, warmup_frames=6)
+    state = detector_init(2, cfg)
+    high = np.zeros((2, 10, 3), np.float32)
+    high[:, :, 0] = 0.9                                  # over the threshold from the first frame
+    quiet = np.zeros((2, 10), np.float32)
+    fired = detector_run(high, quiet, state, cfg)[0]
+    assert [int(np.argmax(row >= 0)) for row in fired] == [6, 6]   # not before the warm-up ends
+    detector_reset(state, np.array([0]), cfg)
+    fired = detector_run(high, quiet, state, cfg)[0]
+    assert (fired[0, :6] < 0).all() and fired[0, 6] == 0           # the reset stream warms up again
+    with pytest.raises(ValueError, match="warmup_frames"):
+        _config(warmup_frames=-1)
 
 
 def test_speech_gate_stops_keywords_long_after_speech_and_on_silence():

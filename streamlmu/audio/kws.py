@@ -81,6 +81,8 @@ class StreamingKWS:
             the silence after an event on the same stream.
         speech_gate_s: a keyword fires only this soon after speech was heard
             (negative: no gate; see :mod:`streamlmu.audio.detect`).
+        warmup_s: no keyword fires in a stream's first seconds after it began or
+            was reset, while the model state and the logit window fill.
         blas_min_batch, int8_min_batch: from how many streams the engine's dense
             layers run on BLAS, and as int8 products (None: never; see
             :mod:`streamlmu.engine`).
@@ -100,6 +102,7 @@ class StreamingKWS:
     def __init__(self, model: torch.nn.Module, streams: int = 1, keywords: tuple[str, ...] | None = None,
                  threshold: float | dict[str, float] | None = None, rearm_fraction: float = 0.5, window_s: float = 1.0,
                  smooth_s: float = 0.05, patience_s: float = 0.03, refractory_s: float = 0.3, speech_gate_s: float = 0.4,
+                 warmup_s: float = 1.0,
                  blas_min_batch: int | None = DEFAULT_BLAS_MIN_BATCH, int8_min_batch: int | None = None,
                  verifier: torch.nn.Module | str | Path | None = None, verify_delay_s: float = verify.DEFAULT_DELAY_S,
                  verify_threshold: float = verify.DEFAULT_THRESHOLD):
@@ -120,7 +123,8 @@ class StreamingKWS:
         self.detector = DetectorConfig(thresholds, rearm_fraction,
                                        smooth_frames=frames(smooth_s, 1), patience_frames=frames(patience_s, 1),
                                        refractory_frames=frames(refractory_s, 0),
-                                       speech_gate_frames=frames(speech_gate_s, 0) if speech_gate_s >= 0 else -1)
+                                       speech_gate_frames=frames(speech_gate_s, 0) if speech_gate_s >= 0 else -1,
+                                       warmup_frames=frames(warmup_s, 0))
         self.window_frames = frames(window_s, 1)
         self.runner = model.eval().streaming(blas_min_batch=blas_min_batch, pooling="frame",
                                              int8_min_batch=int8_min_batch)
@@ -171,7 +175,7 @@ class StreamingKWS:
         self._fbank = self.fbank.reset(self._fbank, mask)
         rows = np.array([stream])
         window_reset(self._window, rows)
-        detector_reset(self._detect, rows)
+        detector_reset(self._detect, rows, self.detector)
         self._origin[stream] = self._frame
         if self.verifier is not None:
             self.verifier.reset(stream)
