@@ -17,14 +17,14 @@ its log energy (the mean of its normalised log-mel features) is
 creeps up by ``vad_rise`` per frame. It stops a keyword from firing on a
 window that holds only the tail of an earlier word (the end of "stop" or
 "right" reads as "up") or on silence. Its margin lets quiet words through:
-at 10 dB it blocked 3 % of the keywords of validation streams that the
-bundled spotter had scored confidently; at 5 dB, almost none (see the model
-card).
+at 10 dB it held back 3 % of the keywords of validation streams, keywords
+the spotter had scored above their thresholds; at 5 dB, almost none (see the
+model card).
 
 The warm-up keeps a fresh stream quiet while its model state and logit window
-fill: on the first few frames of noise the bundled spotter could score a
-keyword near 1.0 (4 of its 16 false alarms on 18 h of validation streams fired in
-a stream's first 0.5 s, see the model card).
+fill: on the first frames of noise the bundled spotter could score a keyword
+near 1.0 (without it, 4 of its 16 false alarms on 18 h of validation streams
+fired in a stream's first 0.2 s; see the model card).
 
 At most one keyword fires per stream and frame (the highest score among those
 that qualify). A class whose threshold is ``inf`` never fires: the
