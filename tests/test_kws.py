@@ -261,6 +261,15 @@ def test_streams_advance_together_and_reset_alone(demo):
         kws.reset(3)
 
 
+def test_each_stream_warms_up_after_it_starts_or_is_reset():
+    kws = StreamingKWS.from_pretrained(MODEL, streams=2, warmup_s=0.5)
+    assert kws.detector.warmup_frames == 50
+    kws.accept_waveform(np.zeros((2, 16000), np.float32), 16000)   # 98 frames: both warmed up
+    assert kws._detect.quiet.tolist() == [0, 0]
+    kws.reset(1)
+    assert kws._detect.quiet.tolist() == [0, 50]
+    assert StreamingKWS.from_pretrained(MODEL).detector.warmup_frames == 80   # the default, 0.8 s
+
 def test_replay_gives_the_live_events(demo):
     audio, rate, truth = demo
     kws = StreamingKWS.from_pretrained(MODEL, keywords=tuple(truth["keywords"]), streams=2)
