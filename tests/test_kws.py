@@ -270,6 +270,7 @@ def test_each_stream_warms_up_after_it_starts_or_is_reset():
     assert kws._detect.quiet.tolist() == [0, 50]
     assert StreamingKWS.from_pretrained(MODEL).detector.warmup_frames == 80   # the default, 0.8 s
 
+
 def test_replay_gives_the_live_events(demo):
     audio, rate, truth = demo
     kws = StreamingKWS.from_pretrained(MODEL, keywords=tuple(truth["keywords"]), streams=2)
