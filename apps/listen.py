@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from streamlmu.audio import verify
-from streamlmu.audio.kws import StreamingKWS
+from streamlmu.audio.kws import DEFAULT_WARMUP_S, StreamingKWS
 from streamlmu.pretrained import DEFAULT_KWS_MODEL
 from streamlmu.audio.sources import FileSource, MicrophoneSource, PCMSource, input_devices
 
@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, default=None,
                         help="smoothed posterior a keyword must reach (default: the model's calibrated thresholds, "
                              "else 0.95)")
+    parser.add_argument("--warmup", type=float, default=DEFAULT_WARMUP_S, metavar="SECONDS",
+                        help="no keyword fires in the first SECONDS of each input, while the model's state fills "
+                             "(0 for clips that start with their word)")
     parser.add_argument("--device", default=None, help="input device index or name (see --list-devices)")
     parser.add_argument("--list-devices", action="store_true", help="list audio input devices and exit")
     parser.add_argument("--realtime", action="store_true", help="pace files at the speed of the audio")
@@ -107,7 +110,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"{d['index']:>3}  {d['name']}  ({d['channels']} channels, {d['default_rate']} Hz)")
         return 0
     keywords = tuple(k.strip() for k in args.keywords.split(",") if k.strip()) if args.keywords else None
-    options = {"int8_min_batch": 1 if args.int8 else None, **verifier_options(args)}
+    if args.warmup < 0:
+        raise ValueError(f"--warmup must be >= 0 seconds (got {args.warmup})")
+    options = {"int8_min_batch": 1 if args.int8 else None, "warmup_s": args.warmup, **verifier_options(args)}
     if args.threshold is not None:
         options["threshold"] = args.threshold
     kws = StreamingKWS.from_pretrained(args.model, keywords=keywords, **options)

@@ -376,6 +376,21 @@ def test_listen_prints_json_events_and_a_summary(capsys, demo):
     assert "listened to 30.0 s of audio" in err and "p99" in err
 
 
+def test_listen_warmup_holds_back_events_at_the_start_of_each_input(tmp_path, capsys, demo):
+    import soundfile
+    from streamlmu.apps.cli import main
+    audio, rate, truth = demo
+    word = next(w for w in truth["words"] if w["word"] == "no")
+    clip = tmp_path / "no.wav"                        # 1.2 s that start 0.3 s before the word
+    soundfile.write(clip, audio[int((word["start"] - 0.3) * rate):int((word["start"] + 0.9) * rate)], rate)
+    times = {}
+    for warmup in ("0", "0.8"):
+        assert main(["listen", str(clip), "--quiet", "--warmup", warmup, "--keywords", "no"]) == 0
+        times[warmup] = [json.loads(line)["t"] for line in capsys.readouterr().out.splitlines()]
+    assert len(times["0"]) == 1 and times["0"][0] < 0.8 <= times["0.8"][0]
+    assert main(["listen", str(clip), "--warmup", "-1"]) == 2
+    assert "--warmup must be >= 0" in capsys.readouterr().err
+
 def test_listen_reads_raw_pcm_on_stdin(demo):
     import subprocess
     import sys

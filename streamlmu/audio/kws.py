@@ -36,6 +36,7 @@ from streamlmu.engine import DEFAULT_BLAS_MIN_BATCH
 from streamlmu.metrics import LatencyHistogram
 
 MAX_QUEUED_EVENTS = 10_000
+DEFAULT_WARMUP_S = 0.8  # a fresh state on background noise can score a keyword near 1.0 for about 0.7 s
 
 
 class Event(NamedTuple):
@@ -82,8 +83,7 @@ class StreamingKWS:
         speech_gate_s: a keyword fires only this soon after speech was heard
             (negative: no gate; see :mod:`streamlmu.audio.detect`).
         warmup_s: no keyword fires in a stream's first seconds after it began or
-            was reset, while the model state and the logit window fill (a fresh
-            state on background noise can score a keyword near 1.0 for about 0.7 s).
+            was reset, while the model state and the logit window fill.
         blas_min_batch, int8_min_batch: from how many streams the engine's dense
             layers run on BLAS, and as int8 products (None: never; see
             :mod:`streamlmu.engine`).
@@ -103,7 +103,7 @@ class StreamingKWS:
     def __init__(self, model: torch.nn.Module, streams: int = 1, keywords: tuple[str, ...] | None = None,
                  threshold: float | dict[str, float] | None = None, rearm_fraction: float = 0.5, window_s: float = 1.0,
                  smooth_s: float = 0.05, patience_s: float = 0.03, refractory_s: float = 0.3, speech_gate_s: float = 0.4,
-                 warmup_s: float = 0.8,
+                 warmup_s: float = DEFAULT_WARMUP_S,
                  blas_min_batch: int | None = DEFAULT_BLAS_MIN_BATCH, int8_min_batch: int | None = None,
                  verifier: torch.nn.Module | str | Path | None = None, verify_delay_s: float = verify.DEFAULT_DELAY_S,
                  verify_threshold: float = verify.DEFAULT_THRESHOLD):
