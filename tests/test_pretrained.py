@@ -37,7 +37,7 @@ def synthetic_test_split(tmp_path_factory):
 
 
 def test_bundled_spotter_reproduces_its_card_on_the_synthetic_test_split(synthetic_test_split, tmp_path, capsys):
-    """The live-spotting figures of the card (about 2 min: the corpus, then 40 min of test streams)."""
+    """The live-spotting figures of the card (about a minute: the corpus, then 40 min of test streams)."""
     from streamlmu.apps.cli import main
     from streamlmu.pretrained import DEFAULT_KWS_MODEL
     card = card_figures()[DEFAULT_KWS_MODEL]
