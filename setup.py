@@ -23,6 +23,9 @@ setup(
         "scipy>=1.10",
         "tqdm",
         "matplotlib",
+        "onnx",
+        "onnxruntime",
+        "openwakeword==0.4.0",
     ],
     entry_points={"console_scripts": ["streamlmu=streamlmu.apps.cli:main"]},
 )

@@ -148,6 +148,25 @@ def clip_features(waves: Tensor, cfg: FbankConfig) -> Tensor:
     return pad_frames(fbank(waves, cfg), cfg.clip_frames)
 
 
+def complete_frames(tail: Tensor, before: int, audio: Tensor, window: int, hop: int) -> tuple[Tensor, Tensor]:
+    """The frames a chunk completes, and the stream's new tail.
+
+    ``tail (B, window)`` holds the stream's last samples (zeros before its
+    start), ``before`` is how many samples it had consumed, ``audio (B, T)``
+    is the chunk. Frame ``k`` covers samples ``[k hop, k hop + window)``.
+    Returns ``frames (B, n, window)``, those whose last sample is in the
+    chunk, and the last ``window`` samples heard.
+    """
+    count = (lambda samples: 0 if samples < window else 1 + (samples - window) // hop)
+    first, end = count(before), count(before + audio.shape[1])
+    seq = torch.cat([tail, audio], dim=1)               # seq[:, i] is sample before - window + i
+    if end == first:
+        return audio.new_zeros(audio.shape[0], 0, window), seq[:, -window:]
+    start = first * hop - before + window               # index in seq of frame `first`'s first sample
+    span = seq[:, start:start + window + (end - first - 1) * hop]
+    return span.unfold(1, window, hop), seq[:, -window:]
+
+
 @register_state
 class FbankState(NamedTuple):
     """Audio a stream still needs: ``tail (B, window_size)`` the last samples (zeros before the start), and
@@ -216,12 +235,8 @@ class StreamingFbank(StreamModule):
             state = self.init_state(audio.shape[0] if audio.dim() == 2 else 1, audio.dtype, audio.device)
         state = self._check(audio, state)
         before = int(state.samples[0]) if audio.shape[0] else 0
-        after = before + audio.shape[1]
-        first, end = cfg.num_frames(before), cfg.num_frames(after)
-        seq = torch.cat([state.tail, audio], dim=1)        # seq[:, i] is sample before - window_size + i
-        new = FbankState(seq[:, -cfg.window_size:], state.samples + audio.shape[1])
-        if end == first:
+        frames, tail = complete_frames(state.tail, before, audio, cfg.window_size, cfg.hop)
+        new = FbankState(tail, state.samples + audio.shape[1])
+        if frames.shape[1] == 0:
             return audio.new_zeros(audio.shape[0], 0, cfg.num_mel_bins), new
-        start = first * cfg.hop - before + cfg.window_size   # index in seq of frame `first`'s first sample
-        span = seq[:, start:start + cfg.window_size + (end - first - 1) * cfg.hop]
-        return frame_features(span.unfold(1, cfg.window_size, cfg.hop), cfg, self.normalize), new
+        return frame_features(frames, cfg, self.normalize), new
