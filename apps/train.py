@@ -5,6 +5,7 @@ import argparse
 
 import torch
 
+from streamlmu.audio.frontend import FEATURE_KINDS
 from streamlmu.data.speech_commands import LABEL_TASKS
 from streamlmu.models.registry import MODEL_NAMES
 from streamlmu.train.trainer import LOSSES, LR_SCHEDULES, TrainConfig, train
@@ -25,6 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="corpus root in the SCv2 layout")
     parser.add_argument("--model", choices=MODEL_NAMES, default=d.model, help="architecture")
     parser.add_argument("--preset", default=d.preset, choices=("tiny", "paper"), help="model size")
+    parser.add_argument("--features", choices=FEATURE_KINDS, default=d.features,
+                        help="front end: fbank, the paper's 128-mel filterbank every 10 ms; speech-embedding, a "
+                             "96-value embedding every 80 ms from a model pretrained on real speech (its frames are "
+                             "computed once per rendering of the data, see --feature-variants)")
+    parser.add_argument("--feature-variants", type=int, default=d.feature_variants, metavar="N",
+                        help="speech-embedding: epochs cycle through N renderings of the training data (noise, "
+                             "stream windows), each embedded once and kept in memory")
     parser.add_argument("--dim", type=int, default=None, help="model width, overriding the preset's (default: the preset's)")
     parser.add_argument("--lookahead", type=int, default=None,
                         help="LMUFormers: future frames each embedding convolution sees (default: 0, causal)")
@@ -102,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     cfg = TrainConfig(data=args.data, model=args.model, preset=args.preset, labels=args.labels, out=args.out,
+                      features=args.features, feature_variants=args.feature_variants,
                       unknown_fraction=args.unknown_fraction, silence_fraction=args.silence_fraction,
                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
                       lr_schedule=args.lr_schedule, lr_step=args.lr_step, lr_gamma=args.lr_gamma,

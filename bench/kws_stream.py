@@ -30,7 +30,8 @@ import timing  # noqa: F401  (first: pins the thread pools to one thread)
 import numpy as np
 import torch
 
-from streamlmu.audio.features import FbankConfig, clip_features
+from streamlmu.audio.features import FbankConfig
+from streamlmu.audio.frontend import clip_features
 from streamlmu.audio.kws import StreamingKWS
 from streamlmu.data.speech_commands import WORDS_35
 from streamlmu.kernels import engine as ops

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from streamlmu.audio import embedding
-from streamlmu.audio.embedding import (SpeechEmbeddingConfig, StreamingSpeechEmbedding, clip_embedding, embed_mels,
-                                       log_mel, model_file, speech_embedding)
+from streamlmu.audio.embedding import (SpeechEmbeddingConfig, StreamingSpeechEmbedding, embed_mels, log_mel,
+                                       model_file, speech_embedding)
+from streamlmu.audio.frontend import clip_features
 
 CFG = SpeechEmbeddingConfig()
 
@@ -57,7 +58,7 @@ def test_frame_clock():
     assert [CFG.num_frames(n) for n in (0, 511, 512, 1791, 1792, 16000)] == [0, 0, 1, 1, 2, 13]
     assert CFG.frame_end_s(0) == 0.032 and CFG.frame_end_s(12) == pytest.approx(0.992)
     assert speech_embedding(voiced(16000)).shape == (13, 96)
-    assert clip_embedding(voiced(16000)[None]).shape == (1, CFG.clip_frames, 96)
+    assert clip_features(voiced(16000)[None], CFG).shape == (1, CFG.clip_frames, 96)
     assert CFG.num_frames(CFG.clip_samples()) == CFG.clip_frames
 
 

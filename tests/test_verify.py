@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from streamlmu.audio.features import FbankConfig, clip_features
+from streamlmu.audio.features import FbankConfig
+from streamlmu.audio.frontend import clip_features
 from streamlmu.audio.kws import StreamingKWS
 from streamlmu.audio.kws_eval import replay, run_streams
 from streamlmu.audio.verify import RecordedVerifier, Verifier

@@ -12,8 +12,8 @@ once (NumPy, vectorised over streams)::
         speech was heard on stream b within the last ``speech_gate_frames``.
 
 The speech gate is an energy voice-activity detector: a frame is speech when
-its log energy (the mean of its normalised log-mel features) is
-``vad_margin`` above a noise floor that follows the energy down at once and
+its log energy (the mean of its normalised log-mel features, or its level in
+dB over :data:`ENERGY_UNIT_DB`) is ``vad_margin`` above a noise floor that follows the energy down at once and
 creeps up by ``vad_rise`` per frame. It stops a keyword from firing on a
 window that holds only the tail of an earlier word (the end of "stop" or
 "right" reads as "up") or on silence. Its margin lets quiet words through:
@@ -47,6 +47,7 @@ import numpy as np
 from streamlmu.kernels import detect as kernels
 
 NON_KEYWORDS = ("_unknown_", "_silence_")
+ENERGY_UNIT_DB = 20.0 * 5.5654526 / np.log(10.0)  # dB in one unit of normalised log-mel energy (2 std of ln power)
 DEFAULT_THRESHOLD = 0.95
 _LONG_AGO = 1 << 40  # frames since speech of a stream that has heard none
 
@@ -81,7 +82,7 @@ def window_posteriors(logits: np.ndarray, state: WindowState) -> np.ndarray:
 
 @dataclass(frozen=True)
 class DetectorConfig:
-    """Trigger settings; times in frames (10 ms each with the paper's features).
+    """Trigger settings; times in frames of the model's front end (10 ms with the paper's features).
 
     ``thresholds[k]``: smoothed posterior keyword ``k`` must reach (``inf``: never
     fires); it must fall below ``rearm_fraction`` of that before ``k`` fires again.
@@ -94,7 +95,7 @@ class DetectorConfig:
     refractory_frames: int = 30
     speech_gate_frames: int = 40       # negative: no speech gate
     vad_margin: float = 0.1            # about 5 dB in normalised log-mel units (1 unit = 2 std of ln power, 48 dB)
-    vad_rise: float = 0.0006           # about 3 dB per second
+    vad_rise: float = 0.0006           # per frame: about 3 dB per second with 10 ms frames
     warmup_frames: int = 0
 
     def __post_init__(self) -> None:
@@ -132,6 +133,11 @@ def detector_init(streams: int, cfg: DetectorConfig) -> DetectorState:
 def frame_energy(features: np.ndarray) -> np.ndarray:
     """Log energy of normalised log-mel frames for the speech gate: ``(S, T, mel) -> (S, T)`` float32."""
     return np.ascontiguousarray(features.mean(axis=-1), np.float32)
+
+
+def level_energy(level_db: np.ndarray) -> np.ndarray:
+    """Frame levels in dB as the speech gate's energy (in normalised log-mel units): ``(S, T) -> (S, T)`` float32."""
+    return np.ascontiguousarray(level_db / ENERGY_UNIT_DB, np.float32)
 
 
 def detector_run(posteriors: np.ndarray, energy: np.ndarray, state: DetectorState,

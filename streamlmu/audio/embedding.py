@@ -235,15 +235,6 @@ def speech_embedding(waveform: Tensor, cfg: SpeechEmbeddingConfig = SpeechEmbedd
     return out if waveform.dim() == 2 else out[0]
 
 
-def clip_embedding(waves: Tensor, cfg: SpeechEmbeddingConfig = SpeechEmbeddingConfig(), threads: int = 1) -> Tensor:
-    """Model input of whole clips: ``(batch, samples)`` zero-padded or cropped to ``cfg.clip_samples()`` ->
-    ``(batch, clip_frames, 96)``."""
-    size = cfg.clip_samples()
-    waves = waves[..., :size] if waves.shape[-1] >= size else torch.nn.functional.pad(waves,
-                                                                                       (0, size - waves.shape[-1]))
-    return speech_embedding(waves, cfg, threads)
-
-
 @register_state
 class SpeechEmbeddingState(NamedTuple):
     """What a stream still needs: ``tail (B, 512)`` its last samples (zeros before the start), ``mels (B, 75, 32)``

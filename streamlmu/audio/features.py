@@ -44,6 +44,16 @@ class FbankConfig:
     mean: float = -6.845978      # normalisation (fbank - mean) / (2 * std), the paper's values
     std: float = 5.5654526
     clip_frames: int = 128       # a 1 s clip (98 frames) padded with zeros, as the official input
+    kind: str = "fbank"          # the front end's name (streamlmu.audio.frontend)
+
+    def __post_init__(self) -> None:
+        if self.kind != "fbank":
+            raise ValueError(f"kind must be 'fbank' (got {self.kind!r})")
+
+    @property
+    def feature_size(self) -> int:
+        """Values per frame (the mel bins)."""
+        return self.num_mel_bins
 
     @property
     def window_size(self) -> int:
@@ -143,11 +153,6 @@ def pad_frames(features: Tensor, frames: int) -> Tensor:
     return torch.nn.functional.pad(features, (0, 0, 0, frames - time))
 
 
-def clip_features(waves: Tensor, cfg: FbankConfig) -> Tensor:
-    """Model input of whole clips: ``(batch, samples)`` -> ``(batch, clip_frames, num_mel_bins)``."""
-    return pad_frames(fbank(waves, cfg), cfg.clip_frames)
-
-
 def complete_frames(tail: Tensor, before: int, audio: Tensor, window: int, hop: int) -> tuple[Tensor, Tensor]:
     """The frames a chunk completes, and the stream's new tail.
 
@@ -240,3 +245,35 @@ class StreamingFbank(StreamModule):
         if frames.shape[1] == 0:
             return audio.new_zeros(audio.shape[0], 0, cfg.num_mel_bins), new
         return frame_features(frames, cfg, self.normalize), new
+
+
+class StreamingLevel(StreamModule):
+    """The level of each frame of a front end's clock, for a speech gate: ``(audio (B, T), state) -> (level (B, n),
+    state)`` in dB relative to full scale (10 log10 of the mean square, floored at -120 dB), frame ``k`` over
+    samples ``[k hop, k hop + window_size)``; exact under any chunking, like :class:`StreamingFbank`."""
+
+    def __init__(self, window_size: int, hop: int):
+        super().__init__()
+        if window_size < 1 or hop < 1:
+            raise ValueError(f"window_size and hop must be >= 1 samples (got {window_size}, {hop})")
+        self.window_size, self.hop = window_size, hop
+
+    def init_state(self, batch_size: int = 1, dtype: torch.dtype = torch.float32,
+                   device: torch.device | str | None = None) -> FbankState:
+        return FbankState(torch.zeros(batch_size, self.window_size, dtype=dtype, device=device),
+                          torch.zeros(batch_size, dtype=torch.int64, device=device))
+
+    def reset(self, state: FbankState, mask: Tensor) -> FbankState:
+        cleared = super().reset(state, mask)
+        return FbankState(cleared.tail, state.samples)
+
+    def forward(self, audio: Tensor, state: FbankState | None = None) -> tuple[Tensor, FbankState]:
+        if audio.dim() != 2 or not audio.is_floating_point():
+            raise ValueError(f"audio must be float samples of shape (batch, samples) (got {audio.dtype} "
+                             f"{tuple(audio.shape)})")
+        if state is None:
+            state = self.init_state(audio.shape[0], audio.dtype, audio.device)
+        before = int(state.samples[0]) if audio.shape[0] else 0
+        frames, tail = complete_frames(state.tail, before, audio, self.window_size, self.hop)
+        level = 10.0 * torch.log10(frames.double().square().mean(-1).clamp(min=1e-12))
+        return level.to(audio.dtype), FbankState(tail, state.samples + audio.shape[1])

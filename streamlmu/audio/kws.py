@@ -2,14 +2,15 @@
 
 One call per audio chunk (any size, any sample rate) advances every stream::
 
-    audio -> resample to 16 kHz -> streaming fbank -> model frame (streaming engine, all streams in one step)
+    audio -> resample to 16 kHz -> streaming front end (fbank or speech embedding)
+          -> model frame (streaming engine, all streams in one step)
           -> mean of the per-frame logits over the last ``window_frames`` -> softmax -> detector -> events
 
 The model's own head averages its features over every frame since the
 stream began, which suits 1 s clips, not an endless stream. The head is
 affine, so the engine's per-frame logits (``pooling="frame"``) averaged over a
 sliding window equal the head on the window's mean features: a 1 s window
-(100 frames) matches what the model saw in training. The Legendre memory,
+(100 fbank frames, 12 speech embeddings) matches what the model saw in training. The Legendre memory,
 convolutions and neurons forget on their own (the memory spans ``theta``
 frames), so the state stays bounded for any stream length.
 
@@ -28,8 +29,10 @@ import torch
 
 from streamlmu.audio import verify
 from streamlmu.audio.detect import (DEFAULT_THRESHOLD, DetectorConfig, detector_init, detector_reset, detector_run,
-                                    frame_energy, keyword_thresholds, window_init, window_posteriors, window_reset)
-from streamlmu.audio.features import FbankConfig, StreamingFbank
+                                    frame_energy, keyword_thresholds, level_energy, window_init, window_posteriors,
+                                    window_reset)
+from streamlmu.audio.features import FbankConfig, StreamingLevel
+from streamlmu.audio.frontend import FrontEndConfig, streaming_frontend
 from streamlmu.audio.resample import StreamingResampler
 from streamlmu.audio.sources import pcm_to_float
 from streamlmu.engine import DEFAULT_BLAS_MIN_BATCH
@@ -110,7 +113,7 @@ class StreamingKWS:
         if streams < 1:
             raise ValueError(f"streams must be >= 1 (got {streams})")
         self.labels: tuple[str, ...] = tuple(model.labels)
-        self.features: FbankConfig = model.features
+        self.features: FrontEndConfig = model.features
         self.streams = streams
         hop_s = self.features.frame_shift_ms / 1000
         frames = (lambda seconds, least: max(least, int(round(seconds / hop_s))))
@@ -125,11 +128,15 @@ class StreamingKWS:
                                        smooth_frames=frames(smooth_s, 1), patience_frames=frames(patience_s, 1),
                                        refractory_frames=frames(refractory_s, 0),
                                        speech_gate_frames=frames(speech_gate_s, 0) if speech_gate_s >= 0 else -1,
-                                       warmup_frames=frames(warmup_s, 0))
+                                       warmup_frames=frames(warmup_s, 0),
+                                       vad_rise=DetectorConfig.vad_rise * self.features.frame_shift_ms / 10.0)
         self.window_frames = frames(window_s, 1)
         self.runner = model.eval().streaming(blas_min_batch=blas_min_batch, pooling="frame",
                                              int8_min_batch=int8_min_batch)
-        self.fbank = StreamingFbank(self.features)
+        self.frontend = streaming_frontend(self.features)
+        # the speech gate's energy: the fbank frames' mean, or else each frame's level (same window and clock)
+        self.level = None if isinstance(self.features, FbankConfig) else \
+            StreamingLevel(self.features.window_size, self.features.hop)
         self.verifier = None if verifier is None else self._verifier(verifier, verify_delay_s, verify_threshold)
         self.stats, self.hop_seconds = KWSStats(), LatencyHistogram()
         self.reset()
@@ -158,7 +165,8 @@ class StreamingKWS:
         """Start stream ``stream`` (every stream if None) afresh: its time restarts at 0, its history is dropped."""
         if stream is None:
             self._engine = self.runner.init_state(self.streams)
-            self._fbank = self.fbank.init_state(self.streams)
+            self._frontend = self.frontend.init_state(self.streams)
+            self._level = self.level.init_state(self.streams) if self.level is not None else None
             self._window = window_init(self.streams, self.window_frames, len(self.labels))
             self._detect = detector_init(self.streams, self.detector)
             self._origin = np.zeros(self.streams, np.int64)   # the frame index each stream's time starts at
@@ -173,7 +181,9 @@ class StreamingKWS:
         mask = torch.zeros(self.streams, dtype=torch.bool)
         mask[stream] = True
         self._engine = self.runner.reset(self._engine, mask)
-        self._fbank = self.fbank.reset(self._fbank, mask)
+        self._frontend = self.frontend.reset(self._frontend, mask)
+        if self.level is not None:
+            self._level = self.level.reset(self._level, mask)
         rows = np.array([stream])
         window_reset(self._window, rows)
         detector_reset(self._detect, rows, self.detector)
@@ -200,7 +210,7 @@ class StreamingKWS:
         return audio
 
     def accept_waveform(self, samples: object, sample_rate: int = 16000, trace: list | None = None) -> int:
-        """Feed one chunk per stream; returns how many frames (10 ms hops) every stream advanced.
+        """Feed one chunk per stream; returns how many frames (hops of the front end: 10 or 80 ms) every stream advanced.
 
         ``samples``: ``(n,)`` for one stream or ``(streams, n)``, float in
         [-1, 1] or integer PCM, at ``sample_rate`` Hz (resampled to the
@@ -218,14 +228,17 @@ class StreamingKWS:
             if self._resampler is None or self._resampler.orig_rate != sample_rate:
                 self._resampler = StreamingResampler(sample_rate, self.features.sample_rate, self.streams)
             audio = self._resampler(audio)
-        frames, self._fbank = self.fbank(torch.from_numpy(audio), self._fbank)
+        chunk = torch.from_numpy(audio)
+        frames, self._frontend = self.frontend(chunk, self._frontend)
+        if self.level is not None:
+            levels, self._level = self.level(chunk, self._level)
         count = frames.shape[1]
         if not count:
             self._confirm(audio)
             return 0
         logits, self._engine = self.runner(frames, self._engine)  # one engine step per hop for every stream
         posteriors = window_posteriors(logits.numpy(), self._window)
-        energy = frame_energy(frames.numpy())
+        energy = frame_energy(frames.numpy()) if self.level is None else level_energy(levels.numpy())
         fired, score = detector_run(posteriors, energy, self._detect, self.detector)
         for stream, t in zip(*np.nonzero(fired >= 0)):
             at = self.features.frame_end_s(self._frame + t - self._origin[stream])  # the frame's index in its stream

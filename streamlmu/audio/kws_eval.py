@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from streamlmu.audio.detect import DetectorConfig, detector_init, detector_run
-from streamlmu.audio.features import FbankConfig
+from streamlmu.audio.frontend import FrontEndConfig
 from streamlmu.audio.kws import Event, StreamingKWS
 from streamlmu.data.streams import Occurrence
 from streamlmu.plots import pyplot, save_figure
@@ -119,7 +119,7 @@ def run_streams(kws: StreamingKWS, audio: np.ndarray, chunk_s: float = 0.1,
 
 
 def replay(posteriors: np.ndarray, energy: np.ndarray, cfg: DetectorConfig, labels: tuple[str, ...],
-           features: FbankConfig) -> list[list[Event]]:
+           features: FrontEndConfig) -> list[list[Event]]:
     """The events a spotter with detector ``cfg`` fires on recorded ``posteriors (streams, frames, classes)`` and
     frame energies ``(streams, frames)``."""
     fired, scores = detector_run(posteriors, energy, detector_init(posteriors.shape[0], cfg), cfg)

@@ -17,7 +17,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 
-from streamlmu.audio.features import clip_features
+from streamlmu.audio.frontend import clip_features
 
 DEFAULT_DELAY_S = 0.2
 DEFAULT_THRESHOLD = 0.1

@@ -34,9 +34,14 @@ def _check_settings(name: str, config_cls: type, settings: dict) -> None:
 
 def build_model(name: str, preset: str = "tiny", **overrides) -> StreamModule:
     """A fresh model: ``name`` in ``MODEL_NAMES``, ``preset`` ``"tiny"`` or ``"paper"``, config overrides."""
-    cls, config_cls, fixed = _entry(name)
+    return _entry(name)[0](preset_config(name, preset, **overrides))
+
+
+def preset_config(name: str, preset: str = "tiny", **overrides) -> object:
+    """The config ``build_model(name, preset, **overrides)`` would build from."""
+    _, config_cls, fixed = _entry(name)
     _check_settings(name, config_cls, overrides)
-    return cls(config_cls.preset(preset, **fixed, **overrides))
+    return config_cls.preset(preset, **fixed, **overrides)
 
 
 def model_name(model: StreamModule) -> str:

@@ -6,7 +6,7 @@ A checkpoint is a dict saved with ``torch.save``::
     model       registry name ("lmuformer", "spiking-lmuformer", "kwt")
     config      the model config as a dict
     labels      class names in label-index order
-    features    the FbankConfig as a dict
+    features    the front end's config as a dict (FbankConfig or SpeechEmbeddingConfig; see audio.frontend)
     weights     model.state_dict()
     training    optimiser, scheduler, RNG states, epoch, metrics (absent in a bare model file)
     thresholds  optional: keyword -> detection threshold calibrated for live spotting
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from streamlmu.audio.features import FbankConfig
+from streamlmu.audio.frontend import FrontEndConfig, config_from_dict
 from streamlmu.models.ensemble import Ensemble
 from streamlmu.models.registry import model_from_config, model_name
 from streamlmu.pretrained import pretrained_path
@@ -31,7 +31,7 @@ CHECKPOINT_FORMAT = "streamlmu-checkpoint-1"
 
 
 def save_checkpoint(path: str | Path, model: StreamModule, labels: tuple[str, ...] | list[str],
-                    features: FbankConfig, training: dict | None = None) -> None:
+                    features: FrontEndConfig, training: dict | None = None) -> None:
     """Write ``model`` with its labels and feature parameters (and optional training state) atomically."""
     payload = {"format": CHECKPOINT_FORMAT, "model": model_name(model), "config": model.config.to_dict(),
                "labels": list(labels), "features": features.to_dict(), "weights": model.state_dict()}
@@ -94,13 +94,13 @@ def read_checkpoint(path: str | Path) -> dict:
 def load_model(path: str | Path) -> StreamModule:
     """A trained model, ready for inference (eval mode), from a checkpoint file or a bundled model's name.
 
-    The model carries ``labels`` (class names), ``features`` (its FbankConfig) and ``thresholds``
+    The model carries ``labels`` (class names), ``features`` (its front end's config) and ``thresholds``
     (calibrated keyword thresholds, or None).
     """
     payload = read_checkpoint(path)
     model = model_from_config(payload["model"], payload["config"])
     model.load_state_dict(payload["weights"])
     model.labels = tuple(payload["labels"])
-    model.features = FbankConfig(**payload["features"])
+    model.features = config_from_dict(payload["features"])
     model.thresholds = payload.get("thresholds")
     return model.eval()

@@ -1,12 +1,13 @@
 """Accuracy of a keyword-spotting model, offline and streaming, with a per-class table and a confusion matrix.
 
-Offline: the Kaldi fbank of each whole clip, padded to ``clip_frames``, through
-``model.classify`` (the training path). Streaming: the clip's audio in hops
-of ``hop_samples`` through :class:`~streamlmu.audio.features.StreamingFbank`,
-each frame through the model one step at a time (the Numba engine for the
-LMUFormers, ``step`` for the others), then the same zero frames as the
-offline padding; the decision is the last frame's. Both see the same frames,
-so their predictions agree unless two logits tie to within float error.
+Offline: the front end's frames of each whole clip, padded to ``clip_frames``
+(:func:`streamlmu.audio.frontend.clip_features`), through ``model.classify``
+(the training path). Streaming: the clip's audio in hops of ``hop_samples``
+through the front end's stream operator, each frame through the model one
+step at a time (the Numba engine for the LMUFormers, ``step`` for the others),
+then the same zero frames as the offline padding; the decision is the last
+frame's. Both see the same frames, so their predictions agree unless two
+logits tie to within float error.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from streamlmu.audio.features import FbankConfig, StreamingFbank, clip_features
+from streamlmu.audio.frontend import FrontEndConfig, clip_audio, clip_features, streaming_frontend
 from streamlmu.data.speech_commands import SpeechCommands, collate
 from streamlmu.plots import pyplot, save_figure
 from streamlmu.stream import StreamModule
@@ -47,7 +48,7 @@ class Evaluation(NamedTuple):
 
 
 @torch.no_grad()
-def offline_logits(model: StreamModule, waves: Tensor, features: FbankConfig) -> Tensor:
+def offline_logits(model: StreamModule, waves: Tensor, features: FrontEndConfig) -> Tensor:
     """Whole clips: ``(batch, samples)`` -> logits ``(batch, classes)``."""
     return model.classify(clip_features(waves, features))
 
@@ -58,7 +59,7 @@ def frame_operator(model: StreamModule) -> StreamModule:
 
 
 @torch.no_grad()
-def streaming_frame_logits(model: StreamModule, waves: Tensor, features: FbankConfig, hop_samples: int = 160,
+def streaming_frame_logits(model: StreamModule, waves: Tensor, features: FrontEndConfig, hop_samples: int = 160,
                            runner: StreamModule | None = None) -> Tensor:
     """Clips streamed hop by hop, frame by frame: ``(batch, samples)`` -> ``(batch, clip_frames, classes)``.
 
@@ -67,23 +68,23 @@ def streaming_frame_logits(model: StreamModule, waves: Tensor, features: FbankCo
     (default: :func:`frame_operator` of the model).
     """
     runner = frame_operator(model) if runner is None else runner
-    extractor = StreamingFbank(features)
+    extractor = streaming_frontend(features)
     fstate = extractor.init_state(waves.shape[0])
     state = runner.init_state(waves.shape[0])
     logits: list[Tensor] = []
-    for chunk in waves.split(hop_samples, dim=1):
+    for chunk in clip_audio(waves, features).split(hop_samples, dim=1):
         feats, fstate = extractor(chunk, fstate)
         for t in range(min(feats.shape[1], features.clip_frames - len(logits))):
             out, state = runner.step(feats[:, t].contiguous(), state)
             logits.append(out)
-    silence = waves.new_zeros(waves.shape[0], features.num_mel_bins)
+    silence = waves.new_zeros(waves.shape[0], features.feature_size)
     while len(logits) < features.clip_frames:  # the offline zero padding, frame by frame
         out, state = runner.step(silence, state)
         logits.append(out)
     return torch.stack(logits, dim=1)
 
 
-def streaming_logits(model: StreamModule, waves: Tensor, features: FbankConfig, hop_samples: int = 160,
+def streaming_logits(model: StreamModule, waves: Tensor, features: FrontEndConfig, hop_samples: int = 160,
                      runner: StreamModule | None = None) -> Tensor:
     """The last frame of :func:`streaming_frame_logits`: ``(batch, samples)`` -> ``(batch, classes)``."""
     return streaming_frame_logits(model, waves, features, hop_samples, runner)[:, -1]

@@ -68,13 +68,14 @@ from tqdm import tqdm
 
 from streamlmu import cpu
 from streamlmu.audio.augment import freq_warp, mixup, spec_augment
-from streamlmu.audio.features import FbankConfig, clip_features, fbank
+from streamlmu.audio.frontend import FEATURE_KINDS, FrontEndConfig, clip_features, frontend_config, signal_features
 from streamlmu.data.speech_commands import SAMPLE_RATE, SpeechCommands, collate, labels_for
 from streamlmu.data.streams import StreamWindows
-from streamlmu.models.registry import build_model
+from streamlmu.models.registry import build_model, preset_config
 from streamlmu.nn.inference import batched_torch
 from streamlmu.train.averaging import WeightAverage
 from streamlmu.train.checkpoint import load_model, read_checkpoint, save_checkpoint
+from streamlmu.train.frames import CachedFrames
 from streamlmu.train.distributed import (World, broadcast_buffers, close_world, gather_strings, init_world,
                                          parameter_digest, sum_over_ranks)
 from streamlmu.warn import warn_caller
@@ -87,7 +88,7 @@ _RESUME_KEYS = ("model", "preset", "labels", "batch_size", "lr", "betas", "lr_sc
                 "warmup_steps", "loss", "mixup_alpha", "spec_augment", "freq_warp", "noise_probability", "seed",
                 "overrides", "teacher", "distill_weight", "distill_temperature", "unknown_fraction", "silence_fraction",
                 "stream_windows", "hard_negatives", "hard_negative_fraction", "word_heads",
-                "ema", "bf16")
+                "ema", "bf16", "features", "feature_variants")
 
 
 @dataclass
@@ -97,6 +98,8 @@ class TrainConfig:
     data: str
     model: str = "lmuformer"
     preset: str = "tiny"
+    features: str = "fbank"                # the front end (streamlmu.audio.frontend.FEATURE_KINDS)
+    feature_variants: int = 4              # speech-embedding: training epochs draw from this many cached renderings
     labels: int = 35
     unknown_fraction: float | None = 0.1   # 12 labels: _unknown_ clips kept per word clip (None: all)
     silence_fraction: float = 0.1          # 12 labels: _silence_ clips added per word clip
@@ -153,8 +156,27 @@ class TrainConfig:
                              f"(got {self.distill_weight}, {self.distill_temperature})")
         if not 0.0 <= self.freq_warp < 1.0:
             raise ValueError(f"freq_warp must be in [0, 1), e.g. 0.1 (got {self.freq_warp})")
+        if self.features not in FEATURE_KINDS:
+            raise ValueError(f"features must be one of {FEATURE_KINDS} (got {self.features!r})")
+        if self.freq_warp and self.features != "fbank":
+            raise ValueError("freq_warp warps mel bins; it needs features='fbank'")
+        if self.feature_variants < 1:
+            raise ValueError(f"feature_variants must be >= 1 (got {self.feature_variants})")
         if self.ema is not None and not 0.0 < self.ema < 1.0:
             raise ValueError(f"ema must be a decay per step in (0, 1), e.g. 0.999 (got {self.ema})")
+
+
+def frontend_overrides(model: str, preset: str, features: FrontEndConfig) -> dict:
+    """The preset's settings that depend on the front end: its input size, and its time spans (counted in
+    frames of 10 ms in the presets) in the front end's frames."""
+    config = preset_config(model, preset)
+    scale = 10.0 / features.frame_shift_ms
+    overrides: dict = {"in_features": features.feature_size}
+    if hasattr(config, "theta"):
+        overrides["theta"] = config.theta * scale
+    if hasattr(config, "window"):
+        overrides["window"] = max(1, round(config.window * scale))
+    return overrides
 
 
 def epoch_lr(cfg: TrainConfig, epoch: int) -> float:
@@ -202,7 +224,7 @@ class _Run:
         self.cfg, self.world = cfg, world
         self.out = Path(cfg.out)
         self.classes = labels_for(cfg.labels)
-        self.features = FbankConfig()
+        self.features = frontend_config(cfg.features)
         # validation clips: the 37-label model is checked on the 35 words, whose indices it shares
         task = dict(labels=35 if cfg.labels == 37 else cfg.labels, unknown_fraction=cfg.unknown_fraction,
                     silence_fraction=cfg.silence_fraction, skip_bad_files=True, seed=cfg.seed)
@@ -215,6 +237,11 @@ class _Run:
             self.train_set = SpeechCommands(cfg.data, "training", noise_probability=cfg.noise_probability,
                                             cache_audio=cfg.cache_audio, **task)
         self.val_set = SpeechCommands(cfg.data, "validation", **task)
+        # The speech embedding is computed once per item and rendering (see streamlmu.train.frames)
+        self.cached = cfg.features == "speech-embedding"
+        self.train_data = CachedFrames(self.train_set, self.features, cfg.feature_variants,
+                                       clips=not cfg.stream_windows) if self.cached else self.train_set
+        self.val_data = CachedFrames(self.val_set, self.features) if self.cached else self.val_set
         if len(self.train_set) == 0 or len(self.val_set) == 0:
             raise ValueError(f"{cfg.data} has {len(self.train_set)} training and {len(self.val_set)} validation "
                              f"clips; both splits must be non-empty")
@@ -229,7 +256,8 @@ class _Run:
                         f"emulates them, and a training step gets slower, not faster (about 7 times on an "
                         f"AVX2-only AMD EPYC); leave it off here", RuntimeWarning)
         torch.manual_seed(cfg.seed)
-        self.model = build_model(cfg.model, cfg.preset, num_classes=len(self.classes), **cfg.overrides)
+        self.model = build_model(cfg.model, cfg.preset, num_classes=len(self.classes),
+                                 **{**frontend_overrides(cfg.model, cfg.preset, self.features), **cfg.overrides})
         if cfg.init is not None:
             _warm_start(self.model, cfg.init, self.classes)
         self.model.to(world.device)
@@ -276,6 +304,10 @@ class _Run:
         self.epoch, self.history = training["epoch"], training["history"]
 
     # ------------------------------------------------------------- loops
+    def frames(self, waves: Tensor, clips: bool) -> Tensor:
+        """The front end's frames of a batch: whole clips padded to ``clip_frames``, or whole stream excerpts."""
+        return clip_features(waves, self.features) if clips else signal_features(waves, self.features)
+
     def autocast(self) -> torch.autocast:
         """bfloat16 autocast on the run's device with ``bf16``, else a context that changes nothing."""
         return torch.autocast(self.world.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16)
@@ -286,12 +318,12 @@ class _Run:
     def train_epoch(self, net: nn.Module, progress: bool) -> dict:
         cfg, world = self.cfg, self.world
         self.model.train()
-        self.train_set.set_epoch(self.epoch)
+        self.train_data.set_epoch(self.epoch)
         torch.manual_seed(_seed(cfg.seed, self.epoch, world.rank, 1))
         augment = _generator(cfg.seed, self.epoch, world.rank, 2)
         batches = _epoch_batches(len(self.train_set), cfg, self.epoch, world)
         loss_sum = correct = count = skipped = 0.0
-        bar = tqdm(self.loader(self.train_set, batches), total=len(batches), leave=False, unit="batch",
+        bar = tqdm(self.loader(self.train_data, batches), total=len(batches), leave=False, unit="batch",
                    desc=f"epoch {self.epoch + 1}/{cfg.epochs}", disable=not (progress and world.is_main))
         scheduled = epoch_lr(cfg, self.epoch)  # what the scheduler gives this epoch
         for index, (waves, labels, bad) in enumerate(bar):
@@ -301,13 +333,12 @@ class _Run:
                 for group in self.optimizer.param_groups:
                     group["lr"] = scheduled * min(1.0, (step + 1) / cfg.warmup_steps)
             waves, labels = waves.to(world.device), labels.to(world.device)
-            if cfg.stream_windows:  # windows at the end of stream excerpts
-                x, window = fbank(waves, self.features), self.features.num_frames(SAMPLE_RATE)
-            else:
-                x, window = clip_features(waves, self.features), None
-            x = freq_warp(x, augment, self.features, cfg.freq_warp)
-            if cfg.spec_augment and len(x):
-                x = spec_augment(x, augment)
+            x = waves if self.cached else self.frames(waves, clips=not cfg.stream_windows)
+            window = self.features.num_frames(SAMPLE_RATE) if cfg.stream_windows else None  # stream excerpts' ends
+            if cfg.freq_warp:
+                x = freq_warp(x, augment, self.features, cfg.freq_warp)
+            if cfg.spec_augment and len(x):  # time masks of up to 240 ms, whatever the frame rate
+                x = spec_augment(x, augment, time_width=max(1, round(240 / self.features.frame_shift_ms)))
             targets = F.one_hot(labels, len(self.classes)).to(x.dtype)
             x, targets = mixup(x, targets, cfg.mixup_alpha, augment) if len(x) > 1 else (x, targets)
             if len(x):
@@ -347,11 +378,11 @@ class _Run:
         model = self.evaluated.eval()
         loss_sum = correct = count = 0.0
         shard = list(range(self.world.rank, len(self.val_set), self.world.size))
-        for waves, labels, _ in self.loader(self.val_set, _chunks(shard, 256)):
+        for waves, labels, _ in self.loader(self.val_data, _chunks(shard, 256)):
             if not len(waves):
                 continue
             waves, labels = waves.to(self.world.device), labels.to(self.world.device)
-            logits = model.classify(clip_features(waves, self.features))
+            logits = model.classify(waves if self.cached else self.frames(waves, clips=True))
             targets = F.one_hot(labels, len(self.classes)).to(logits.dtype)
             loss_sum += float(_loss(logits, targets, self.cfg.loss)) * len(labels)
             correct += float((logits.argmax(1) == labels).sum())

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from streamlmu.audio.features import FbankConfig
+from streamlmu.audio.frontend import FrontEndConfig
 from streamlmu.data.speech_commands import SpeechCommands, collate
 from streamlmu.stream import StreamModule
 from streamlmu.train.evaluate import frame_operator, streaming_frame_logits
@@ -86,7 +86,7 @@ def frame_logits(model: StreamModule, dataset: SpeechCommands, batch_size: int =
         raise ValueError(f"the model's {len(classes)} labels differ from the dataset's {len(dataset.classes)}")
     model.eval()
     runner = frame_operator(model)
-    features: FbankConfig = model.features
+    features: FrontEndConfig = model.features
     paths, targets, logits, skipped = [], [], [], 0
     starts = range(0, len(dataset), batch_size)
     for start in tqdm(starts, desc="clips", unit="batch", leave=False, disable=not progress):
@@ -105,7 +105,7 @@ def frame_logits(model: StreamModule, dataset: SpeechCommands, batch_size: int =
 
 
 # ---------------------------------------------------------------- word-aligned accuracy
-def frames_to_hear(seconds: np.ndarray, features: FbankConfig) -> np.ndarray:
+def frames_to_hear(seconds: np.ndarray, features: FrontEndConfig) -> np.ndarray:
     """Frames a stream must have heard before its audio reaches ``seconds`` (the first frame ending after it)."""
     ends = np.array([features.frame_end_s(i) for i in range(features.clip_frames)])
     return np.searchsorted(ends, seconds, side="right") + 1
@@ -121,7 +121,7 @@ def word_spans(result: FrameLogits, metadata: dict[str, dict[str, str]]) -> tupl
     return onset, end
 
 
-def accuracy_after_onset(result: FrameLogits, onset_s: np.ndarray, features: FbankConfig,
+def accuracy_after_onset(result: FrameLogits, onset_s: np.ndarray, features: FrontEndConfig,
                          offsets: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """Accuracy ``offsets`` frames after the frame that first hears the word, and the clips counted at each.
 
@@ -140,7 +140,7 @@ def accuracy_after_onset(result: FrameLogits, onset_s: np.ndarray, features: Fba
 
 
 def accuracy_by_word_fraction(result: FrameLogits, onset_s: np.ndarray, end_s: np.ndarray,
-                              features: FbankConfig, fractions: Sequence[float]) -> np.ndarray:
+                              features: FrontEndConfig, fractions: Sequence[float]) -> np.ndarray:
     """Accuracy at the first frame by which ``fraction`` of each clip's word has been heard (clips with a known span)."""
     known = ~np.isnan(onset_s)
     if not known.any():

@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from streamlmu.audio.features import clip_features
+from streamlmu.audio.frontend import clip_features
 from streamlmu.data.speech_commands import SpeechCommands
 from streamlmu.data.synth import read_metadata
 from streamlmu.metrics import cumulative_macs, synops_per_frame
