@@ -6,18 +6,25 @@ import os
 import time
 
 from streamlmu.data.speech_commands import WORDS_35
-from streamlmu.data.synth import SynthConfig, generate
+from streamlmu.data.synth import RECIPES, SynthConfig, generate
 
-DESCRIPTION = """Write a synthetic Speech Commands v2 corpus spoken by espeak-ng: the 35 words over
-many voices and variants, speeds, pitches and levels, at random onsets inside 1 s,
-with generated background noise (white, pink, brown, hum, babble) at random SNR.
-Same folder layout, split lists and file naming as the real corpus (splits by speaker),
-plus metadata.csv with each word's onset and end. Deterministic for a seed."""
+DESCRIPTION = """Write a synthetic Speech Commands v2 corpus: the 35 words spoken by many voices.
+Recipe "diverse" (default): espeak-ng's English accents and voice variants and Festival's English
+voices, each as several personas (vocal-tract length, pitch register), at random rate, pitch and
+pitch range, half of the words said inside a carrier phrase and cut out; then a simulated room,
+a microphone or telephone channel, sometimes clipping, and background noise (white, pink, brown,
+hum, babble) at random SNR. Recipe "espeak": espeak-ng alone, without rooms or channels (the corpus
+the first bundled models were trained on). Same folder layout, split lists and file naming as the
+real corpus (splits by speaker), plus metadata.csv (engine, voice, conditions, each word's onset
+and end). Engines that are missing are named, with their package, and left out. Deterministic for
+a seed."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = SynthConfig()
     parser.add_argument("--out", required=True, help="corpus folder to write")
+    parser.add_argument("--recipe", choices=RECIPES, default=defaults.recipe,
+                        help="diverse: many engines, voices, rooms and microphones; espeak: espeak-ng alone")
     parser.add_argument("--clips-per-word", type=int, default=defaults.clips_per_word, help="clips of each word")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of every random choice")
     parser.add_argument("--words", default=",".join(WORDS_35), help="comma-separated subset of the 35 words")
@@ -30,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     if args.clips_per_word < 1:
         raise ValueError(f"--clips-per-word must be >= 1 (got {args.clips_per_word})")
     words = tuple(w.strip() for w in args.words.split(",") if w.strip())
-    cfg = SynthConfig(clips_per_word=args.clips_per_word, seed=args.seed, background_seconds=args.background_seconds)
+    cfg = SynthConfig(clips_per_word=args.clips_per_word, seed=args.seed, background_seconds=args.background_seconds,
+                      recipe=args.recipe)
     start = time.perf_counter()
     root = generate(args.out, cfg, words, workers=args.workers)
     print(f"wrote {len(words) * cfg.clips_per_word} clips of {len(words)} words to {root} "

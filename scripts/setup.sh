@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 
-system_packages=(espeak-ng sox pulseaudio pulseaudio-utils libportaudio2)
+system_packages=(espeak-ng sox festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
+                 pulseaudio pulseaudio-utils libportaudio2)
 missing=()
 for pkg in "${system_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -21,11 +21,21 @@ TINY_WORDS = ("yes", "no", "up", "marvin", "dog", "backward")
 
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory):
-    """A small synthetic SCv2 corpus: 6 words (3 of the 12-label task's), 12 clips each."""
+    """A small synthetic SCv2 corpus of the diverse recipe: 6 words (3 of the 12-label task's), 12 clips each."""
     from streamlmu.data.synth import SynthConfig, generate
     root = tmp_path_factory.mktemp("scv2")
-    return generate(root, SynthConfig(clips_per_word=12, background_seconds=4.0, seed=3), TINY_WORDS,
+    return generate(root, SynthConfig(clips_per_word=12, background_seconds=4.0, seed=3, rooms=4), TINY_WORDS,
                     workers=2, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_espeak_corpus(tmp_path_factory):
+    """The same words from espeak-ng alone, without rooms or channels: an easy corpus, on which one epoch of a
+    tiny model already tells the words apart."""
+    from streamlmu.data.synth import SynthConfig, generate
+    root = tmp_path_factory.mktemp("scv2-espeak")
+    return generate(root, SynthConfig(clips_per_word=12, background_seconds=4.0, seed=3, recipe="espeak"),
+                    TINY_WORDS, workers=2, progress=False)
 
 
 @pytest.fixture(scope="session")

@@ -30,9 +30,10 @@ def test_bundled_models_are_small_and_load_by_name():
 
 @pytest.fixture(scope="module")
 def synthetic_test_split(tmp_path_factory):
-    """The default synthetic corpus's test split, regenerated (about 1 min)."""
+    """The test split of the espeak-ng corpus the bundled models were trained on, regenerated (about 1 min)."""
     from streamlmu.data.synth import SynthConfig, generate
-    root = generate(tmp_path_factory.mktemp("scv2"), SynthConfig(), WORDS_35, workers=2, progress=False)
+    root = generate(tmp_path_factory.mktemp("scv2"), SynthConfig(recipe="espeak"), WORDS_35, workers=2,
+                    progress=False)
     return SpeechCommands(root, "testing")
 
 

@@ -30,12 +30,12 @@ RUNS = {
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tiny_corpus, tmp_path_factory):
+def checkpoints(tiny_espeak_corpus, tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     paths = {}
     for name, kw in RUNS.items():
         out = root / name
-        train(TrainConfig(data=str(tiny_corpus), out=str(out), epochs=1, batch_size=16, tensorboard=False, **kw),
+        train(TrainConfig(data=str(tiny_espeak_corpus), out=str(out), epochs=1, batch_size=16, tensorboard=False, **kw),
               progress=False)
         paths[name] = out / "best.pt"
     return paths
@@ -52,8 +52,8 @@ def logits_of(rows: list[list[list[float]]], targets: list[int]) -> FrameLogits:
     return FrameLogits(tuple("abc"[:logits.shape[2]]), (None,) * len(targets), np.array(targets), logits, 0)
 
 
-def test_truncation_end_to_end_matches_streaming_evaluate(checkpoints, tiny_corpus, tmp_path, capsys):
-    args = ["truncation", "--data", str(tiny_corpus), "--out", str(tmp_path), "--grid", "16", "--quiet"]
+def test_truncation_end_to_end_matches_streaming_evaluate(checkpoints, tiny_espeak_corpus, tmp_path, capsys):
+    args = ["truncation", "--data", str(tiny_espeak_corpus), "--out", str(tmp_path), "--grid", "16", "--quiet"]
     for name in RUNS:
         args += ["--model", str(checkpoints[name])]
     assert main(args) == 0
@@ -64,7 +64,7 @@ def test_truncation_end_to_end_matches_streaming_evaluate(checkpoints, tiny_corp
     table = (tmp_path / "truncation.md").read_text()
     assert table in printed and "| 87 |" in table and "95.17" in table  # the paper's points as reference
     assert "fraction of the word heard" in table  # the synthetic corpus knows each word's span
-    testing = SpeechCommands(tiny_corpus, "testing")
+    testing = SpeechCommands(tiny_espeak_corpus, "testing")
     for name, r in zip(RUNS, report["models"]):
         model = streamlmu.load_model(checkpoints[name])
         streaming = evaluate(model, testing, "streaming", progress=False)
@@ -95,15 +95,15 @@ def test_answers_after_a_frame_ignore_the_audio_after_it(checkpoints):
             assert not torch.equal(a[:, cut:], b[:, cut:]), name
 
 
-def test_the_threshold_comes_from_the_calibration_split_only(checkpoints, tiny_corpus, tmp_path, capsys):
+def test_the_threshold_comes_from_the_calibration_split_only(checkpoints, tiny_espeak_corpus, tmp_path, capsys):
     def run(data, out):
         assert main(["truncation", "--model", str(checkpoints["causal"]), "--data", str(data), "--out", str(out),
                      "--quiet"]) == 0
         return json.loads((out / "truncation.json").read_text())["models"][0]
 
-    before = run(tiny_corpus, tmp_path / "a")
+    before = run(tiny_espeak_corpus, tmp_path / "a")
     corpus = tmp_path / "corpus"
-    shutil.copytree(tiny_corpus, corpus)
+    shutil.copytree(tiny_espeak_corpus, corpus)
     for rel, _ in SpeechCommands(corpus, "testing").items:  # other test audio, same validation audio
         sf.write(corpus / rel, np.random.default_rng(0).normal(0, 0.1, 16000).astype(np.float32), 16000)
     after = run(corpus, tmp_path / "b")

@@ -1,0 +1,194 @@
+import hashlib
+import warnings
+
+import numpy as np
+import pyroomacoustics as pra
+import pytest
+import soundfile
+from scipy.signal import welch
+
+from streamlmu.data import acoustics, synth, voices
+from streamlmu.data.acoustics import Channel, Room
+from streamlmu.data.synth import METADATA_FIELDS, ClipPlan, SynthConfig, generate, read_metadata
+from streamlmu.data.voices import ESPEAK, FESTIVAL, EngineMissing, Prosody, Voice, synthesize
+
+FESTIVAL_VOICES = [Voice(FESTIVAL, name) for name in voices.FESTIVAL_VOICES]
+
+
+@pytest.mark.parametrize("voice", [Voice(ESPEAK, "en-gb-scotland", "f2"), *FESTIVAL_VOICES], ids=lambda v: v.id)
+def test_each_voice_says_a_phrase_the_same_way_every_time_with_word_times(voice):
+    words = ("please", "say", "seven", "now")
+    first, second = synthesize([(voice, words, Prosody(1.1, 0.9, 1.4))] * 2)
+    assert np.array_equal(first.audio, second.audio) and first.spans == second.spans
+    assert first.audio.dtype == np.float32 and 0.05 < np.abs(first.audio).max() <= 1.0
+    starts = [s for s, _ in first.spans]
+    assert len(first.spans) == 4 and starts == sorted(starts)
+    assert all(0 <= s < e <= len(first.audio) / 16000 + 1e-6 for s, e in first.spans)
+    # the word "seven" is where the spans say: most of the phrase's energy between its start and end is speech
+    start, end = (int(t * 16000) for t in first.spans[2])
+    word = first.audio[start:end]
+    assert np.sqrt(np.mean(word ** 2)) > 0.1 * np.abs(first.audio).max()
+
+
+def test_prosody_changes_the_speech():
+    voice = Voice(ESPEAK, "en-us", "m3")
+    slow, fast = synthesize([(voice, ("seven",), Prosody(rate=0.7)), (voice, ("seven",), Prosody(rate=1.4))])
+    assert len(slow.audio) > 1.5 * len(fast.audio)
+    kal = Voice(FESTIVAL, "kal_diphone")
+    slow, fast = synthesize([(kal, ("seven",), Prosody(rate=0.7)), (kal, ("seven",), Prosody(rate=1.4))])
+    assert len(slow.audio) > 1.5 * len(fast.audio)
+
+
+def _without_festival(monkeypatch):
+    which = voices.shutil.which
+    monkeypatch.setattr(voices.shutil, "which", lambda name: None if name == "festival" else which(name))
+
+
+def test_missing_engines_name_their_packages(monkeypatch):
+    _without_festival(monkeypatch)
+    voices.festival_voices.cache_clear()
+    try:
+        with pytest.raises(EngineMissing, match="apt-get install festival festvox-kallpc16k"):
+            synthesize([(Voice(FESTIVAL, "kal_diphone"), ("yes",), Prosody())])
+        found, problems = voices.available_voices()
+        assert {v.engine for v in found} == {ESPEAK}
+        assert any("festvox-us-slt-hts" in p for p in problems)
+    finally:
+        voices.festival_voices.cache_clear()
+    monkeypatch.setattr(voices, "_ESPEAK_LIBRARY", "libespeak-ng-absent.so")
+    voices._espeak.cache_clear()
+    try:
+        with pytest.raises(EngineMissing, match="apt-get install espeak-ng"):
+            voices._espeak()
+    finally:
+        voices._espeak.cache_clear()
+
+
+def test_corpus_is_written_from_the_engines_present(tmp_path, monkeypatch):
+    _without_festival(monkeypatch)
+    voices.festival_voices.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="festival is not installed: apt-get install festival"):
+            root = generate(tmp_path / "c", SynthConfig(clips_per_word=4, background_seconds=2.0, rooms=2),
+                            ("yes", "no"), progress=False)
+    finally:
+        voices.festival_voices.cache_clear()
+    rows = read_metadata(root)
+    assert len(rows) == 8 and {r["engine"] for r in rows.values()} == {ESPEAK}
+
+
+def test_room_impulse_response_decays_as_its_reverberation_time_says():
+    times = []
+    for rt60 in (0.2, 0.4, 0.7):
+        room = Room((6.0, 5.0, 3.0), rt60, (2.0, 3.0, 1.5), (4.0, 2.0, 1.2))
+        rir = acoustics.impulse_response(room)
+        assert rir[0] == pytest.approx(1.0, abs=0.5) and np.abs(rir).max() == pytest.approx(1.0)
+        measured = pra.experimental.measure_rt60(rir, fs=16000, decay_db=30)
+        assert 0.6 * rt60 < measured < 1.6 * rt60  # image-source decay against Sabine's formula
+        energy = np.cumsum(rir[::-1].astype(np.float64) ** 2)[::-1]  # Schroeder's backward integral
+        late = int(rt60 * 16000)
+        assert 10 * np.log10(energy[late] / energy[0]) < -20  # most of the energy has gone after one RT60
+        times.append(measured)
+    assert times == sorted(times)
+
+
+def test_reverberation_keeps_the_direct_sound_in_place():
+    room = acoustics.draw_room(np.random.default_rng(0))
+    rir = acoustics.impulse_response(room)
+    click = np.zeros(8000, np.float32)
+    click[1000] = 1.0
+    wet = acoustics.reverberate(click, rir)
+    assert wet.shape == click.shape and int(np.argmax(np.abs(wet))) == 1000 and np.abs(wet[:1000]).max() < 1e-6
+    assert np.abs(wet[1400:]).max() > 0  # and a tail follows
+
+
+def _band_energy(x: np.ndarray, low: float, high: float) -> float:
+    freqs, power = welch(x, fs=16000, nperseg=512)
+    return float(power[(freqs >= low) & (freqs < high)].sum())
+
+
+def test_channels_colour_the_sound():
+    noise = np.random.default_rng(1).standard_normal(32000).astype(np.float32)
+    phone = acoustics.apply_channel(noise, Channel("telephone"))
+    assert phone.shape == noise.shape
+    assert _band_energy(phone, 4500, 8000) < 1e-3 * _band_energy(phone, 500, 3000)
+    assert _band_energy(phone, 0, 150) < 0.05 * _band_energy(phone, 500, 3000)
+    assert np.array_equal(acoustics.apply_channel(noise, Channel("flat")), noise)
+    mic = acoustics.draw_channel("mic", np.random.default_rng(2))
+    coloured = acoustics.apply_channel(noise, mic)
+    assert _band_energy(coloured, 7800, 8000) < 0.1 * _band_energy(noise, 7800, 8000)  # its low-pass
+    assert mic == acoustics.draw_channel("mic", np.random.default_rng(2))
+    with pytest.raises(ValueError, match="channel kind must be one of"):
+        Channel("radio")
+
+
+def test_clipping_and_noise_mixing():
+    x = np.sin(np.linspace(0, 60, 4000)).astype(np.float32) * 0.5
+    clipped = acoustics.clip(x, 12.0)
+    assert np.abs(clipped).max() == pytest.approx(0.5) and (np.abs(clipped) >= 0.4999).mean() > 0.5
+    noise = np.random.default_rng(0).standard_normal(4000).astype(np.float32)
+    mixed = acoustics.mix_at_snr(x, noise, 10.0)
+    added = mixed - x
+    assert 10 * np.log10(np.mean(x ** 2) / np.mean(added ** 2)) == pytest.approx(10.0, abs=1e-3)
+
+
+def test_a_word_is_cut_from_its_carrier_phrase():
+    voice = Voice(ESPEAK, "en-us", "m1")
+    alone = ClipPlan("seven", "seven/x.wav", "x", voice, 0, Prosody())
+    inside = ClipPlan("seven", "seven/x.wav", "x", voice, 0, Prosody(), before=("please", "say"), after=("now",))
+    word_alone, word_inside = synth._speak_words([alone, inside])
+    phrase = synthesize([(voice, ("please", "say", "seven", "now"), Prosody())])[0]
+    assert len(word_inside) < 0.6 * len(phrase.audio)
+    assert 0.5 * len(word_alone) < len(word_inside) < 1.3 * len(word_alone)
+    assert abs(word_inside[0]) < 1e-3 and abs(word_inside[-1]) < 1e-3  # faded at the cuts
+
+
+def test_metadata_is_complete(tiny_corpus):
+    rows = read_metadata(tiny_corpus)
+    header = (tiny_corpus / "metadata.csv").read_text().splitlines()[0].split(",")
+    assert tuple(header) == METADATA_FIELDS
+    engines = {r["engine"] for r in rows.values()}
+    assert engines == {ESPEAK, FESTIVAL}
+    for rel, r in rows.items():
+        assert r["word"] == rel.split("/")[0] and r["voice"] and r["speaker"] in rel
+        assert (r["variant"] != "") == (r["engine"] == ESPEAK)
+        assert r["condition"].split("/")[0] == ("room" if r["rt60_s"] else "dry")
+        assert r["condition"].split("/")[1] == r["channel"] in acoustics.CHANNELS
+        assert (r["snr_db"] != "") == (r["noise"] != "")
+        assert 0.8 <= float(r["vtl"]) <= 1.2 and float(r["rate"]) > 0
+        assert (r["carrier"] == "") or "*" in r["carrier"].split()
+    conditions = {r["condition"] for r in rows.values()}
+    assert len(conditions) >= 3 and any(r["carrier"] for r in rows.values())
+
+
+def test_espeak_recipe_is_espeak_only_and_plain():
+    plans = synth.plan_clips(SynthConfig(recipe="espeak", clips_per_word=20), ("yes",))
+    assert {p.voice.engine for p in plans} == {ESPEAK}
+    assert all(p.room == -1 and p.channel.kind == "flat" and not p.before and p.vtl == 1.0 for p in plans)
+    with pytest.raises(ValueError, match="recipe must be one of"):
+        SynthConfig(recipe="studio")
+
+
+def test_diverse_recipe_draws_every_engine_and_condition():
+    plans = synth.plan_clips(SynthConfig(clips_per_word=200), ("yes", "no"))
+    assert {p.voice.engine for p in plans} == {ESPEAK, FESTIVAL}
+    assert {p.channel.kind for p in plans} == set(acoustics.CHANNELS)
+    assert {p.noise for p in plans} == {""} | set(acoustics.NOISES)
+    assert any(p.drive_db for p in plans) and any(p.room >= 0 for p in plans) and any(p.room < 0 for p in plans)
+    personas = {(p.voice, p.persona): (p.vtl, p.speaker) for p in plans}
+    for p in plans:  # a persona is one speaker with one vocal tract
+        assert personas[(p.voice, p.persona)] == (p.vtl, p.speaker)
+
+
+def test_same_seed_writes_the_same_diverse_corpus(tmp_path):
+    cfg = SynthConfig(clips_per_word=4, background_seconds=2.0, seed=9, rooms=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every engine is installed here
+        a = generate(tmp_path / "a", cfg, ("off",), workers=2, progress=False)
+    b = generate(tmp_path / "b", cfg, ("off",), workers=1, progress=False)
+    files = sorted(str(p.relative_to(a)) for p in a.rglob("*.wav"))
+    assert files and files == sorted(str(p.relative_to(b)) for p in b.rglob("*.wav"))
+    digest = (lambda root, f: hashlib.sha1((root / f).read_bytes()).hexdigest())
+    assert all(digest(a, f) == digest(b, f) for f in files)
+    wave, rate = soundfile.read(str(a / files[-1]))
+    assert rate == 16000 and wave.shape == (16000,)
