@@ -13,7 +13,10 @@ import torch
 import streamlmu
 from streamlmu import cpu
 from streamlmu.apps.cli import main
+from streamlmu.audio.embedding import SpeechEmbeddingConfig
 from streamlmu.data.speech_commands import SpeechCommands, labels_for
+from streamlmu.data.synth import read_metadata
+from streamlmu.models import LMUFormerConfig
 from streamlmu.models.registry import build_model
 from streamlmu.train.distributed import parameter_digest
 from streamlmu.train.evaluate import evaluate
@@ -398,6 +401,56 @@ def test_cli_train_then_evaluate(tiny_corpus, tmp_path, capsys):
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["accuracy"]["offline"] == report["accuracy"]["streaming"]
     assert main(["evaluate", "--model", str(run / "best.pt"), "--data", str(tiny_corpus), "--modes", "fast"]) == 2
+
+
+def test_evaluate_breaks_accuracy_down_by_metadata_columns(trained, tiny_corpus, tmp_path, capsys):
+    out, _ = trained
+    assert main(["evaluate", "--model", str(out / "best.pt"), "--data", str(tiny_corpus), "--quiet", "--modes",
+                 "offline", "--by", "engine,condition", "--plot", str(tmp_path / "c.png"),
+                 "--json", str(tmp_path / "r.json")]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    rows = read_metadata(tiny_corpus)
+    tested = [rel for rel, _ in SpeechCommands(tiny_corpus, "testing").items]
+    engines = report["by"]["engine"]["offline"]
+    assert sum(g["clips"] for g in engines.values()) == len(tested) == report["clips"]
+    assert set(engines) == {rows[rel]["engine"] for rel in tested}
+    for value, group in engines.items():
+        assert group["clips"] == sum(rows[rel]["engine"] == value for rel in tested)
+    correct = sum(g["correct"] for g in report["by"]["condition"]["offline"].values())
+    assert correct / len(tested) == pytest.approx(report["accuracy"]["offline"])
+    assert "condition" in capsys.readouterr().out
+    assert main(["evaluate", "--model", str(out / "best.pt"), "--data", str(tiny_corpus), "--by", "accent"]) == 2
+    assert "metadata.csv has the columns path, word" in capsys.readouterr().err
+
+
+def test_an_empty_split_is_a_clear_error(trained, tiny_corpus, tmp_path, capsys):
+    out, _ = trained
+    root = tmp_path / "corpus"
+    shutil.copytree(tiny_corpus, root)
+    (root / "testing_list.txt").write_text("")
+    data = SpeechCommands(root, "testing")
+    with pytest.raises(ValueError, match="testing split of .* holds no clips"):
+        evaluate(streamlmu.load_model(out / "best.pt"), data, progress=False)
+    assert main(["evaluate", "--model", str(out / "best.pt"), "--data", str(root), "--quiet"]) == 2
+    assert "holds no clips" in capsys.readouterr().err
+
+
+def test_speech_embedding_front_end_trains_and_streams_exactly(tiny_corpus, tmp_path):
+    result = train(config(tiny_corpus, tmp_path, epochs=2, features="speech-embedding", feature_variants=1),
+                   progress=False)
+    assert len(result["history"]) == 2
+    model = streamlmu.load_model(tmp_path / "best.pt")
+    assert isinstance(model.features, SpeechEmbeddingConfig) and model.config.in_features == 96
+    assert model.config.theta == pytest.approx(LMUFormerConfig.preset("tiny").theta / 8)  # 80 ms frames
+    data = SpeechCommands(tiny_corpus, "testing")
+    offline = evaluate(model, data, "offline", progress=False)
+    streaming = evaluate(model, data, "streaming", progress=False)
+    assert np.array_equal(offline.predictions, streaming.predictions)
+    assert np.abs(offline.logits - streaming.logits).max() < 1e-4
+    with pytest.raises(ValueError, match="freq_warp warps mel bins"):
+        TrainConfig(data="x", features="speech-embedding", freq_warp=0.1)
+    with pytest.raises(ValueError, match="features must be one of"):
+        TrainConfig(data="x", features="mfcc")
 
 
 def test_cli_model_settings(tiny_corpus, tmp_path, capsys):

@@ -17,7 +17,6 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from streamlmu.audio.frontend import FrontEndConfig, clip_audio, clip_features, streaming_frontend
@@ -36,6 +35,7 @@ class Evaluation(NamedTuple):
     predictions: np.ndarray
     logits: np.ndarray
     skipped: int
+    paths: tuple[str | None, ...] = ()  # each clip's path in the corpus (None: a _silence_ clip)
 
     @property
     def accuracy(self) -> float:
@@ -99,23 +99,54 @@ def evaluate(model: StreamModule, dataset: SpeechCommands, mode: str = "offline"
     if classes != tuple(dataset.classes):
         raise ValueError(f"the model's {len(classes)} labels differ from the dataset's {len(dataset.classes)} "
                          f"(a {len(classes)}-label model needs --labels {len(classes)})")
+    if len(dataset) == 0:
+        raise ValueError(f"the {dataset.subset} split of {dataset.root} holds no clips (its list file names none, or "
+                         f"none of its files exist); there is nothing to evaluate")
     model.eval()
     runner = frame_operator(model) if mode == "streaming" else None  # compiled once, not per batch
-    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
-    targets, logits, skipped = [], [], 0
-    for waves, labels, bad in tqdm(loader, desc=mode, unit="batch", leave=False, disable=not progress):
-        skipped += bad
-        if not len(waves):
+    targets, logits, paths, skipped = [], [], [], 0
+    batches = [range(i, min(i + batch_size, len(dataset))) for i in range(0, len(dataset), batch_size)]
+    for batch in tqdm(batches, desc=mode, unit="batch", leave=False, disable=not progress):
+        items = [(i, dataset[i]) for i in batch]
+        kept = [(i, item) for i, item in items if item is not None]
+        skipped += len(items) - len(kept)
+        if not kept:
             continue
+        waves, labels, _ = collate([item for _, item in kept])
         if mode == "offline":
             out = offline_logits(model, waves, model.features)
         else:
             out = streaming_logits(model, waves, model.features, runner=runner)
         targets.append(labels.numpy())
         logits.append(out.numpy())
+        paths += [dataset.items[i][0] for i, _ in kept]
     all_logits = np.concatenate(logits) if logits else np.zeros((0, len(classes)), np.float32)
     all_targets = np.concatenate(targets) if targets else np.zeros(0, np.int64)
-    return Evaluation(classes, all_targets, all_logits.argmax(1), all_logits, skipped)
+    return Evaluation(classes, all_targets, all_logits.argmax(1), all_logits, skipped, tuple(paths))
+
+
+def check_column(metadata: dict[str, dict[str, str]], column: str) -> None:
+    """An error unless ``column`` is a column of the corpus's ``metadata.csv`` rows ``metadata``."""
+    columns = next(iter(metadata.values())).keys() if metadata else ()
+    if column not in columns:
+        raise ValueError(f"cannot break accuracy down by {column!r}: " + (
+            f"metadata.csv has the columns {', '.join(columns)}" if columns else
+            "the corpus has no metadata.csv (only synthetic corpora have one)"))
+
+
+def accuracy_by(result: Evaluation, metadata: dict[str, dict[str, str]], column: str) -> dict[str, tuple[int, int]]:
+    """Correct and total clips per value of a ``metadata.csv`` column (a synthetic corpus's: engine, voice,
+    condition...): ``{value: (correct, clips)}``, values sorted; clips without a row (``_silence_``) count under
+    ``"(none)"``."""
+    check_column(metadata, column)
+    groups: dict[str, list[int]] = {}
+    for path, ok in zip(result.paths, result.targets == result.predictions):
+        row = metadata.get(path) if path is not None else None
+        value = (row[column] or "(empty)") if row is not None else "(none)"
+        counts = groups.setdefault(value, [0, 0])
+        counts[0] += int(ok)
+        counts[1] += 1
+    return {value: (counts[0], counts[1]) for value, counts in sorted(groups.items())}
 
 
 def class_table(result: Evaluation) -> str:
