@@ -192,3 +192,13 @@ def test_same_seed_writes_the_same_diverse_corpus(tmp_path):
     assert all(digest(a, f) == digest(b, f) for f in files)
     wave, rate = soundfile.read(str(a / files[-1]))
     assert rate == 16000 and wave.shape == (16000,)
+
+
+def test_voice_effects_leave_out_what_sox_would_refuse():
+    plan = ClipPlan("yes", "yes/x.wav", "x", Voice(FESTIVAL, "cmu_us_slt_arctic_hts"), 0, Prosody(pitch=1.00001),
+                    vtl=1.0, glide_cents=0.04)
+    assert synth._voice_effects(plan, (0.1, 0.4), pitch_applied=False) == []
+    plan = ClipPlan("yes", "yes/x.wav", "x", plan.voice, 0, Prosody(pitch=2.0), vtl=1.1, glide_cents=-80.0)
+    effects = synth._voice_effects(plan, (0.1, 0.4), pitch_applied=False)
+    assert effects[:2] == ["pitch", "1200.0"] and effects[2:4] == ["bend", "0.1000,-80.0,0.3000"]
+    assert len(synth._sox(np.zeros(8000, np.float32), effects)) == pytest.approx(8000, abs=200)

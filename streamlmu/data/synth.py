@@ -237,17 +237,22 @@ def _sox(audio: np.ndarray, effects: list[str]) -> np.ndarray:
     """``audio`` through sox ``effects`` (16 kHz float32 in and out, no dither)."""
     raw = ["-t", "f32", "-r", str(SAMPLE_RATE), "-c", "1"]
     out = subprocess.run(["sox", "-D", "-V1", *raw, "-", *raw, "-", *effects, "rate", str(SAMPLE_RATE)],
-                         input=audio.astype(np.float32).tobytes(), capture_output=True, check=True)
+                         input=audio.astype(np.float32).tobytes(), capture_output=True)
+    if out.returncode:
+        raise RuntimeError(f"sox {' '.join(effects)} failed: {out.stderr.decode(errors='replace').strip()}")
     return np.frombuffer(out.stdout, np.float32).copy()
 
 
 def _voice_effects(plan: ClipPlan, span: tuple[float, float], pitch_applied: bool) -> list[str]:
-    """sox effects for what the engine could not do: the pitch (HTS), the glide over the word, the tract length."""
+    """sox effects for what the engine could not do: the pitch (HTS), the glide over the word, the tract length.
+    (sox refuses a shift of 0 cents, so a shift that rounds to it is left out.)"""
     effects = []
-    if not pitch_applied and plan.prosody.pitch != 1.0:
-        effects += ["pitch", f"{1200 * np.log2(plan.prosody.pitch):.1f}"]
-    if plan.glide_cents:
-        effects += ["bend", f"{span[0]:.4f},{plan.glide_cents:.1f},{max(span[1] - span[0], 0.01):.4f}"]
+    shift = round(1200 * float(np.log2(plan.prosody.pitch)), 1)
+    if not pitch_applied and shift:
+        effects += ["pitch", f"{shift:.1f}"]
+    glide = round(plan.glide_cents, 1)
+    if glide:
+        effects += ["bend", f"{span[0]:.4f},{glide:.1f},{max(span[1] - span[0], 0.01):.4f}"]
     if plan.vtl != 1.0:
         effects += ["speed", f"{plan.vtl:.5f}", "tempo", "-s", f"{1 / plan.vtl:.5f}"]
     return effects
