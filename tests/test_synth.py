@@ -202,3 +202,11 @@ def test_voice_effects_leave_out_what_sox_would_refuse():
     effects = synth._voice_effects(plan, (0.1, 0.4), pitch_applied=False)
     assert effects[:2] == ["pitch", "1200.0"] and effects[2:4] == ["bend", "0.1000,-80.0,0.3000"]
     assert len(synth._sox(np.zeros(8000, np.float32), effects)) == pytest.approx(8000, abs=200)
+
+
+def test_rooms_are_always_physically_possible():
+    rng = np.random.default_rng(5)
+    for _ in range(200):  # a dry time asked of a large room becomes the driest that room can be
+        room = acoustics.draw_room(rng, rt60_s=(0.05, 0.1))
+        absorption, order = pra.inverse_sabine(room.rt60, list(room.size))
+        assert 0 < absorption <= 1 and room.rt60 >= 0.05

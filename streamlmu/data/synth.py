@@ -6,7 +6,7 @@ Two recipes:
   voice of espeak-ng or Festival (:mod:`streamlmu.data.voices`) as one of a
   few *personas* of that voice (a vocal-tract length and a pitch register of
   their own), at its own rate, pitch and pitch range, with a pitch glide over
-  the word; half of the words are said inside a short carrier phrase ("please
+  the word; a third of the words are said inside a short carrier phrase ("please
   say ... now") and cut out by their known timing, as people say keywords in
   context. Then the clip goes through a simulated room (image-source
   reverberation) most of the time, a microphone or telephone channel, now
@@ -78,17 +78,17 @@ class SynthConfig:
     pitch_jitter: tuple[float, float] = (0.92, 1.08)
     pitch_range: tuple[float, float] = (0.3, 2.0)
     glide_cents: tuple[float, float] = (-150.0, 150.0)  # pitch glide over the word
-    carrier_probability: float = 0.5
+    carrier_probability: float = 0.35
     peak_db: tuple[float, float] = (-30.0, -1.0)
     room_probability: float = 0.7
     rooms: int = 48                           # impulse responses simulated per corpus
-    rt60_s: tuple[float, float] = (0.15, 0.7)
-    distance_m: tuple[float, float] = (0.3, 3.0)
+    rt60_s: tuple[float, float] = (0.1, 0.6)
+    distance_m: tuple[float, float] = (0.2, 2.0)
     channel_weights: tuple[float, float, float] = (0.35, 0.5, 0.15)  # flat, mic, telephone
     clipping_probability: float = 0.05
     drive_db: tuple[float, float] = (3.0, 15.0)
     noise_probability: float = 0.85
-    snr_db: tuple[float, float] = (0.0, 30.0)
+    snr_db: tuple[float, float] = (3.0, 30.0)
     background_seconds: float = 60.0
     validation_percent: float = 10.0
     testing_percent: float = 10.0
