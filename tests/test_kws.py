@@ -574,3 +574,33 @@ def test_microphone_waits_longer_for_its_first_block_than_between_blocks(monkeyp
         for chunk, _ in sources.MicrophoneSource():
             heard.append(len(chunk))
     assert heard == [1600] * blocks  # 0.1 s blocks at 16 kHz, all of them, then the error
+
+
+def _embedding_spotter(**kwargs) -> StreamingKWS:
+    """A spotter over an untrained speech-embedding LMUFormer (its events are arbitrary, its mechanics are not)."""
+    from streamlmu.audio.embedding import SpeechEmbeddingConfig
+    from streamlmu.data.speech_commands import labels_for
+    from streamlmu.models import LMUFormer, LMUFormerConfig
+    torch.manual_seed(3)
+    model = LMUFormer(LMUFormerConfig.preset("tiny", in_features=96, theta=16.0, num_classes=12)).eval()
+    with torch.no_grad():
+        model.head.weight *= 30  # confident answers, so that keywords fire
+    model.labels, model.features, model.thresholds = labels_for(12), SpeechEmbeddingConfig(), None
+    return StreamingKWS(model, threshold=0.2, warmup_s=0.0, speech_gate_s=-1, **kwargs)
+
+
+def test_speech_embedding_spotter_is_exact_under_any_chunking_and_replays(demo):
+    audio, rate, _ = demo
+    kws = _embedding_spotter()
+    assert kws.window_frames == 12 and kws.detector.vad_rise == pytest.approx(0.0048)
+    reference = _events(kws, audio, rate, 1600)
+    assert reference and _events(kws, audio, rate, 333) == reference
+    assert all(abs((t - 0.032) / 0.08 - round((t - 0.032) / 0.08)) < 1e-3 for _, t in reference)  # frame ends
+    two = _embedding_spotter(streams=2)
+    events, posteriors, energy = run_streams(two, np.stack([audio, audio[::-1].copy()]))
+    assert posteriors.shape[1] == two.features.num_frames(len(audio))
+    replayed = replay(posteriors, energy, two.detector, two.labels, two.features)
+    assert [[(e.keyword, round(e.t, 4)) for e in s] for s in replayed] == \
+        [[(e.keyword, round(e.t, 4)) for e in s] for s in events]
+    # the speech gate reads each frame's level: loud speech frames stand well above the quiet ones
+    assert np.percentile(energy[0], 95) - np.percentile(energy[0], 5) > 0.3
