@@ -210,3 +210,16 @@ def test_rooms_are_always_physically_possible():
         room = acoustics.draw_room(rng, rt60_s=(0.05, 0.1))
         absorption, order = pra.inverse_sabine(room.rt60, list(room.size))
         assert 0 < absorption <= 1 and room.rt60 >= 0.05
+
+
+def test_one_split_alone_is_the_same_clips_as_in_the_whole_corpus(tmp_path):
+    cfg = SynthConfig(clips_per_word=30, background_seconds=2.0, seed=2, rooms=2)
+    whole = generate(tmp_path / "all", cfg, ("go",), progress=False)
+    part = generate(tmp_path / "test", cfg, ("go",), progress=False, splits=("testing",))
+    rows = read_metadata(part)
+    assert rows and {r["split"] for r in rows.values()} == {"testing"}
+    assert set(rows) == {rel for rel, r in read_metadata(whole).items() if r["split"] == "testing"}
+    assert all((part / rel).read_bytes() == (whole / rel).read_bytes() for rel in rows)
+    assert (part / "testing_list.txt").read_text() == (whole / "testing_list.txt").read_text()
+    with pytest.raises(ValueError, match="splits must be among"):
+        generate(tmp_path / "x", cfg, ("go",), progress=False, splits=("train",))

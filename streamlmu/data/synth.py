@@ -388,11 +388,12 @@ def _batches(plans: list[ClipPlan], size: int = 24) -> list[list[ClipPlan]]:
 
 
 def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), words: tuple[str, ...] = WORDS_35,
-             workers: int = 1, progress: bool = True) -> Path:
+             workers: int = 1, progress: bool = True, splits: tuple[str, ...] | None = None) -> Path:
     """Write the corpus to ``out`` (created; existing clips are overwritten). Returns the root.
 
-    Engines or voices that are not installed are named in a warning (with the package to install) and left
-    out; the ``espeak`` recipe needs espeak-ng.
+    ``splits``: write only the clips of these splits (e.g. ``("testing",)``), the very clips the whole corpus
+    has there; None writes all. Engines or voices that are not installed are named in a warning (with the
+    package to install) and left out; the ``espeak`` recipe needs espeak-ng.
     """
     if shutil.which("sox") is None and cfg.recipe == "diverse":
         raise EngineMissing("sox is not installed: apt-get install sox (`make test` installs it)")
@@ -403,6 +404,11 @@ def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), words: tuple[str
         warnings.warn("the corpus is written from the engines present; " + "; ".join(problems), RuntimeWarning,
                       stacklevel=2)
     plans = plan_clips(cfg, words, voices)
+    if splits is not None:
+        unknown = sorted(set(splits) - {"training", "validation", "testing"})
+        if unknown:
+            raise ValueError(f"splits must be among training, validation, testing (got {unknown})")
+        plans = [p for p in plans if split_of(p.speaker, cfg.validation_percent, cfg.testing_percent) in splits]
     root = Path(out)
     (root / BACKGROUND).mkdir(parents=True, exist_ok=True)
     talkers = None if cfg.recipe == "espeak" else voices
