@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from streamlmu.audio.features import complete_frames
+from streamlmu.audio.features import check_chunk, complete_frames
 from streamlmu.stream import StreamModule, check_finite, register_state
 
 KIND = "speech-embedding"
@@ -281,31 +281,13 @@ class StreamingSpeechEmbedding(StreamModule):
         cleared = super().reset(state, mask)
         return cleared._replace(samples=state.samples)
 
-    def _check(self, audio: Tensor, state: object) -> SpeechEmbeddingState:
-        if audio.dim() != 2:
-            raise ValueError(f"audio must have shape (batch, samples) (got {tuple(audio.shape)})")
-        if not audio.is_floating_point():
-            raise TypeError(f"audio must be float samples in [-1, 1] (got {audio.dtype})")
-        check_finite(audio, "audio")
-        if type(state) is not SpeechEmbeddingState:
-            raise TypeError(f"state must be a SpeechEmbeddingState from StreamingSpeechEmbedding.init_state "
-                            f"(got {type(state).__name__})")
-        batch = audio.shape[0]
-        expected = ((batch, MEL_WINDOW), (batch, HISTORY - 1, MEL_BINS), (batch,))
-        if tuple(tuple(t.shape) for t in state) != expected:
-            raise ValueError(f"state does not belong to a batch of {batch} streams: expected tail {expected[0]}, "
-                             f"mels {expected[1]} and samples {expected[2]}")
-        if state.tail.dtype != audio.dtype:
-            raise TypeError(f"state.tail must match the audio's dtype {audio.dtype} (got {state.tail.dtype})")
-        if batch and bool((state.samples != state.samples[0]).any()):
-            raise ValueError("the streams of a batch must have consumed the same number of samples")
-        return state
-
     def forward(self, audio: Tensor, state: SpeechEmbeddingState | None = None
                 ) -> tuple[Tensor, SpeechEmbeddingState]:
         if state is None:
             state = self.init_state(audio.shape[0] if audio.dim() == 2 else 1, audio.dtype, audio.device)
-        state = self._check(audio, state)
+        batch = audio.shape[0] if audio.dim() == 2 else 1
+        check_chunk(audio, state, SpeechEmbeddingState, StreamingSpeechEmbedding, tail=(batch, MEL_WINDOW),
+                    mels=(batch, HISTORY - 1, MEL_BINS), samples=(batch,))
         before = int(state.samples[0]) if audio.shape[0] else 0
         frames, tail = complete_frames(state.tail, before, audio, MEL_WINDOW, MEL_HOP)
         mels = torch.cat([state.mels, log_mel(frames, self.config)], dim=1)

@@ -172,6 +172,27 @@ def complete_frames(tail: Tensor, before: int, audio: Tensor, window: int, hop: 
     return span.unfold(1, window, hop), seq[:, -window:]
 
 
+def check_chunk(audio: Tensor, state: object, state_type: type, operator: type, **shapes: tuple[int, ...]) -> None:
+    """What every audio stream operator checks of a chunk and its state: ``audio (batch, samples)`` float and
+    finite; ``state`` a ``state_type`` (from ``operator.init_state``) whose fields have ``shapes``, its ``tail``
+    of the audio's dtype and its streams' sample clocks in step."""
+    if audio.dim() != 2:
+        raise ValueError(f"audio must have shape (batch, samples) (got {tuple(audio.shape)})")
+    if not audio.is_floating_point():
+        raise TypeError(f"audio must be float samples in [-1, 1] (got {audio.dtype})")
+    check_finite(audio, "audio")
+    if type(state) is not state_type:
+        raise TypeError(f"state must be a {state_type.__name__} from {operator.__name__}.init_state "
+                        f"(got {type(state).__name__})")
+    if any(tuple(getattr(state, name).shape) != shape for name, shape in shapes.items()):
+        raise ValueError(f"state does not belong to a batch of {audio.shape[0]} streams: expected "
+                         + ", ".join(f"{name} {shape}" for name, shape in shapes.items()))
+    if state.tail.dtype != audio.dtype:
+        raise TypeError(f"state.tail must match the audio's dtype {audio.dtype} (got {state.tail.dtype})")
+    if audio.shape[0] and bool((state.samples != state.samples[0]).any()):
+        raise ValueError("the streams of a batch must have consumed the same number of samples")
+
+
 @register_state
 class FbankState(NamedTuple):
     """Audio a stream still needs: ``tail (B, window_size)`` the last samples (zeros before the start), and
@@ -216,29 +237,12 @@ class StreamingFbank(StreamModule):
         cleared = super().reset(state, mask)
         return FbankState(cleared.tail, state.samples)
 
-    def _check(self, audio: Tensor, state: object) -> FbankState:
-        if audio.dim() != 2:
-            raise ValueError(f"audio must have shape (batch, samples) (got {tuple(audio.shape)})")
-        if not audio.is_floating_point():
-            raise TypeError(f"audio must be float samples in [-1, 1] (got {audio.dtype})")
-        check_finite(audio, "audio")
-        if type(state) is not FbankState:
-            raise TypeError(f"state must be an FbankState from StreamingFbank.init_state (got {type(state).__name__})")
-        batch, size = audio.shape[0], self.config.window_size
-        if state.tail.shape != (batch, size) or state.samples.shape != (batch,):
-            raise ValueError(f"state does not belong to a batch of {batch} streams: expected tail (batch, "
-                             f"window_size)=({batch}, {size}) and samples ({batch},)")
-        if state.tail.dtype != audio.dtype:
-            raise TypeError(f"state.tail must match the audio's dtype {audio.dtype} (got {state.tail.dtype})")
-        if batch and bool((state.samples != state.samples[0]).any()):
-            raise ValueError("the streams of a batch must have consumed the same number of samples")
-        return state
-
     def forward(self, audio: Tensor, state: FbankState | None = None) -> tuple[Tensor, FbankState]:
         cfg = self.config
         if state is None:
             state = self.init_state(audio.shape[0] if audio.dim() == 2 else 1, audio.dtype, audio.device)
-        state = self._check(audio, state)
+        batch = audio.shape[0] if audio.dim() == 2 else 1
+        check_chunk(audio, state, FbankState, StreamingFbank, tail=(batch, cfg.window_size), samples=(batch,))
         before = int(state.samples[0]) if audio.shape[0] else 0
         frames, tail = complete_frames(state.tail, before, audio, cfg.window_size, cfg.hop)
         new = FbankState(tail, state.samples + audio.shape[1])
@@ -268,11 +272,10 @@ class StreamingLevel(StreamModule):
         return FbankState(cleared.tail, state.samples)
 
     def forward(self, audio: Tensor, state: FbankState | None = None) -> tuple[Tensor, FbankState]:
-        if audio.dim() != 2 or not audio.is_floating_point():
-            raise ValueError(f"audio must be float samples of shape (batch, samples) (got {audio.dtype} "
-                             f"{tuple(audio.shape)})")
         if state is None:
-            state = self.init_state(audio.shape[0], audio.dtype, audio.device)
+            state = self.init_state(audio.shape[0] if audio.dim() == 2 else 1, audio.dtype, audio.device)
+        batch = audio.shape[0] if audio.dim() == 2 else 1
+        check_chunk(audio, state, FbankState, StreamingLevel, tail=(batch, self.window_size), samples=(batch,))
         before = int(state.samples[0]) if audio.shape[0] else 0
         frames, tail = complete_frames(state.tail, before, audio, self.window_size, self.hop)
         level = 10.0 * torch.log10(frames.double().square().mean(-1).clamp(min=1e-12))
