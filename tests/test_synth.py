@@ -194,14 +194,23 @@ def test_same_seed_writes_the_same_diverse_corpus(tmp_path):
     assert rate == 16000 and wave.shape == (16000,)
 
 
-def test_voice_effects_leave_out_what_sox_would_refuse():
-    plan = ClipPlan("yes", "yes/x.wav", "x", Voice(FESTIVAL, "cmu_us_slt_arctic_hts"), 0, Prosody(pitch=1.00001),
-                    vtl=1.0, glide_cents=0.04)
-    assert synth._voice_effects(plan, (0.1, 0.4), pitch_applied=False) == []
-    plan = ClipPlan("yes", "yes/x.wav", "x", plan.voice, 0, Prosody(pitch=2.0), vtl=1.1, glide_cents=-80.0)
-    effects = synth._voice_effects(plan, (0.1, 0.4), pitch_applied=False)
-    assert effects[:2] == ["pitch", "1200.0"] and effects[2:4] == ["bend", "0.1000,-80.0,0.3000"]
-    assert len(synth._sox(np.zeros(8000, np.float32), effects)) == pytest.approx(8000, abs=200)
+def test_pitch_shifts_leave_out_what_sox_would_refuse():
+    hts = Voice(FESTIVAL, "cmu_us_slt_arctic_hts")
+    assert synth._pitch_effects(ClipPlan("yes", "x", "x", hts, 0, Prosody(pitch=1.00001)), pitch_applied=False) == []
+    octave = ClipPlan("yes", "x", "x", hts, 0, Prosody(pitch=2.0))
+    assert synth._pitch_effects(octave, pitch_applied=True) == []
+    effects = synth._pitch_effects(octave, pitch_applied=False)
+    assert effects == ["pitch", "1200.0"]
+    assert len(synth._sox(np.zeros(8000, np.float32), effects)) == 8000
+
+
+def test_a_persona_scales_the_spectrum_like_a_longer_or_shorter_vocal_tract():
+    t = np.arange(16000) / 16000
+    tone = np.sin(2 * np.pi * 1000 * t).astype(np.float32)
+    higher = synth.scale_spectrum(tone, 1.1)
+    freqs, power = welch(higher, fs=16000, nperseg=4096)
+    assert freqs[np.argmax(power)] == pytest.approx(1100, abs=8) and len(higher) == pytest.approx(16000 / 1.1, abs=2)
+    assert synth.scale_spectrum(tone, 1.0) is tone
 
 
 def test_rooms_are_always_physically_possible():
