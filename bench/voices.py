@@ -42,24 +42,16 @@ from streamlmu.train.evaluate import evaluate
 from streamlmu.train.trainer import TrainConfig, train
 
 HOLDOUTS = ("voice=cmu_us_slt_arctic_hts", "variant=f4", "voice=en-gb-scotland")
-# The bundled models' recipes (see streamlmu/pretrained/MODEL_CARD.md), by task and front end.
-RECIPES: dict[tuple[str, str], dict] = {
-    ("clips", "speech-embedding"): dict(model="lmuformer", labels=35, epochs=60, lr_schedule="cosine", loss="ce",
-                                        overrides=dict(dim=96)),
-    ("clips", "fbank"): dict(model="lmuformer", labels=35, epochs=60, mixup_alpha=0.0, freq_warp=0.1),
-    ("streams", "speech-embedding"): dict(model="lmuformer", labels=12, stream_windows=True, epochs=40,
-                                          lr_schedule="cosine", loss="ce", word_heads=0.3,
-                                          hard_negatives=("dog", "learn", "nine", "tree", "bed"),
-                                          overrides=dict(dim=96)),
-    ("streams", "fbank"): dict(model="lmuformer", labels=12, stream_windows=True, epochs=40, lr_schedule="cosine",
-                               word_heads=0.3, hard_negatives=("dog", "learn", "nine", "tree", "bed"),
-                               overrides=dict(dim=96)),
-}
+# The recipes of the bundled speech-embedding models (streamlmu/pretrained/MODEL_CARD.md), used for both front ends.
+_CLIPS = dict(model="lmuformer", labels=35, epochs=60, lr_schedule="cosine", loss="ce", overrides=dict(dim=96))
+_STREAMS = dict(model="lmuformer", labels=12, stream_windows=True, epochs=60, lr_schedule="cosine", mixup_alpha=0.0,
+                word_heads=0.3, hard_negatives=("dog", "learn", "nine", "tree", "bed"), overrides=dict(dim=96))
+RECIPES: dict[str, dict] = {"clips": _CLIPS, "streams": _STREAMS}
 
 
 def _trained(data: Path, out: Path, task: str, features: str, quick: bool) -> Path:
     """``out/best.pt`` of the task's recipe on ``data`` (trained unless it exists)."""
-    recipe = dict(RECIPES[(task, features)])
+    recipe = dict(RECIPES[task])
     if quick:
         recipe["epochs"] = 2
     if not (out / "best.pt").is_file():
