@@ -1,0 +1,329 @@
+"""Speech engines and their English voices, with each word's time in what they say.
+
+Two engines, both from Debian's packages (``make test`` installs them):
+
+* ``espeak-ng`` (package ``espeak-ng``): the seven English accents (``en-gb``,
+  ``en-us``, Scottish, Lancastrian, RP, West Midlands, Caribbean), each with any
+  of espeak-ng's voice variants (``m1``... ``f5``, ``Alex``...). Called through
+  its C library (``libespeak-ng.so.1``, ctypes), whose word events give the
+  sample where each word starts.
+* ``festival`` (packages ``festival``, ``festvox-kallpc16k``,
+  ``festvox-kdlpc16k``, ``festvox-us-slt-hts``): two American English male
+  diphone voices (``kal_diphone``, ``ked_diphone``) and a female HTS voice
+  (``cmu_us_slt_arctic_hts``); Festival reports each word's start and end.
+
+:func:`synthesize` speaks a phrase with a :class:`Prosody` (speaking rate, pitch,
+pitch range) and returns 16 kHz audio with the ``(start, end)`` of every word,
+so that a keyword said inside a carrier phrase can be cut out. An engine that
+is missing raises :class:`EngineMissing`, whose message names the package;
+:func:`available_voices` lists the voices of the engines present.
+
+Shapes: audio float32 ``(samples,)`` at 16 kHz; spans in seconds.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import re
+import shutil
+import struct
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile
+from scipy.signal import resample_poly
+
+SAMPLE_RATE = 16000
+ESPEAK, FESTIVAL = "espeak-ng", "festival"
+ENGINES = (ESPEAK, FESTIVAL)
+ESPEAK_ACCENTS = ("en-gb", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd", "en-029")
+# Festival's English voices in Debian: name -> (package, default mean F0 in Hz, default F0 std in Hz; 0: HTS)
+FESTIVAL_VOICES = {"kal_diphone": ("festvox-kallpc16k", 105.0, 14.0),
+                   "ked_diphone": ("festvox-kdlpc16k", 105.0, 14.0),
+                   "cmu_us_slt_arctic_hts": ("festvox-us-slt-hts", 0.0, 0.0)}
+_ESPEAK_LIBRARY = "libespeak-ng.so.1"
+
+
+class EngineMissing(RuntimeError):
+    """A speech engine or voice that is not installed; the message names the package."""
+
+
+@dataclass(frozen=True)
+class Voice:
+    """One voice of one engine: ``name`` is the espeak-ng accent or the Festival voice, ``variant`` the espeak-ng
+    voice variant (empty for Festival)."""
+
+    engine: str
+    name: str
+    variant: str = ""
+
+    @property
+    def id(self) -> str:
+        """A stable name: ``espeak-ng:en-gb+f3``, ``festival:kal_diphone``."""
+        return f"{self.engine}:{self.name}" + (f"+{self.variant}" if self.variant else "")
+
+
+@dataclass(frozen=True)
+class Prosody:
+    """Per-utterance prosody as factors of the voice's defaults: speaking ``rate``, mean ``pitch`` and pitch
+    ``range`` (the intonation's excursion). Engines apply what they support natively: espeak-ng all three,
+    Festival's diphone voices all three (duration stretch, the F0 model's mean and spread), the HTS voice the
+    rate only (:func:`synthesize` reports what it could not apply)."""
+
+    rate: float = 1.0
+    pitch: float = 1.0
+    range: float = 1.0
+
+
+@dataclass(frozen=True)
+class Speech:
+    """What an engine said: ``audio (samples,)`` float32 at 16 kHz, each word's ``(start, end)`` in seconds, and
+    whether the pitch could be set (False: the caller shifts it afterwards)."""
+
+    audio: np.ndarray
+    spans: tuple[tuple[float, float], ...]
+    pitch_applied: bool
+
+
+# ------------------------------------------------------------------ espeak-ng (C library)
+class _EventId(ctypes.Union):
+    _fields_ = [("number", ctypes.c_int), ("name", ctypes.c_char_p), ("string", ctypes.c_char * 8)]
+
+
+class _Event(ctypes.Structure):  # espeak_EVENT of speak_lib.h
+    _fields_ = [("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint), ("text_position", ctypes.c_int),
+                ("length", ctypes.c_int), ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
+                ("user_data", ctypes.c_void_p), ("id", _EventId)]
+
+
+class _VoiceSpec(ctypes.Structure):  # espeak_VOICE of speak_lib.h
+    _fields_ = [("name", ctypes.c_char_p), ("languages", ctypes.c_char_p), ("identifier", ctypes.c_char_p),
+                ("gender", ctypes.c_ubyte), ("age", ctypes.c_ubyte), ("variant", ctypes.c_ubyte),
+                ("xx1", ctypes.c_ubyte), ("score", ctypes.c_int), ("spare", ctypes.c_void_p)]
+
+
+_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
+_SYNCHRONOUS, _POS_CHARACTER, _END_PAUSE = 2, 1, 0x1000
+_RATE, _PITCH, _RANGE = 1, 3, 4
+_EVENT_END_OF_LIST, _EVENT_WORD = 0, 1
+
+
+class _Espeak:
+    """The espeak-ng library in this process, initialised once and never used here: each utterance is said by a
+    forked child, from the same fresh state. (The library keeps state from one utterance to the next, so the
+    same text said twice in one process differs by a few samples; a fresh process, as the command line is, says
+    it the same way every time.)"""
+
+    def __init__(self):
+        try:
+            self.lib = ctypes.CDLL(_ESPEAK_LIBRARY)
+        except OSError:
+            raise EngineMissing(f"espeak-ng is not installed ({_ESPEAK_LIBRARY} not found): apt-get install espeak-ng "
+                                f"(`make test` installs it)") from None
+        self.rate = self.lib.espeak_Initialize(_SYNCHRONOUS, 0, None, 0)
+        if self.rate <= 0:
+            raise EngineMissing("espeak-ng did not start (espeak_Initialize failed); reinstall espeak-ng")
+        self._chunks: list[np.ndarray] = []
+        self._words: list[int] = []
+        self._callback = _CALLBACK(self._collect)  # kept referenced for as long as the library may call it
+        self.lib.espeak_SetSynthCallback(self._callback)
+
+    def _collect(self, wav, count: int, events) -> int:
+        if wav and count > 0:
+            self._chunks.append(np.ctypeslib.as_array(wav, shape=(count,)).copy())
+        i = 0
+        while events[i].type != _EVENT_END_OF_LIST:
+            if events[i].type == _EVENT_WORD and events[i].length > 0:  # (a zero-length one marks the end pause)
+                self._words.append(events[i].sample)
+            i += 1
+        return 0
+
+    def _synthesize(self, voice: Voice, text: str, prosody: Prosody) -> tuple[np.ndarray, list[int]]:
+        name = f"{voice.name}+{voice.variant}" if voice.variant else voice.name
+        if self.lib.espeak_SetVoiceByName(name.encode()) != 0:  # as the command line: else by language
+            spec = _VoiceSpec(languages=name.encode())
+            if self.lib.espeak_SetVoiceByProperties(ctypes.byref(spec)) != 0:
+                raise EngineMissing(f"espeak-ng has no voice {name!r}")
+        self.lib.espeak_SetParameter(_RATE, int(round(np.clip(175 * prosody.rate, 80, 450))), 0)
+        self.lib.espeak_SetParameter(_PITCH, int(round(np.clip(50 * prosody.pitch, 0, 99))), 0)
+        if prosody.range != 1.0:  # setting it at all (even to its default) changes the speech
+            self.lib.espeak_SetParameter(_RANGE, int(round(np.clip(50 * prosody.range, 0, 99))), 0)
+        self._chunks, self._words = [], []
+        data = text.encode()
+        self.lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _END_PAUSE, None, None)
+        self.lib.espeak_Synchronize()
+        audio = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
+        return audio.astype(np.int16), list(self._words)
+
+    def say(self, voice: Voice, text: str, prosody: Prosody) -> tuple[np.ndarray, list[int]]:
+        """int16 samples at ``self.rate`` and the sample where each word starts, said by a forked child."""
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: say it, send it, leave without running any of the parent's exit handlers
+            status = 1
+            try:
+                os.close(read_end)
+                try:
+                    audio, starts = self._synthesize(voice, text, prosody)
+                    payload = struct.pack("<ii", len(starts), len(audio)) + np.asarray(starts, "<i4").tobytes() \
+                        + audio.astype("<i2").tobytes()
+                    status = 0
+                except EngineMissing as err:
+                    payload = struct.pack("<ii", -1, 0) + str(err).encode()
+                with os.fdopen(write_end, "wb") as pipe:
+                    pipe.write(payload)
+            finally:
+                os._exit(status)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            payload = pipe.read()
+        os.waitpid(pid, 0)
+        if len(payload) < 8:
+            raise RuntimeError(f"espeak-ng failed on {text!r}")
+        words, samples = struct.unpack("<ii", payload[:8])
+        if words < 0:
+            raise EngineMissing(payload[8:].decode())
+        starts = np.frombuffer(payload[8:8 + 4 * words], "<i4").tolist()
+        return np.frombuffer(payload[8 + 4 * words:], "<i2").copy(), starts
+
+
+@functools.lru_cache(maxsize=1)
+def _espeak() -> _Espeak:
+    return _Espeak()
+
+
+def _speak_espeak(voice: Voice, words: tuple[str, ...], prosody: Prosody) -> Speech:
+    engine = _espeak()
+    audio, starts = engine.say(voice, " ".join(words), prosody)
+    if len(starts) != len(words):
+        raise RuntimeError(f"espeak-ng reported {len(starts)} words for {' '.join(words)!r}")
+    bounds = [s / engine.rate for s in starts] + [len(audio) / engine.rate]
+    return Speech(_to_16k(audio.astype(np.float32) / 32768.0, engine.rate),
+                  tuple(zip(bounds[:-1], bounds[1:])), pitch_applied=True)
+
+
+# ------------------------------------------------------------------ Festival (a batch per process call)
+def _festival_script(requests: list[tuple[Voice, tuple[str, ...], Prosody]], folder: Path) -> str:
+    lines = []
+    for i, (voice, words, prosody) in enumerate(requests):
+        _, f0_mean, f0_std = FESTIVAL_VOICES[voice.name]
+        lines.append(f"(voice_{voice.name})")
+        if f0_mean:  # diphone voices: duration stretch and the linear-regression F0 model's targets
+            lines.append(f"(Parameter.set 'Duration_Stretch {1.0 / prosody.rate:.4f})")
+            lines.append(f"(set! int_lr_params '((target_f0_mean {f0_mean * prosody.pitch:.2f}) "
+                         f"(target_f0_std {f0_std * prosody.range:.2f}) (model_f0_mean 170) (model_f0_std 34)))")
+        else:  # HTS: hts_engine's speed ratio
+            lines.append(f"(set! hts_engine_params (append cmu_us_slt_arctic_hts::hts_engine_params "
+                         f"(list '(\"-r\" {prosody.rate:.4f}))))")
+        text = " ".join(words).replace('"', "")
+        lines.append(f'(set! u (utt.synth (Utterance Text "{text}")))')
+        lines.append(f'(utt.save.wave u "{folder / f"{i}.wav"}" \'riff)')
+        lines.append(f'(format t "SPANS {i}")')
+        lines.append('(mapcar (lambda (w) (format t " %f %f" (item.feat w "word_start") (item.feat w "word_end"))) '
+                     "(utt.relation.items u 'Word))")
+        lines.append('(format t "\\n")')
+    return "\n".join(lines) + "\n"
+
+
+def _speak_festival(requests: list[tuple[Voice, tuple[str, ...], Prosody]]) -> list[Speech]:
+    executable = shutil.which("festival")
+    if executable is None:
+        raise EngineMissing("festival is not installed: apt-get install festival festvox-kallpc16k festvox-kdlpc16k "
+                            "festvox-us-slt-hts (`make test` installs them)")
+    missing = sorted({v.name for v, _, _ in requests} - set(festival_voices()))
+    if missing:
+        packages = " ".join(FESTIVAL_VOICES[m][0] if m in FESTIVAL_VOICES else m for m in missing)
+        raise EngineMissing(f"Festival voice(s) {', '.join(missing)} not installed: apt-get install {packages}")
+    with tempfile.TemporaryDirectory(prefix="streamlmu-festival-") as tmp:
+        folder = Path(tmp)
+        script = folder / "batch.scm"
+        script.write_text(_festival_script(requests, folder))
+        out = subprocess.run([executable, "-b", str(script)], capture_output=True, text=True, timeout=600)
+        spans: dict[int, list[float]] = {}
+        for line in out.stdout.splitlines():
+            match = re.match(r"SPANS (\d+)((?: [-\d.]+)*)$", line.strip())
+            if match:
+                spans[int(match.group(1))] = [float(v) for v in match.group(2).split()]
+        speeches = []
+        for i, (_, words, prosody) in enumerate(requests):
+            path = folder / f"{i}.wav"
+            if not path.is_file() or len(spans.get(i, ())) != 2 * len(words):
+                raise RuntimeError(f"festival failed on {' '.join(words)!r}: {out.stderr.strip()[-300:]}")
+            audio, rate = soundfile.read(str(path), dtype="float32")
+            values = spans[i]
+            speeches.append(Speech(_to_16k(audio, rate), tuple(zip(values[0::2], values[1::2])),
+                                   pitch_applied=FESTIVAL_VOICES[requests[i][0].name][1] > 0))
+    return speeches
+
+
+@functools.lru_cache(maxsize=1)
+def festival_voices() -> tuple[str, ...]:
+    """The English Festival voices installed (empty without Festival)."""
+    executable = shutil.which("festival")
+    if executable is None:
+        return ()
+    out = subprocess.run([executable, "-b", "(print (voice.list))"], capture_output=True, text=True, timeout=60)
+    listed = set(re.findall(r"[\w]+", out.stdout))
+    return tuple(name for name in FESTIVAL_VOICES if name in listed)
+
+
+# ------------------------------------------------------------------ common
+def _to_16k(audio: np.ndarray, rate: int) -> np.ndarray:
+    if audio.ndim > 1:
+        audio = audio.mean(axis=1)
+    if rate == SAMPLE_RATE:
+        return audio.astype(np.float32)
+    g = np.gcd(rate, SAMPLE_RATE)
+    return resample_poly(audio, SAMPLE_RATE // g, rate // g).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def espeak_variants() -> tuple[str, ...]:
+    """The voice variants espeak-ng offers (``m1``, ``f3``, ``Alex``...), or an :class:`EngineMissing` error."""
+    executable = shutil.which("espeak-ng")
+    if executable is None:
+        raise EngineMissing("espeak-ng is not installed: apt-get install espeak-ng (`make test` installs it)")
+    out = subprocess.run([executable, "--voices=variant"], capture_output=True, text=True, check=True).stdout
+    names = [line.split()[4].split("/")[-1] for line in out.splitlines()[1:] if len(line.split()) >= 5]
+    return tuple(sorted(set(names)))
+
+
+def available_voices() -> tuple[list[Voice], list[str]]:
+    """``(voices, problems)``: every voice of the engines present, and a message per engine or voice missing."""
+    voices: list[Voice] = []
+    problems: list[str] = []
+    try:
+        _espeak()
+        voices += [Voice(ESPEAK, accent, variant) for accent in ESPEAK_ACCENTS for variant in espeak_variants()]
+    except EngineMissing as err:
+        problems.append(str(err))
+    present = festival_voices()
+    if shutil.which("festival") is None:
+        problems.append("festival is not installed: apt-get install festival festvox-kallpc16k festvox-kdlpc16k "
+                        "festvox-us-slt-hts (`make test` installs them)")
+    else:
+        for name, (package, _, _) in FESTIVAL_VOICES.items():
+            if name in present:
+                voices.append(Voice(FESTIVAL, name))
+            else:
+                problems.append(f"Festival voice {name} is not installed: apt-get install {package}")
+    return voices, problems
+
+
+def synthesize(requests: list[tuple[Voice, tuple[str, ...], Prosody]]) -> list[Speech]:
+    """Speak each ``(voice, words, prosody)``; Festival's requests go to one Festival process together."""
+    out: list[Speech | None] = [None] * len(requests)
+    festival = [i for i, (voice, _, _) in enumerate(requests) if voice.engine == FESTIVAL]
+    for i, (voice, words, prosody) in enumerate(requests):
+        if voice.engine == ESPEAK:
+            out[i] = _speak_espeak(voice, words, prosody)
+        elif voice.engine != FESTIVAL:
+            raise ValueError(f"engine must be one of {ENGINES} (got {voice.engine!r})")
+    if festival:
+        for i, speech in zip(festival, _speak_festival([requests[i] for i in festival])):
+            out[i] = speech
+    return out  # type: ignore[return-value]
