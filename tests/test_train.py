@@ -504,3 +504,41 @@ def test_two_process_ddp_keeps_replicas_identical(tiny_corpus, tmp_path):
     torch.manual_seed(0)
     untrained = build_model("lmuformer", "tiny", num_classes=35)
     assert report["digests"][0] != parameter_digest(untrained)  # the replicas moved, together
+
+
+def test_cached_frames_compute_each_rendering_once_in_batches_and_equal_single_clips():
+    from streamlmu.audio.frontend import clip_features
+    from streamlmu.train.frames import CachedFrames
+
+    class Clips(torch.utils.data.Dataset):
+        def __init__(self):
+            self.epoch, self.reads = 0, 0
+
+        def __len__(self):
+            return 5
+
+        def set_epoch(self, epoch):
+            self.epoch = epoch
+
+        def __getitem__(self, index):
+            self.reads += 1
+            if index == 3:
+                return None
+            g = torch.Generator().manual_seed(100 * self.epoch + index)
+            return 0.1 * torch.randn(12000 + 2000 * (index % 2), generator=g), index
+
+    data = Clips()
+    features = SpeechEmbeddingConfig()
+    cached = CachedFrames(data, features, variants=2, batch_size=4)
+    first = cached[1]
+    assert data.reads == 4                                   # the neighbours 0..3 came with it
+    assert cached[3] is None and data.reads == 4
+    single = clip_features(data[1][0][None], features)[0]
+    assert first[0].shape == (features.clip_frames, features.feature_size) and first[1] == 1
+    assert torch.allclose(first[0], single, atol=1e-4)
+    cached.set_epoch(1)
+    assert not torch.equal(cached[1][0], first[0])           # a new rendering
+    cached.set_epoch(2)
+    assert cached[1][0] is first[0]                          # rendering 0 again, from the cache
+    with pytest.raises(ValueError, match="variants"):
+        CachedFrames(data, features, variants=0)
