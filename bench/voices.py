@@ -49,10 +49,12 @@ _STREAMS = dict(model="lmuformer", labels=12, stream_windows=True, epochs=60, lr
 RECIPES: dict[str, dict] = {"clips": _CLIPS, "streams": _STREAMS}
 
 
-def _trained(data: Path, out: Path, task: str, features: str, quick: bool) -> Path:
-    """``out/best.pt`` of the task's recipe on ``data`` (trained unless it exists)."""
-    recipe = dict(RECIPES[task])
-    if quick:
+def _trained(data: Path, out: Path, task: str, features: str, args: argparse.Namespace) -> Path:
+    """``out/best.pt`` of the task's recipe on ``data`` (trained unless it exists), with the budget of ``args``."""
+    recipe = dict(RECIPES[task], feature_variants=args.feature_variants)
+    if args.epochs is not None:
+        recipe["epochs"] = args.epochs
+    if args.quick:
         recipe["epochs"] = 2
     if not (out / "best.pt").is_file():
         train(TrainConfig(data=str(data), out=str(out), features=features, tensorboard=False, **recipe),
@@ -66,9 +68,9 @@ def _streams(data: Path, split: str, minutes: float, seed: int, count: int = 8):
     return np.stack([audio for audio, _ in built]), [truth for _, truth in built]
 
 
-def clip_cell(rest: Path, voice: Path, work: Path, features: str, quick: bool) -> dict:
+def clip_cell(rest: Path, voice: Path, work: Path, features: str, args: argparse.Namespace) -> dict:
     start = time.perf_counter()
-    model = load_model(_trained(rest, work / f"clips-{features}", "clips", features, quick))
+    model = load_model(_trained(rest, work / f"clips-{features}", "clips", features, args))
     held = evaluate(model, SpeechCommands(voice, "testing"), progress=False)
     seen = evaluate(model, SpeechCommands(rest, "testing"), progress=False)
     return {"heldout_accuracy": held.accuracy, "heldout_clips": len(held.targets),
@@ -78,7 +80,7 @@ def clip_cell(rest: Path, voice: Path, work: Path, features: str, quick: bool) -
 
 def stream_cell(rest: Path, voice: Path, work: Path, features: str, args: argparse.Namespace) -> dict:
     start = time.perf_counter()
-    path = _trained(rest, work / f"streams-{features}", "streams", features, args.quick)
+    path = _trained(rest, work / f"streams-{features}", "streams", features, args)
     kws = StreamingKWS.from_pretrained(path, streams=8, keywords=WORDS_10)
     audio, truths = _streams(rest, "validation", args.calibrate_minutes, 10_000)
     _, posteriors, energy = run_streams(kws, audio)
@@ -110,7 +112,9 @@ def markdown(results: dict, args: argparse.Namespace) -> str:
              "35-word accuracy on every clip of the held-out voice (and on the other voices' test split). Streams: "
              f"the 12-label spotter on {args.minutes:g} min of streams of the held-out voice's words, thresholds "
              f"calibrated on {args.calibrate_minutes:g} min of the other voices' validation streams at "
-             f"<= {args.false_alarms:g} false alarms per hour; pocketsphinx keyword search calibrated the same way.",
+             f"<= {args.false_alarms:g} false alarms per hour; pocketsphinx keyword search calibrated the same way. "
+             f"Training budget: {args.epochs or _CLIPS['epochs']} epochs, {args.feature_variants} renderings of the "
+             "training data.",
              "", "| held-out voice | front end | clips (held-out) | clips (other voices) | stream hits | "
                  "false alarms / h | real-time factor |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for holdout, cells in results.items():
@@ -139,6 +143,10 @@ def main() -> None:
     parser.add_argument("--work", default="runs/voices", help="folder for the views and trained models")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "voices.json"))
     parser.add_argument("--threads", type=int, default=2, help="torch threads for training")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help=f"training epochs per model (default: the recipe's {_CLIPS['epochs']})")
+    parser.add_argument("--feature-variants", type=int, default=4,
+                        help="renderings of the training data (speech-embedding; the bundled recipe's 4)")
     parser.add_argument("--quick", action="store_true", help="two epochs per model (a smoke test)")
     parser.add_argument("--force", action="store_true", help="rerun cells already in the results")
     args = parser.parse_args()
@@ -155,7 +163,7 @@ def main() -> None:
             cell = cells.setdefault(features, {})
             for task in ("clips", "streams"):
                 if task in tasks and task not in cell:
-                    cell[task] = clip_cell(rest, voice, work, features, args.quick) if task == "clips" else \
+                    cell[task] = clip_cell(rest, voice, work, features, args) if task == "clips" else \
                         stream_cell(rest, voice, work, features, args)
                     out.parent.mkdir(parents=True, exist_ok=True)
                     out.write_text(json.dumps(results, indent=1))

@@ -233,6 +233,9 @@ def test_warm_start_and_distillation(trained, tiny_corpus, tmp_path):
     with pytest.raises(ValueError, match="the run needs the same 12 labels"):
         train(config(tiny_corpus, tmp_path / "bad", labels=12, epochs=1, teacher=str(out / "best.pt")),
               progress=False)
+    with pytest.raises(ValueError, match="fbank frames .* speech-embedding frames"):
+        train(config(tiny_corpus, tmp_path / "bad", features="speech-embedding", epochs=1,
+                     teacher=str(out / "best.pt")), progress=False)
     with pytest.raises(ValueError, match="distill_weight must be in"):
         config(tiny_corpus, tmp_path, distill_weight=2.0)
 

@@ -262,7 +262,7 @@ class _Run:
             _warm_start(self.model, cfg.init, self.classes)
         self.model.to(world.device)
         self.average = WeightAverage(self.model, cfg.ema) if cfg.ema is not None else None
-        self.teacher = _teacher(cfg.teacher, self.classes, world.device) if cfg.teacher else None
+        self.teacher = _teacher(cfg.teacher, self.classes, self.features, world.device) if cfg.teacher else None
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=cfg.betas)
         if cfg.lr_schedule == "step":
             self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.lr_step, cfg.lr_gamma)
@@ -444,12 +444,15 @@ def _warm_start(model: nn.Module, path: str, classes: tuple[str, ...]) -> None:
     model.load_state_dict(matched, strict=False)
 
 
-def _teacher(path: str, classes: tuple[str, ...], device: torch.device) -> nn.Module:
-    """A frozen trained model whose labels are ``classes``, in eval mode on ``device``."""
+def _teacher(path: str, classes: tuple[str, ...], features: FrontEndConfig, device: torch.device) -> nn.Module:
+    """A frozen trained model whose labels are ``classes`` and front end ``features``, in eval mode on ``device``."""
     teacher = load_model(path)
     if tuple(teacher.labels) != tuple(classes):
         raise ValueError(f"teacher {path} has labels {list(teacher.labels)[:5]}... ({len(teacher.labels)}); "
                          f"the run needs the same {len(classes)} labels in the same order")
+    if teacher.features != features:
+        raise ValueError(f"teacher {path} hears {teacher.features.kind} frames ({teacher.features}); the run "
+                         f"trains on {features.kind} frames ({features}): both must share one front end")
     return teacher.requires_grad_(False).to(device)
 
 
