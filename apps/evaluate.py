@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", choices=SUBSETS, default="testing", help="which split")
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated: offline, streaming")
     parser.add_argument("--batch-size", type=int, default=64, help="clips per batch")
-    parser.add_argument("--plot", default="confusion.png", help="confusion-matrix PNG (of the last mode)")
+    parser.add_argument("--plot", default="confusion.png", help="confusion-matrix PNG (of the last mode; empty for none)")
     parser.add_argument("--by", default="", metavar="COLUMNS",
                         help="comma-separated metadata.csv columns to break the accuracy down by, e.g. "
                              "engine,voice,condition (synthetic corpora; any column: noise, channel, carrier...)")
@@ -58,9 +58,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"streaming vs offline: {differ} predictions differ, max logit difference {gap:.2e}")
     if last.skipped:
         print(f"skipped {last.skipped} unreadable files")
-    plot = plot_confusion(last, args.plot, f"{Path(args.model).name} on {args.split}, {modes[-1]}: "
-                                           f"accuracy {last.accuracy:.4f}")
-    print(f"confusion matrix: {plot}")
+    if args.plot:
+        plot = plot_confusion(last, args.plot, f"{Path(args.model).name} on {args.split}, {modes[-1]}: "
+                                               f"accuracy {last.accuracy:.4f}")
+        print(f"confusion matrix: {plot}")
     if args.json:
         Path(args.json).write_text(json.dumps({
             "model": args.model, "split": args.split, "clips": len(last.targets), "skipped": last.skipped,

@@ -10,6 +10,7 @@ from streamlmu.pretrained import FOLDER, available, pretrained_path
 from streamlmu.train.evaluate import evaluate
 
 BUNDLED = "lmuformer-tiny-synth35"
+VOICES_35 = [name for name in ("lmuformer-tiny-voices35", "spiking-lmuformer-tiny-voices35") if name in available()]
 TRUNCATION_REPORT = Path(__file__).parents[1] / "bench" / "results" / "truncation"
 
 
@@ -29,21 +30,37 @@ def test_bundled_models_are_small_and_load_by_name():
 
 
 @pytest.fixture(scope="module")
-def synthetic_test_split(tmp_path_factory):
-    """The test split of the espeak-ng corpus the bundled models were trained on, regenerated (about 1 min)."""
+def test_split_of(tmp_path_factory):
+    """``test_split_of(name)``: the test split of the synthetic corpus a bundled model was trained on (its card's
+    ``synth``: the espeak-ng corpus unless it says otherwise), regenerated once per module (1-3 min)."""
     from streamlmu.data.synth import SynthConfig, generate
-    root = generate(tmp_path_factory.mktemp("scv2"), SynthConfig(recipe="espeak"), WORDS_35, workers=2,
-                    progress=False)
-    return SpeechCommands(root, "testing")
+    made: dict[str, SpeechCommands] = {}
+
+    def split(name: str) -> SpeechCommands:
+        synth = card_figures()[name].get("synth", {"recipe": "espeak"})
+        key = json.dumps(synth, sort_keys=True)
+        if key not in made:
+            root = generate(tmp_path_factory.mktemp("scv2"), SynthConfig(**synth), WORDS_35, workers=2,
+                            progress=False, splits=("testing",))
+            made[key] = SpeechCommands(root, "testing")
+        return made[key]
+    return split
 
 
-def test_bundled_spotter_reproduces_its_card_on_the_synthetic_test_split(synthetic_test_split, tmp_path, capsys):
-    """The live-spotting figures of the card (about a minute: the corpus, then 40 min of test streams)."""
+@pytest.fixture(scope="module")
+def synthetic_test_split(test_split_of):
+    """The test split of the espeak-ng corpus the synth models were trained on."""
+    return test_split_of(BUNDLED)
+
+
+def test_bundled_spotter_reproduces_its_card_on_the_synthetic_test_split(test_split_of, tmp_path, capsys):
+    """The live-spotting figures of the card (a few minutes: the corpus's test split, then its test streams)."""
     from streamlmu.apps.cli import main
     from streamlmu.pretrained import DEFAULT_KWS_MODEL
     card = card_figures()[DEFAULT_KWS_MODEL]
     out = tmp_path / "kws.json"
-    assert main(["kws-eval", "--data", str(synthetic_test_split.root), "--minutes", str(card["kws_eval"]["minutes"]),
+    root = test_split_of(DEFAULT_KWS_MODEL).root
+    assert main(["kws-eval", "--data", str(root), "--minutes", str(card["kws_eval"]["minutes"]),
                  "--streams", str(card["kws_eval"]["streams"]), "--plot", "", "--json", str(out), "--quiet"]) == 0
     measured = json.loads(out.read_text())
     assert measured["thresholds"] == card["thresholds"]  # the checkpoint carries the calibrated thresholds
@@ -55,9 +72,9 @@ def test_bundled_spotter_reproduces_its_card_on_the_synthetic_test_split(synthet
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [BUNDLED, "spiking-lmuformer-tiny-synth35", "lmuformer-lookahead-tiny-synth35",
-                                  "kwt-tiny-synth35"])
-def test_bundled_model_reproduces_its_card_on_the_synthetic_test_split(name, synthetic_test_split):
-    data = synthetic_test_split
+                                  "kwt-tiny-synth35", *VOICES_35])
+def test_bundled_model_reproduces_its_card_on_the_synthetic_test_split(name, test_split_of):
+    data = test_split_of(name)
     model = streamlmu.load_model(name)
     offline = evaluate(model, data, "offline", progress=False)
     streaming = evaluate(model, data, "streaming", progress=False)

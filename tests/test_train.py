@@ -422,6 +422,10 @@ def test_evaluate_breaks_accuracy_down_by_metadata_columns(trained, tiny_corpus,
     correct = sum(g["correct"] for g in report["by"]["condition"]["offline"].values())
     assert correct / len(tested) == pytest.approx(report["accuracy"]["offline"])
     assert "condition" in capsys.readouterr().out
+    assert (tmp_path / "c.png").is_file()
+    assert main(["evaluate", "--model", str(out / "best.pt"), "--data", str(tiny_corpus), "--quiet", "--modes",
+                 "offline", "--plot", ""]) == 0                      # no plot asked, none written
+    assert "confusion matrix" not in capsys.readouterr().out
     assert main(["evaluate", "--model", str(out / "best.pt"), "--data", str(tiny_corpus), "--by", "accent"]) == 2
     assert "metadata.csv has the columns path, word" in capsys.readouterr().err
 
