@@ -14,6 +14,9 @@ Shapes: items ``(frames (time, feature_size), label)``.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import sys
 from collections import defaultdict
 
 import torch
@@ -68,3 +71,18 @@ class CachedFrames(Dataset):
             frames = to_frames(torch.stack([wave for _, wave, _ in group]), self.features, torch.get_num_threads())
             for (index, _, label), item_frames in zip(group, frames):
                 self._cache[self.variant, index] = (item_frames.clone(), label)
+        _release_freed_memory()
+
+
+def _release_freed_memory() -> None:
+    """Hand the heap memory freed since the last call back to the system (glibc only; elsewhere nothing).
+
+    Rendering allocates and frees many waveforms of a few hundred kB; glibc keeps the freed pages, and a run
+    that renders 4 x 28,000 two-second stream windows grew by about 5 GB per rendering without this."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform.startswith("linux") else None
+if _LIBC is not None and not hasattr(_LIBC, "malloc_trim"):  # musl and other C libraries
+    _LIBC = None
