@@ -10,7 +10,7 @@ from streamlmu.pretrained import FOLDER, available, pretrained_path
 from streamlmu.train.evaluate import evaluate
 
 BUNDLED = "lmuformer-tiny-synth35"
-VOICES_35 = ["lmuformer-tiny-voices35"]  # trained on the diverse corpus (their cards' "synth")
+VOICES_35 = ["lmuformer-tiny-voices35", "spiking-lmuformer-tiny-voices35"]  # trained on the diverse corpus (their cards' "synth")
 TRUNCATION_REPORT = Path(__file__).parents[1] / "bench" / "results" / "truncation"
 
 
