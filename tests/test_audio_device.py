@@ -51,7 +51,10 @@ def _keywords(stdout: str) -> list[str]:
 
 
 def test_listen_hears_keywords_played_into_an_audio_device(pulse):
-    cli = [sys.executable, "-m", "streamlmu.apps.cli", "listen", "--keywords", ",".join(KEYWORDS)]
+    # the filterbank spotter: its scores on this recording sit well clear of its thresholds, so the check is of the
+    # device path (the default spotter's "left" scores 0.9997 against 0.999 and can flip with the device's alignment)
+    cli = [sys.executable, "-m", "streamlmu.apps.cli", "listen", "--model", "lmuformer-tiny-synth12-kws",
+           "--keywords", ",".join(KEYWORDS)]
     from_file = subprocess.run(cli + [str(DEMO_RECORDING), "--quiet"], capture_output=True, text=True, timeout=300)
     expected = _keywords(from_file.stdout)
     devices = subprocess.run(cli + ["--list-devices"], env=pulse, capture_output=True, text=True, timeout=60)

@@ -196,7 +196,7 @@ def test_int8_spotter_reports_the_same_demo_keywords(demo, capsys):
     assert [k for k, _ in int8] == [k for k, _ in exact]
     assert all(abs(a[1] - b[1]) <= 0.05 for a, b in zip(int8, exact))
     capsys.readouterr()
-    assert main(["listen", "demo", "--int8", "--quiet", "--keywords", ",".join(keywords)]) == 0
+    assert main(["listen", "demo", "--model", MODEL, "--int8", "--quiet", "--keywords", ",".join(keywords)]) == 0
     assert [json.loads(line)["keyword"] for line in capsys.readouterr().out.splitlines()] == [k for k, _ in int8]
 
 

@@ -6,10 +6,11 @@ import pytest
 
 import streamlmu
 from streamlmu.data.speech_commands import WORDS_35, SpeechCommands, labels_for
-from streamlmu.pretrained import FOLDER, available, pretrained_path
+from streamlmu.pretrained import DEFAULT_KWS_MODEL, FOLDER, available, pretrained_path
 from streamlmu.train.evaluate import evaluate
 
 BUNDLED = "lmuformer-tiny-synth35"
+ESPEAK_SPOTTER = "lmuformer-tiny-synth12-kws"  # filterbank, espeak-ng only; the default before the voices models
 VOICES_35 = ["lmuformer-tiny-voices35", "spiking-lmuformer-tiny-voices35"]  # trained on the diverse corpus (their cards' "synth")
 TRUNCATION_REPORT = Path(__file__).parents[1] / "bench" / "results" / "truncation"
 
@@ -53,21 +54,40 @@ def synthetic_test_split(test_split_of):
     return test_split_of(BUNDLED)
 
 
-def test_bundled_spotter_reproduces_its_card_on_the_synthetic_test_split(test_split_of, tmp_path, capsys):
-    """The live-spotting figures of the card (a few minutes: the corpus's test split, then its test streams)."""
+def _spotter_figures(name: str, split: SpeechCommands, tmp_path: Path) -> dict:
+    """``kws-eval`` of bundled spotter ``name`` on the test streams of ``split``, checked against its card."""
     from streamlmu.apps.cli import main
-    from streamlmu.pretrained import DEFAULT_KWS_MODEL
-    card = card_figures()[DEFAULT_KWS_MODEL]
+    card = card_figures()[name]
     out = tmp_path / "kws.json"
-    root = test_split_of(DEFAULT_KWS_MODEL).root
-    assert main(["kws-eval", "--data", str(root), "--minutes", str(card["kws_eval"]["minutes"]),
+    assert main(["kws-eval", "--model", name, "--data", str(split.root), "--minutes", str(card["kws_eval"]["minutes"]),
                  "--streams", str(card["kws_eval"]["streams"]), "--plot", "", "--json", str(out), "--quiet"]) == 0
     measured = json.loads(out.read_text())
     assert measured["thresholds"] == card["thresholds"]  # the checkpoint carries the calibrated thresholds
     assert measured["occurrences"] == card["kws_eval"]["occurrences"]
     assert abs(measured["hits"] - card["kws_eval"]["hits"]) <= 1  # BLAS rounding may move one decision
     assert abs(measured["false_alarms"] - card["kws_eval"]["false_alarms"]) <= 1
+    return measured
+
+
+def test_espeak_spotter_reproduces_its_card_on_the_synthetic_test_split(test_split_of, tmp_path):
+    """The live-spotting figures of the filterbank spotter's card (a few minutes: the test split, then its streams)."""
+    measured = _spotter_figures(ESPEAK_SPOTTER, test_split_of(ESPEAK_SPOTTER), tmp_path)
     assert measured["hit_rate"] >= 0.90 and measured["median_latency_s"] <= 0.3  # the project's targets
+
+
+@pytest.mark.slow
+def test_default_spotter_reproduces_its_card_on_both_test_splits(test_split_of, tmp_path):
+    """The default spotter's card: its own (diverse) corpus's test streams, and the espeak-ng corpus's."""
+    assert DEFAULT_KWS_MODEL != ESPEAK_SPOTTER
+    _spotter_figures(DEFAULT_KWS_MODEL, test_split_of(DEFAULT_KWS_MODEL), tmp_path)
+    from streamlmu.apps.cli import main
+    card = card_figures()[DEFAULT_KWS_MODEL]["espeak_corpus_kws_eval"]
+    out = tmp_path / "espeak.json"
+    assert main(["kws-eval", "--model", DEFAULT_KWS_MODEL, "--data", str(test_split_of(ESPEAK_SPOTTER).root),
+                 "--plot", "", "--json", str(out), "--quiet"]) == 0
+    measured = json.loads(out.read_text())
+    assert measured["occurrences"] == card["occurrences"]
+    assert abs(measured["hits"] - card["hits"]) <= 1 and abs(measured["false_alarms"] - card["false_alarms"]) <= 1
 
 
 @pytest.mark.slow
