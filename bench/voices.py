@@ -56,10 +56,21 @@ def _trained(data: Path, out: Path, task: str, features: str, args: argparse.Nam
         recipe["epochs"] = args.epochs
     if args.quick:
         recipe["epochs"] = 2
-    if not (out / "best.pt").is_file():
+    metrics = out / "metrics.csv"
+    done = len(metrics.read_text().splitlines()) - 1 if metrics.is_file() else 0
+    if done < recipe["epochs"]:  # a run killed part way resumes from its last.pt
         train(TrainConfig(data=str(data), out=str(out), features=features, tensorboard=False, **recipe),
-              progress=False)
+              resume=(out / "last.pt").is_file(), progress=False)
     return out / "best.pt"
+
+
+def _record(out: Path, holdout: str, name: str, task: str, cell: dict) -> dict:
+    """Add one cell to the results file and return all of it (re-read first: other runs may share the file)."""
+    results = json.loads(out.read_text()) if out.is_file() else {}
+    results.setdefault(holdout, {}).setdefault(name, {})[task] = cell
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1))
+    return results
 
 
 def _streams(data: Path, split: str, minutes: float, seed: int, count: int = 8):
@@ -165,13 +176,13 @@ def main() -> None:
                 if task in tasks and task not in cell:
                     cell[task] = clip_cell(rest, voice, work, features, args) if task == "clips" else \
                         stream_cell(rest, voice, work, features, args)
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    out.write_text(json.dumps(results, indent=1))
+                    _record(out, holdout, features, task, cell[task])
                     print(holdout, features, task, json.dumps(cell[task])[:300], flush=True)
         if "pocketsphinx" in tasks and "streams" not in cells.get("pocketsphinx", {}):
             cells.setdefault("pocketsphinx", {})["streams"] = pocketsphinx_cell(rest, voice, args)
-            out.write_text(json.dumps(results, indent=1))
+            _record(out, holdout, "pocketsphinx", "streams", cells["pocketsphinx"]["streams"])
             print(holdout, "pocketsphinx", json.dumps(cells["pocketsphinx"]["streams"])[:300], flush=True)
+    results = json.loads(out.read_text()) if out.is_file() else results
     out.with_suffix(".md").write_text(markdown(results, args))
     print(out.with_suffix(".md").read_text())
 
