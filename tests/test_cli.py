@@ -91,3 +91,50 @@ def test_training_step_benchmark_runs_and_writes_json(tmp_path):
     assert all(ms > 0 for ms in report["ms_per_batch"].values())
     assert report["bf16_step_speedup"] > 0 and "bfloat16 autocast" in stdout
     assert report["targets"][0]["target"] == "batched teacher vs kernel teacher" and "teacher share" in stdout
+
+
+def test_leave_one_voice_out_benchmark_merges_its_cells(tiny_corpus, tmp_path):
+    """Two hold-outs run one after the other into one results file: both cells stay, each held-out voice is
+    scored on all of its clips, and the table lists both."""
+    import csv
+    with open(Path(tiny_corpus) / "metadata.csv") as f:
+        rows = list(csv.DictReader(f))
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["voice"]] = counts.get(row["voice"], 0) + 1
+    voices = sorted(counts, key=counts.get)[-2:]  # the two voices with the most clips
+    out = tmp_path / "voices.json"
+    for voice in voices:
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "voices.py"), "--data", str(tiny_corpus), "--holdout",
+             f"voice={voice}", "--features", "speech-embedding", "--tasks", "clips", "--quick",
+             "--feature-variants", "1", "--threads", "1", "--work", str(tmp_path / "work"), "--out", str(out)],
+            capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert set(report) == {f"voice={v}" for v in voices}
+    for voice in voices:
+        clips = report[f"voice={voice}"]["speech-embedding"]["clips"]
+        assert clips["heldout_clips"] == counts[voice] and 0.0 <= clips["heldout_accuracy"] <= 1.0
+        assert clips["other_voices_clips"] > 0
+    table = out.with_suffix(".md").read_text()
+    assert all(f"| voice={v} | speech-embedding |" in table for v in voices)
+
+
+def test_leave_one_voice_out_benchmark_resumes_a_short_run(tiny_corpus, tmp_path):
+    """A model trained for fewer epochs than asked (a run killed part way) is resumed, not taken as done or
+    trained again: its first epoch's row stays as it was and the second is added."""
+    import csv
+    with open(Path(tiny_corpus) / "metadata.csv") as f:
+        voice = next(csv.DictReader(f))["voice"]
+    command = [sys.executable, str(ROOT / "bench" / "voices.py"), "--data", str(tiny_corpus), "--holdout",
+               f"voice={voice}", "--features", "speech-embedding", "--tasks", "clips", "--feature-variants", "1",
+               "--threads", "1", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "voices.json")]
+    metrics = tmp_path / "work" / f"voice-{voice}" / "clips-speech-embedding" / "metrics.csv"
+    for extra in (["--epochs", "1"], ["--epochs", "2", "--force"]):
+        result = subprocess.run(command + extra, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr
+        if extra[1] == "1":
+            first = metrics.read_text().splitlines()
+    rows = metrics.read_text().splitlines()
+    assert len(first) == 2 and len(rows) == 3 and rows[:2] == first
