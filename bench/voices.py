@@ -111,10 +111,10 @@ def stream_cell(rest: Path, voice: Path, work: Path, features: str, args: argpar
 
 def pocketsphinx_cell(rest: Path, voice: Path, args: argparse.Namespace) -> dict:
     audio, truths = _streams(rest, "validation", args.calibrate_minutes, 10_000)
-    threshold, validation = pocketsphinx_kws.calibrate(audio, truths, WORDS_10, args.false_alarms)
+    thresholds, validation = pocketsphinx_kws.calibrate(audio, truths, WORDS_10, args.false_alarms)
     audio, truths = _streams(voice, "testing", args.minutes, 0)
-    report, rtf = pocketsphinx_kws.evaluate(audio, truths, WORDS_10, threshold)
-    return {**report.summary(), "real_time_factor": rtf, "threshold": threshold, "validation": validation}
+    report, rtf = pocketsphinx_kws.evaluate(audio, truths, WORDS_10, thresholds)
+    return {**report.summary(), "real_time_factor": rtf, "thresholds": thresholds, "validation": validation}
 
 
 def markdown(results: dict, args: argparse.Namespace) -> str:

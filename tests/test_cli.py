@@ -138,3 +138,24 @@ def test_leave_one_voice_out_benchmark_resumes_a_short_run(tiny_corpus, tmp_path
             first = metrics.read_text().splitlines()
     rows = metrics.read_text().splitlines()
     assert len(first) == 2 and len(rows) == 3 and rows[:2] == first
+
+
+def test_pocketsphinx_peer_takes_a_threshold_per_keyword(tiny_corpus, monkeypatch):
+    """bench/voices.py's peer: only the keywords given listen, each at its own threshold, and calibration
+    returns one threshold of its grid per keyword within the false-alarm budget (or the strictest)."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import numpy as np
+    import pocketsphinx_kws
+
+    from streamlmu.data.speech_commands import SpeechCommands
+    from streamlmu.data.streams import StreamBuilder, StreamConfig
+    keywords = ("yes", "no", "up")
+    builder = StreamBuilder(SpeechCommands(tiny_corpus, "training", 35), keywords, StreamConfig(seconds=20.0))
+    built = [builder.build(seed=i) for i in range(2)]
+    audio, truths = np.stack([a for a, _ in built]), [t for _, t in built]
+    loose = pocketsphinx_kws.spot(audio[0], {"yes": 1e-30})
+    strict = pocketsphinx_kws.spot(audio[0], {"yes": 1e30})
+    assert loose and {e.keyword for e in loose} == {"yes"} and len(strict) < len(loose)
+    chosen, summary = pocketsphinx_kws.calibrate(audio, truths, keywords, 2.0)
+    assert set(chosen) == set(keywords) and set(chosen.values()) <= set(pocketsphinx_kws.THRESHOLDS)
+    assert summary["false_alarms_per_hour"] <= 2.0 or set(chosen.values()) == {max(pocketsphinx_kws.THRESHOLDS)}

@@ -141,27 +141,37 @@ def calibrate(kws: StreamingKWS, posteriors: np.ndarray, energy: np.ndarray, tru
               ) -> tuple[dict[str, float], dict, list[dict]]:
     """Per-keyword thresholds from ``grid`` that hit the most words of these (validation) streams while their
     false alarms stay within the budget, the summary they give here, and every grid point's summary (one
-    threshold for all keywords). ``verify``: a second stage the spotter's events pass through (a
-    :class:`streamlmu.audio.verify.RecordedVerifier` over these streams), so that the budget holds for the
-    events it keeps.
-
-    Greedy: every keyword starts at the grid's top; the move down that buys the most hits per added false
-    alarm is taken while the total stays within budget. The result is checked by replaying it (and made
-    stricter where keywords interact); where even the grid's top misses the budget, that is what it returns.
+    threshold for all keywords); see :func:`choose_thresholds`. ``verify``: a second stage the spotter's
+    events pass through (a :class:`streamlmu.audio.verify.RecordedVerifier` over these streams), so that the
+    budget holds for the events it keeps.
     """
     def run(thresholds: dict[str, float]) -> KWSReport:
         events = replay(posteriors, energy, _with_thresholds(kws, thresholds), kws.labels, kws.features)
         return score(events if verify is None else verify(events), truths, kws.keywords, seconds)
 
-    reports = [run({k: t for k in kws.keywords}) for t in grid]
+    return choose_thresholds(run, kws.keywords, grid, seconds, max_false_alarms_per_hour)
+
+
+def choose_thresholds(run: Callable[[dict[str, float]], KWSReport], keywords: tuple[str, ...],
+                      grid: tuple[float, ...], seconds: float, max_false_alarms_per_hour: float
+                      ) -> tuple[dict[str, float], dict, list[dict]]:
+    """Per-keyword thresholds from ``grid`` (ascending: its top is the strictest) for any detector that ``run``
+    scores with given thresholds on ``seconds`` of streams; returns them, their summary and every grid
+    point's summary (one threshold for all keywords).
+
+    Greedy: every keyword starts at the grid's top; the move down that buys the most hits per added false
+    alarm is taken while the total stays within budget. The result is checked by running it (and made
+    stricter where keywords interact); where even the grid's top misses the budget, that is what it returns.
+    """
+    reports = [run({k: t for k in keywords}) for t in grid]
     rows = [{"threshold": t, **r.summary()} for t, r in zip(grid, reports)]
     budget = max_false_alarms_per_hour * seconds / 3600
-    level = {k: len(grid) - 1 for k in kws.keywords}
+    level = {k: len(grid) - 1 for k in keywords}
 
     def false_alarms(k: str, i: int) -> int:
         return reports[i].keywords[k].false_alarms
 
-    total = sum(false_alarms(k, level[k]) for k in kws.keywords)
+    total = sum(false_alarms(k, level[k]) for k in keywords)
     while True:
         best, best_rate = None, -1.0
         for k, i in level.items():
