@@ -64,13 +64,12 @@ def _trained(data: Path, out: Path, task: str, features: str, args: argparse.Nam
     return out / "best.pt"
 
 
-def _record(out: Path, holdout: str, name: str, task: str, cell: dict) -> dict:
-    """Add one cell to the results file and return all of it (re-read first: other runs may share the file)."""
+def _record(out: Path, holdout: str, name: str, task: str, cell: dict) -> None:
+    """Add one cell to the results file (re-read first: other runs may share the file)."""
     results = json.loads(out.read_text()) if out.is_file() else {}
     results.setdefault(holdout, {}).setdefault(name, {})[task] = cell
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1))
-    return results
 
 
 def _streams(data: Path, split: str, minutes: float, seed: int, count: int = 8):

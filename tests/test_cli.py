@@ -93,24 +93,31 @@ def test_training_step_benchmark_runs_and_writes_json(tmp_path):
     assert report["targets"][0]["target"] == "batched teacher vs kernel teacher" and "teacher share" in stdout
 
 
+def _voice_counts(corpus: Path) -> dict[str, int]:
+    """Clips per ``voice`` in a synthetic corpus's metadata.csv, in file order."""
+    import csv
+    with open(Path(corpus) / "metadata.csv") as f:
+        voices = [row["voice"] for row in csv.DictReader(f)]
+    return {v: voices.count(v) for v in dict.fromkeys(voices)}
+
+
+def _leave_out(corpus: Path, voice: str, work: Path, out: Path, *extra: str) -> None:
+    """Run ``bench/voices.py`` on the clips task of the speech-embedding front end with ``voice`` held out."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "voices.py"), "--data", str(corpus), "--holdout", f"voice={voice}",
+         "--features", "speech-embedding", "--tasks", "clips", "--feature-variants", "1", "--threads", "1",
+         "--work", str(work), "--out", str(out), *extra], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+
+
 def test_leave_one_voice_out_benchmark_merges_its_cells(tiny_corpus, tmp_path):
     """Two hold-outs run one after the other into one results file: both cells stay, each held-out voice is
     scored on all of its clips, and the table lists both."""
-    import csv
-    with open(Path(tiny_corpus) / "metadata.csv") as f:
-        rows = list(csv.DictReader(f))
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[row["voice"]] = counts.get(row["voice"], 0) + 1
+    counts = _voice_counts(tiny_corpus)
     voices = sorted(counts, key=counts.get)[-2:]  # the two voices with the most clips
     out = tmp_path / "voices.json"
     for voice in voices:
-        result = subprocess.run(
-            [sys.executable, str(ROOT / "bench" / "voices.py"), "--data", str(tiny_corpus), "--holdout",
-             f"voice={voice}", "--features", "speech-embedding", "--tasks", "clips", "--quick",
-             "--feature-variants", "1", "--threads", "1", "--work", str(tmp_path / "work"), "--out", str(out)],
-            capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, result.stderr
+        _leave_out(tiny_corpus, voice, tmp_path / "work", out, "--quick")
     report = json.loads(out.read_text())
     assert set(report) == {f"voice={v}" for v in voices}
     for voice in voices:
@@ -124,18 +131,11 @@ def test_leave_one_voice_out_benchmark_merges_its_cells(tiny_corpus, tmp_path):
 def test_leave_one_voice_out_benchmark_resumes_a_short_run(tiny_corpus, tmp_path):
     """A model trained for fewer epochs than asked (a run killed part way) is resumed, not taken as done or
     trained again: its first epoch's row stays as it was and the second is added."""
-    import csv
-    with open(Path(tiny_corpus) / "metadata.csv") as f:
-        voice = next(csv.DictReader(f))["voice"]
-    command = [sys.executable, str(ROOT / "bench" / "voices.py"), "--data", str(tiny_corpus), "--holdout",
-               f"voice={voice}", "--features", "speech-embedding", "--tasks", "clips", "--feature-variants", "1",
-               "--threads", "1", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "voices.json")]
+    voice = next(iter(_voice_counts(tiny_corpus)))
     metrics = tmp_path / "work" / f"voice-{voice}" / "clips-speech-embedding" / "metrics.csv"
-    for extra in (["--epochs", "1"], ["--epochs", "2", "--force"]):
-        result = subprocess.run(command + extra, capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, result.stderr
-        if extra[1] == "1":
-            first = metrics.read_text().splitlines()
+    _leave_out(tiny_corpus, voice, tmp_path / "work", tmp_path / "voices.json", "--epochs", "1")
+    first = metrics.read_text().splitlines()
+    _leave_out(tiny_corpus, voice, tmp_path / "work", tmp_path / "voices.json", "--epochs", "2", "--force")
     rows = metrics.read_text().splitlines()
     assert len(first) == 2 and len(rows) == 3 and rows[:2] == first
 
