@@ -14,13 +14,15 @@ from streamlmu.pretrained import DEFAULT_KWS_MODEL
 from streamlmu.audio.kws_eval import THRESHOLD_GRID, calibrate, plot_stream, run_streams, score
 from streamlmu.audio.verify import RecordedVerifier
 from streamlmu.data.speech_commands import SAMPLE_RATE, WORDS_10, SpeechCommands
+from streamlmu.data.phrases import PhraseConfig, PhraseStreamBuilder
 from streamlmu.data.streams import StreamBuilder, StreamConfig
 from streamlmu.train.checkpoint import save_thresholds
 
 DESCRIPTION = """Evaluate live keyword spotting: builds long streams from a Speech Commands split
 (keyword and other words over background noise, with known word times), runs StreamingKWS over
 them, and reports hits, false alarms per hour and detection latency (event time minus word end)
-per keyword. --calibrate first picks the threshold on validation streams, never on the test ones."""
+per keyword. --calibrate first picks the threshold on validation streams, never on the test ones.
+--phrases builds the streams from whole sentences with the keywords inside them instead."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-thresholds", metavar="CKPT", default=None,
                         help="with --calibrate: write a copy of the model with the calibrated thresholds (listen and "
                              "StreamingKWS then use them by default)")
+    parser.add_argument("--phrases", action="store_true",
+                        help="streams of ordinary sentences said by the split's speakers, with the keywords inside "
+                             "them, instead of words one after another (needs a synthetic corpus's metadata.csv)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the streams")
     parser.add_argument("--int8", action="store_true", help="run the model's dense layers as int8 products")
     add_verifier_arguments(parser)
@@ -55,7 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _streams(args, split: str, keywords: tuple[str, ...], seed: int, minutes: float):
     seconds = minutes * 60 / args.streams
-    builder = StreamBuilder(SpeechCommands(args.data, split, 35), keywords, StreamConfig(seconds=seconds))
+    dataset = SpeechCommands(args.data, split, 35)
+    builder = PhraseStreamBuilder(dataset, keywords, PhraseConfig(seconds=seconds), seed) if args.phrases \
+        else StreamBuilder(dataset, keywords, StreamConfig(seconds=seconds))
     built = [builder.build(seed=seed + i) for i in range(args.streams)]
     return np.stack([audio for audio, _ in built]), [truth for _, truth in built]
 
@@ -76,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--streams must be >= 1 and --minutes > 0 (got {args.streams}, {args.minutes})")
     options = dict(streams=args.streams, keywords=keywords, int8_min_batch=1 if args.int8 else None,
                    **verifier_options(args))
-    result: dict = {"model": str(args.model), "split": args.split, "keywords": list(keywords)}
+    result: dict = {"model": str(args.model), "split": args.split, "keywords": list(keywords),
+                    "streams": "phrases" if args.phrases else "words"}
     threshold = args.threshold
     if args.calibrate is not None:
         kws = StreamingKWS.from_pretrained(args.model, **options)

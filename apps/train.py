@@ -74,6 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--word-heads", type=float, default=d.word_heads, metavar="FRACTION",
                         help="with --stream-windows: this share of the non-keyword word windows ends mid-word and "
                              "is labelled _unknown_, so that a keyword does not fire on the start of another word")
+    parser.add_argument("--phrase-windows", type=int, default=d.phrase_windows, metavar="N",
+                        help="with --stream-windows (12 labels): add N windows of whole sentences said by the "
+                             "corpus's training speakers, keywords inside them, to every epoch")
     parser.add_argument("--init", metavar="CKPT", default=None,
                         help="start from this checkpoint's weights (every tensor whose name and shape match; of "
                              "the output layer, the rows of the labels both models have)")
@@ -121,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
                       stream_windows=args.stream_windows,
                       hard_negatives=tuple(w.strip() for w in args.hard_negatives.split(",") if w.strip()),
                       hard_negative_fraction=args.hard_negative_fraction, word_heads=args.word_heads,
+                      phrase_windows=args.phrase_windows,
                       teacher=args.teacher, distill_weight=args.distill_weight,
                       distill_temperature=args.distill_temperature, ema=args.ema, bf16=args.bf16,
                       cache_audio=args.cache_audio,

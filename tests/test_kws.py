@@ -486,6 +486,19 @@ def test_kws_eval_reports_and_plots(tiny_corpus, tmp_path, capsys):
     assert "--calibrate-minutes must be > 0" in capsys.readouterr().err
 
 
+def test_kws_eval_on_phrase_streams_counts_the_keywords_said_in_sentences(tiny_corpus, tmp_path):
+    from streamlmu.apps.cli import main
+    from streamlmu.data.phrases import PhraseConfig, PhraseStreamBuilder
+    from streamlmu.data.speech_commands import SpeechCommands
+    assert main(["kws-eval", "--data", str(tiny_corpus), "--phrases", "--minutes", "1", "--streams", "2",
+                 "--plot", "", "--json", str(tmp_path / "r.json"), "--quiet"]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    builder = PhraseStreamBuilder(SpeechCommands(tiny_corpus, "testing", 35), tuple(report["keywords"]),
+                                  PhraseConfig(seconds=30.0))
+    said = sum(w.word in report["keywords"] for seed in (0, 1) for w in builder.build(seed)[1])
+    assert report["streams"] == "phrases" and report["occurrences"] == said > 0
+
+
 def _rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20

@@ -10,7 +10,7 @@ from scipy.signal import welch
 from streamlmu.data import acoustics, synth, voices
 from streamlmu.data.acoustics import Channel, Room
 from streamlmu.data.synth import METADATA_FIELDS, ClipPlan, SynthConfig, generate, read_metadata
-from streamlmu.data.voices import ESPEAK, FESTIVAL, EngineMissing, Prosody, Voice, synthesize
+from streamlmu.data.voices import ESPEAK, FESTIVAL, EngineMissing, Prosody, Speech, Voice, synthesize
 
 FESTIVAL_VOICES = [Voice(FESTIVAL, name) for name in voices.FESTIVAL_VOICES]
 
@@ -194,14 +194,13 @@ def test_same_seed_writes_the_same_diverse_corpus(tmp_path):
     assert rate == 16000 and wave.shape == (16000,)
 
 
-def test_pitch_shifts_leave_out_what_sox_would_refuse():
-    hts = Voice(FESTIVAL, "cmu_us_slt_arctic_hts")
-    assert synth._pitch_effects(ClipPlan("yes", "x", "x", hts, 0, Prosody(pitch=1.00001)), pitch_applied=False) == []
-    octave = ClipPlan("yes", "x", "x", hts, 0, Prosody(pitch=2.0))
-    assert synth._pitch_effects(octave, pitch_applied=True) == []
-    effects = synth._pitch_effects(octave, pitch_applied=False)
-    assert effects == ["pitch", "1200.0"]
-    assert len(synth._sox(np.zeros(8000, np.float32), effects)) == 8000
+def test_pitch_shifts_only_where_the_engine_could_not_and_leave_out_what_sox_would_refuse():
+    tone = np.sin(2 * np.pi * 440 * np.arange(8000) / 16000).astype(np.float32)
+    assert synth.pitched_audio(Speech(tone, (), pitch_applied=False), 1.00001) is tone  # 0 cents: sox refuses it
+    assert synth.pitched_audio(Speech(tone, (), pitch_applied=True), 2.0) is tone
+    octave = synth.pitched_audio(Speech(tone, (), pitch_applied=False), 2.0)
+    freqs, power = welch(octave, fs=16000, nperseg=2048)
+    assert len(octave) == 8000 and freqs[np.argmax(power)] == pytest.approx(880, abs=16)
 
 
 def test_a_persona_scales_the_spectrum_like_a_longer_or_shorter_vocal_tract():

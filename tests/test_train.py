@@ -331,6 +331,26 @@ def test_word_heads_are_other_words_cut_off_mid_word_and_unknown(tiny_corpus):
         config(tiny_corpus, "out", labels=12, word_heads=0.3)
 
 
+def test_phrase_windows_join_the_stream_windows_of_a_12_label_run(tiny_corpus, tmp_path, monkeypatch):
+    from streamlmu.data.phrases import PhraseWindows
+    from streamlmu.train import trainer
+    with pytest.raises(ValueError, match="they need stream_windows"):
+        config(tiny_corpus, "out", labels=12, phrase_windows=8)
+    with pytest.raises(ValueError, match="12-label task"):
+        config(tiny_corpus, "out", labels=37, stream_windows=True, phrase_windows=8)
+    served = []
+
+    class Counted(PhraseWindows):
+        def __getitem__(self, index):
+            served.append(index)
+            return super().__getitem__(index)
+
+    monkeypatch.setattr(trainer, "PhraseWindows", Counted)
+    result = train(config(tiny_corpus, tmp_path, labels=12, stream_windows=True, phrase_windows=8, epochs=1),
+                   progress=False)
+    assert len(result["history"]) == 1 and sorted(served) == list(range(8))  # each phrase window trained once
+
+
 def test_37_label_stream_windows_name_every_word(tiny_corpus, tmp_path):
     from streamlmu.data.streams import StreamWindows
     windows = StreamWindows(SpeechCommands(tiny_corpus, "training", 35), keywords=("yes", "no"), labels=37)

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset
 
 from streamlmu.data.speech_commands import (SAMPLE_RATE, SILENCE, UNKNOWN, WORDS_10, AudioFileError, SpeechCommands,
                                             labels_for, read_audio)
@@ -44,6 +44,19 @@ class StreamConfig:
     noise_dbfs: tuple[float, float] = (-60.0, -40.0)   # RMS level of the background bed
     margin_s: float = 0.05
     fade_s: float = 0.01
+
+
+def background_bed(noises: list[np.ndarray], samples: int, level_dbfs: tuple[float, float],
+                   rng: np.random.Generator) -> np.ndarray:
+    """``samples`` of one of ``noises`` (looped from a random sample; white noise if there are none) at an RMS
+    level drawn from ``level_dbfs``."""
+    level = 10 ** (rng.uniform(*level_dbfs) / 20)
+    if not noises:
+        return (rng.standard_normal(samples) * level).astype(np.float32)
+    noise = noises[int(rng.integers(len(noises)))]
+    start = int(rng.integers(len(noise)))
+    bed = noise[(start + np.arange(samples)) % len(noise)]
+    return (bed * level / (np.sqrt(np.mean(bed ** 2)) + 1e-12)).astype(np.float32)
 
 
 def _word_of(rel: str) -> str:
@@ -87,13 +100,7 @@ class StreamBuilder:
 
     def bed(self, samples: int, rng: np.random.Generator) -> np.ndarray:
         """``samples`` of background: a noise recording of the split (white noise without one) at a random level."""
-        level = 10 ** (rng.uniform(*self.cfg.noise_dbfs) / 20)
-        if not self.noises:
-            return (rng.standard_normal(samples) * level).astype(np.float32)
-        noise = self.noises[int(rng.integers(len(self.noises)))]
-        start = int(rng.integers(len(noise)))
-        bed = noise[(start + np.arange(samples)) % len(noise)]  # the recording looped, from a random sample
-        return (bed * level / (np.sqrt(np.mean(bed ** 2)) + 1e-12)).astype(np.float32)
+        return background_bed(self.noises, samples, self.cfg.noise_dbfs, rng)
 
     def build(self, seed: int) -> tuple[np.ndarray, list[Occurrence]]:
         """One stream of ``cfg.seconds`` and its words; the same seed gives the same stream."""
@@ -246,3 +253,15 @@ class StreamWindows(Dataset):
         if hi > lo:
             audio[lo:hi] += piece[lo - begin:hi - begin]
         return Occurrence(round(end_s - length, 4), round(end_s, 4), _word_of(rel))
+
+
+class WindowSets(ConcatDataset):
+    """Window datasets (:class:`StreamWindows`, :class:`streamlmu.data.phrases.PhraseWindows`) as one: ``set_epoch``
+    and ``labels_present`` reach every part."""
+
+    def set_epoch(self, epoch: int) -> None:
+        for part in self.datasets:
+            part.set_epoch(epoch)
+
+    def labels_present(self) -> set[int]:
+        return set().union(*(part.labels_present() for part in self.datasets))

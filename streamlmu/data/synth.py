@@ -55,7 +55,7 @@ from tqdm import tqdm
 from streamlmu.data import acoustics
 from streamlmu.data.acoustics import NOISES, Channel
 from streamlmu.data.speech_commands import BACKGROUND, SAMPLE_RATE, WORDS_35
-from streamlmu.data.voices import (ESPEAK, ESPEAK_ACCENTS, FESTIVAL, EngineMissing, Prosody, Voice,
+from streamlmu.data.voices import (ESPEAK, ESPEAK_ACCENTS, FESTIVAL, EngineMissing, Prosody, Speech, Voice,
                                    available_voices, espeak_variants, synthesize)
 
 RECIPES = ("diverse", "espeak")
@@ -244,11 +244,11 @@ def _sox(audio: np.ndarray, effects: list[str]) -> np.ndarray:
     return np.frombuffer(out.stdout, np.float32).copy()
 
 
-def _pitch_effects(plan: ClipPlan, pitch_applied: bool) -> list[str]:
-    """sox's pitch shift where the engine could not set the pitch (the HTS voice). sox refuses a shift of
-    0 cents, so a shift that rounds to it is left out."""
-    shift = round(1200 * float(np.log2(plan.prosody.pitch)), 1)
-    return ["pitch", f"{shift:.1f}"] if not pitch_applied and shift else []
+def pitched_audio(speech: Speech, pitch: float) -> np.ndarray:
+    """What the engine said, shifted by sox to the pitch factor ``pitch`` where the engine could not set the
+    pitch itself (the HTS voice). sox refuses a shift of 0 cents, so a shift that rounds to it is left out."""
+    shift = round(1200 * float(np.log2(pitch)), 1)
+    return _sox(speech.audio, ["pitch", f"{shift:.1f}"]) if not speech.pitch_applied and shift else speech.audio
 
 
 def scale_spectrum(audio: np.ndarray, factor: float) -> np.ndarray:
@@ -260,12 +260,11 @@ def scale_spectrum(audio: np.ndarray, factor: float) -> np.ndarray:
     return resample_poly(audio, ratio.denominator, ratio.numerator).astype(np.float32)
 
 
-def _word(plan: ClipPlan, speech) -> np.ndarray:
+def _word(plan: ClipPlan, speech: Speech) -> np.ndarray:
     """The spoken word of ``plan`` cut from what the engine said (its carrier phrase removed), its spectrum
     scaled by the persona's vocal-tract length factor."""
     span = speech.spans[len(plan.before)]
-    effects = _pitch_effects(plan, speech.pitch_applied)
-    audio = _sox(speech.audio, effects) if effects else speech.audio
+    audio = pitched_audio(speech, plan.prosody.pitch)
     margin = int(0.02 * SAMPLE_RATE)
     lo, hi = max(0, int(span[0] * SAMPLE_RATE) - margin), min(len(audio), int(span[1] * SAMPLE_RATE) + margin)
     piece = audio[lo:hi] if hi > lo else audio

@@ -70,7 +70,8 @@ from streamlmu import cpu
 from streamlmu.audio.augment import freq_warp, mixup, spec_augment
 from streamlmu.audio.frontend import FEATURE_KINDS, FrontEndConfig, clip_features, frontend_config, signal_features
 from streamlmu.data.speech_commands import SAMPLE_RATE, SpeechCommands, collate, labels_for
-from streamlmu.data.streams import StreamWindows
+from streamlmu.data.phrases import PhraseWindows
+from streamlmu.data.streams import StreamWindows, WindowSets
 from streamlmu.models.registry import build_model, preset_config
 from streamlmu.nn.inference import batched_torch
 from streamlmu.train.averaging import WeightAverage
@@ -87,7 +88,7 @@ LR_SCHEDULES = ("step", "cosine")  # StepLR (lr_step, lr_gamma), or a cosine dec
 _RESUME_KEYS = ("model", "preset", "labels", "batch_size", "lr", "betas", "lr_schedule", "lr_step", "lr_gamma",
                 "warmup_steps", "loss", "mixup_alpha", "spec_augment", "freq_warp", "noise_probability", "seed",
                 "overrides", "teacher", "distill_weight", "distill_temperature", "unknown_fraction", "silence_fraction",
-                "stream_windows", "hard_negatives", "hard_negative_fraction", "word_heads",
+                "stream_windows", "hard_negatives", "hard_negative_fraction", "word_heads", "phrase_windows",
                 "ema", "bf16", "features", "feature_variants")
 
 
@@ -126,6 +127,7 @@ class TrainConfig:
     hard_negatives: tuple[str, ...] = ()   # stream windows: other words drawn more often (see StreamWindows)
     hard_negative_fraction: float = 0.5
     word_heads: float = 0.0                # stream windows: other words cut off mid-word, as _unknown_
+    phrase_windows: int = 0                # stream windows: this many windows of whole sentences added (PhraseWindows)
     init: str | None = None
     teacher: str | None = None
     distill_weight: float = 0.5
@@ -143,8 +145,14 @@ class TrainConfig:
             raise ValueError(f"loss must be one of {LOSSES} (got {self.loss!r})")
         if self.stream_windows and self.labels == 35:
             raise ValueError("stream_windows trains the 12- or 37-label task (it needs _unknown_ and _silence_)")
-        if (self.hard_negatives or self.word_heads) and not self.stream_windows:
-            raise ValueError("hard_negatives and word_heads shape the stream windows; they need stream_windows")
+        if (self.hard_negatives or self.word_heads or self.phrase_windows) and not self.stream_windows:
+            raise ValueError("hard_negatives, word_heads and phrase_windows shape the stream windows; they need "
+                             "stream_windows")
+        if self.phrase_windows and self.labels != 12:
+            raise ValueError(f"phrase_windows label keywords and _unknown_: they train the 12-label task (got "
+                             f"labels={self.labels})")
+        if self.phrase_windows < 0:
+            raise ValueError(f"phrase_windows must be >= 0 (got {self.phrase_windows})")
         if self.labels == 37 and not self.stream_windows:
             raise ValueError("37 labels (every word, _unknown_ for word tails, _silence_) need stream_windows")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -220,7 +228,7 @@ def _epoch_batches(size: int, cfg: TrainConfig, epoch: int, world: World) -> lis
 class _Run:
     """The mutable pieces of one run."""
 
-    def __init__(self, cfg: TrainConfig, world: World):
+    def __init__(self, cfg: TrainConfig, world: World, progress: bool = False):
         self.cfg, self.world = cfg, world
         self.out = Path(cfg.out)
         self.classes = labels_for(cfg.labels)
@@ -233,6 +241,10 @@ class _Run:
                                            skip_bad_files=True, labels=cfg.labels, hard_negatives=cfg.hard_negatives,
                                            hard_negative_fraction=cfg.hard_negative_fraction,
                                            word_heads=cfg.word_heads)
+            if cfg.phrase_windows:
+                phrases = PhraseWindows(SpeechCommands(cfg.data, "training", 35), count=cfg.phrase_windows,
+                                        seed=cfg.seed, progress=progress and world.is_main)
+                self.train_set = WindowSets([self.train_set, phrases])
         else:
             self.train_set = SpeechCommands(cfg.data, "training", noise_probability=cfg.noise_probability,
                                             cache_audio=cfg.cache_audio, **task)
@@ -482,7 +494,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
 
 def _train(cfg: TrainConfig, world: World, resume: bool, progress: bool) -> dict:
     """The body of :func:`train`; the DDP wrapper it makes, which holds the process group, dies with this frame."""
-    run = _Run(cfg, world)
+    run = _Run(cfg, world, progress)
     if resume:
         run.restore(run.out / "last.pt")
     net: nn.Module = run.model
