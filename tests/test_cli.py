@@ -140,6 +140,23 @@ def test_leave_one_voice_out_benchmark_resumes_a_short_run(tiny_corpus, tmp_path
     assert len(first) == 2 and len(rows) == 3 and rows[:2] == first
 
 
+def test_phrase_benchmark_scores_a_spotter_as_bundled_and_calibrated(tiny_corpus, tmp_path):
+    """bench/phrases.py on the tiny corpus: both rows count every keyword said in the test phrase streams, the
+    calibrated thresholds come from the grid, and a second run keeps the row instead of measuring it again."""
+    out = tmp_path / "phrases.json"
+    command = [sys.executable, str(ROOT / "bench" / "phrases.py"), "--data", str(tiny_corpus), "--spotter",
+               "lmuformer-tiny-phrases12-kws", "--no-pocketsphinx", "--minutes", "1", "--calibrate-minutes", "1",
+               "--out", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    row = json.loads(out.read_text())["lmuformer-tiny-phrases12-kws"]
+    assert row["bundled"]["occurrences"] == row["calibrated"]["occurrences"] > 0
+    assert set(row["thresholds"]) == {"yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"}
+    out.write_text(json.dumps({"lmuformer-tiny-phrases12-kws": {**row, "real_time_factor": 123.0}}))
+    assert subprocess.run(command, capture_output=True, text=True, timeout=600).returncode == 0
+    assert "| 123.0000 |" in out.with_suffix(".md").read_text()  # kept, not measured again
+
+
 def test_pocketsphinx_peer_takes_a_threshold_per_keyword(tiny_corpus, monkeypatch):
     """bench/voices.py's peer: only the keywords given listen, each at its own threshold, and calibration
     returns one threshold of its grid per keyword within the false-alarm budget (or the strictest)."""

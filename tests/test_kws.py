@@ -380,12 +380,12 @@ def test_listen_warmup_holds_back_events_at_the_start_of_each_input(tmp_path, ca
     import soundfile
     from streamlmu.apps.cli import main
     audio, rate, truth = demo
-    word = next(w for w in truth["words"] if w["word"] == "no")
-    clip = tmp_path / "no.wav"                        # 1.2 s that start 0.3 s before the word
+    word = next(w for w in truth["words"] if w["word"] == "yes")
+    clip = tmp_path / "yes.wav"                       # 1.2 s that start 0.3 s before the word
     soundfile.write(clip, audio[int((word["start"] - 0.3) * rate):int((word["start"] + 0.9) * rate)], rate)
     times = {}
     for warmup in ("0", "0.8"):
-        assert main(["listen", str(clip), "--quiet", "--warmup", warmup, "--keywords", "no"]) == 0
+        assert main(["listen", str(clip), "--quiet", "--warmup", warmup, "--keywords", "yes"]) == 0
         times[warmup] = [json.loads(line)["t"] for line in capsys.readouterr().out.splitlines()]
     assert len(times["0"]) == 1 and times["0"][0] < 0.8 <= times["0.8"][0]
     assert main(["listen", str(clip), "--warmup", "-1"]) == 2

@@ -54,14 +54,16 @@ def synthetic_test_split(test_split_of):
     return test_split_of(BUNDLED)
 
 
-def _spotter_figures(name: str, split: SpeechCommands, tmp_path: Path, figures: str = "kws_eval") -> dict:
-    """``kws-eval`` of bundled spotter ``name`` on the test streams of ``split``, checked against the card's
-    ``figures`` (measured with the card's ``kws_eval`` minutes and streams)."""
+def _spotter_figures(name: str, split: SpeechCommands, tmp_path: Path, figures: str = "kws_eval",
+                     phrases: bool = False) -> dict:
+    """``kws-eval`` of bundled spotter ``name`` on the test streams (``phrases``: phrase streams) of ``split``,
+    checked against the card's ``figures`` (measured with the card's ``kws_eval`` minutes and streams)."""
     from streamlmu.apps.cli import main
     card = card_figures()[name]
     out = tmp_path / f"{figures}.json"
     assert main(["kws-eval", "--model", name, "--data", str(split.root), "--minutes", str(card["kws_eval"]["minutes"]),
-                 "--streams", str(card["kws_eval"]["streams"]), "--plot", "", "--json", str(out), "--quiet"]) == 0
+                 "--streams", str(card["kws_eval"]["streams"]), "--plot", "", "--json", str(out), "--quiet"]
+                + (["--phrases"] if phrases else [])) == 0
     measured = json.loads(out.read_text())
     assert measured["thresholds"] == card["thresholds"]  # the checkpoint carries the calibrated thresholds
     assert measured["occurrences"] == card[figures]["occurrences"]
@@ -78,9 +80,11 @@ def test_espeak_spotter_reproduces_its_card_on_the_synthetic_test_split(test_spl
 
 @pytest.mark.slow
 def test_default_spotter_reproduces_its_card_on_both_test_splits(test_split_of, tmp_path):
-    """The default spotter's card: its own (diverse) corpus's test streams, and the espeak-ng corpus's."""
+    """The default spotter's card: its own (diverse) corpus's test streams, word and phrase streams, and the
+    espeak-ng corpus's word streams."""
     assert DEFAULT_KWS_MODEL != ESPEAK_SPOTTER
     _spotter_figures(DEFAULT_KWS_MODEL, test_split_of(DEFAULT_KWS_MODEL), tmp_path)
+    _spotter_figures(DEFAULT_KWS_MODEL, test_split_of(DEFAULT_KWS_MODEL), tmp_path, "phrases_kws_eval", phrases=True)
     _spotter_figures(DEFAULT_KWS_MODEL, test_split_of(ESPEAK_SPOTTER), tmp_path, "espeak_corpus_kws_eval")
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 FOLDER = Path(__file__).parent
 # The model `streamlmu listen` and `kws-eval` use unless told otherwise: trained for continuous spotting
 # of the ten SCv2 keywords, with calibrated thresholds.
-DEFAULT_KWS_MODEL = "lmuformer-tiny-voices12-kws"
+DEFAULT_KWS_MODEL = "lmuformer-tiny-phrases12-kws"
 # 30 s of synthetic speech with keywords among other words over noise, and its word times
 # (made by scripts/make_demo_recording.py from the synthetic corpus's test split).
 DEMO_RECORDING = FOLDER / "demo-keywords.wav"
