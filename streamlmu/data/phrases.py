@@ -112,12 +112,16 @@ class Speaker:
     range: float = 1.0
 
 
+Plan = tuple[Speaker, tuple[str, ...], Prosody]  # who says which words, how
+
+
 def split_speakers(dataset: SpeechCommands) -> list[Speaker]:
     """The speakers of ``dataset``'s split, from its corpus's ``metadata.csv`` (one clip of each stands for it)."""
     rows = [row for row in read_metadata(dataset.root).values() if row["split"] == dataset.subset]
     if not rows:
         raise ValueError(f"phrase streams need a synthetic corpus whose metadata.csv lists the speakers of its "
-                         f"{dataset.subset} split (streamlmu synth-speech-commands writes one); {dataset.root} has none")
+                         f"{dataset.subset} split (streamlmu synth-speech-commands writes one); {dataset.root} "
+                         f"has none")
     first = {}
     for row in rows:
         first.setdefault(row["speaker"], row)
@@ -133,7 +137,8 @@ class PhraseStreamBuilder:
         self.cfg, self.keywords = cfg, keywords
         self.speakers = split_speakers(dataset)
         self.noises = [n.numpy() for n in dataset.noises]
-        self.keyword_sentences = [s.split() for s in KEYWORD_SENTENCES[dataset.subset] if set(s.split()) & set(keywords)]
+        self.keyword_sentences = [s.split() for s in KEYWORD_SENTENCES[dataset.subset]
+                                  if set(s.split()) & set(keywords)]
         if not self.keyword_sentences:
             raise ValueError(f"no sentence holds any of the keywords {', '.join(keywords)}")
         self.plain_sentences = [s.split() for s in PLAIN_SENTENCES[dataset.subset]
@@ -142,7 +147,7 @@ class PhraseStreamBuilder:
         self.rirs = [acoustics.impulse_response(acoustics.draw_room(rng, cfg.rt60_s, cfg.distance_m))
                      for _ in range(cfg.rooms)]
 
-    def plan(self, rng: np.random.Generator) -> tuple[Speaker, tuple[str, ...], Prosody]:
+    def plan(self, rng: np.random.Generator) -> Plan:
         """A sentence (one with a keyword ``cfg.keyword_sentence_fraction`` of the time), its speaker and prosody."""
         pool = self.keyword_sentences if rng.uniform() < self.cfg.keyword_sentence_fraction or \
             not self.plain_sentences else self.plain_sentences
@@ -150,7 +155,7 @@ class PhraseStreamBuilder:
         speaker = self.speakers[int(rng.integers(len(self.speakers)))]
         return speaker, words, Prosody(float(rng.uniform(*self.cfg.rate)), speaker.pitch, speaker.range)
 
-    def say(self, plans: list[tuple[Speaker, tuple[str, ...], Prosody]]) -> list[tuple[np.ndarray, list[tuple[float, float]]]]:
+    def say(self, plans: list[Plan]) -> list[tuple[np.ndarray, list[tuple[float, float]]]]:
         """Each planned sentence as its speaker says it, dry, and each word's ``(start, end)`` in seconds."""
         said = []
         for (speaker, _, prosody), speech in zip(plans, synthesize([(s.voice, w, p) for s, w, p in plans])):
