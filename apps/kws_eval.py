@@ -15,7 +15,7 @@ from streamlmu.audio.kws_eval import THRESHOLD_GRID, calibrate, plot_stream, run
 from streamlmu.audio.verify import RecordedVerifier
 from streamlmu.data.speech_commands import SAMPLE_RATE, WORDS_10, SpeechCommands
 from streamlmu.data.phrases import PhraseConfig, PhraseStreamBuilder
-from streamlmu.data.streams import StreamBuilder, StreamConfig
+from streamlmu.data.streams import StreamBuilder, StreamConfig, build_streams
 from streamlmu.train.checkpoint import save_thresholds
 
 DESCRIPTION = """Evaluate live keyword spotting: builds long streams from a Speech Commands split
@@ -63,8 +63,7 @@ def _streams(args, split: str, keywords: tuple[str, ...], seed: int, minutes: fl
     dataset = SpeechCommands(args.data, split, 35)
     builder = PhraseStreamBuilder(dataset, keywords, PhraseConfig(seconds=seconds), seed) if args.phrases \
         else StreamBuilder(dataset, keywords, StreamConfig(seconds=seconds))
-    built = [builder.build(seed=seed + i) for i in range(args.streams)]
-    return np.stack([audio for audio, _ in built]), [truth for _, truth in built]
+    return build_streams(builder, args.streams, seed)
 
 
 def run(args: argparse.Namespace) -> int:

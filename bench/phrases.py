@@ -30,6 +30,7 @@ from streamlmu.audio.kws import StreamingKWS
 from streamlmu.audio.kws_eval import calibrate, run_streams, score
 from streamlmu.data.phrases import PhraseConfig, PhraseStreamBuilder
 from streamlmu.data.speech_commands import SAMPLE_RATE, WORDS_10, SpeechCommands
+from streamlmu.data.streams import build_streams
 
 SPOTTERS = ("lmuformer-tiny-phrases12-kws", "lmuformer-tiny-voices12-kws", "lmuformer-tiny-synth12-kws")
 
@@ -39,8 +40,7 @@ def phrase_streams(data: str, split: str, minutes: float, seed: int,
     """``count`` phrase streams of ``minutes`` in all, ``(count, samples)``, and their words."""
     builder = PhraseStreamBuilder(SpeechCommands(data, split, 35), WORDS_10,
                                   PhraseConfig(seconds=minutes * 60 / count), seed)
-    built = [builder.build(seed=seed + i) for i in range(count)]
-    return np.stack([audio for audio, _ in built]), [truth for _, truth in built]
+    return build_streams(builder, count, seed)
 
 
 def _run(model: str, audio: np.ndarray, truths: list, thresholds: dict | None = None) -> tuple[dict, float]:

@@ -28,7 +28,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import pocketsphinx_kws
@@ -36,7 +35,7 @@ from holdout import holdout_views
 from streamlmu.audio.kws import StreamingKWS
 from streamlmu.audio.kws_eval import calibrate, run_streams, score
 from streamlmu.data.speech_commands import SAMPLE_RATE, WORDS_10, SpeechCommands
-from streamlmu.data.streams import StreamBuilder, StreamConfig
+from streamlmu.data.streams import StreamBuilder, StreamConfig, build_streams
 from streamlmu.train.checkpoint import load_model, save_thresholds
 from streamlmu.train.evaluate import evaluate
 from streamlmu.train.trainer import TrainConfig, train
@@ -74,8 +73,7 @@ def _record(out: Path, holdout: str, name: str, task: str, cell: dict) -> None:
 
 def _streams(data: Path, split: str, minutes: float, seed: int, count: int = 8):
     builder = StreamBuilder(SpeechCommands(data, split, 35), WORDS_10, StreamConfig(seconds=minutes * 60 / count))
-    built = [builder.build(seed=seed + i) for i in range(count)]
-    return np.stack([audio for audio, _ in built]), [truth for _, truth in built]
+    return build_streams(builder, count, seed)
 
 
 def clip_cell(rest: Path, voice: Path, work: Path, features: str, args: argparse.Namespace) -> dict:

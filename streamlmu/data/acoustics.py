@@ -131,6 +131,12 @@ def draw_channel(kind: str, rng: np.random.Generator) -> Channel:
     return Channel(kind, peaks, float(rng.uniform(40, 300)), float(rng.uniform(3500, 7500)))
 
 
+def draw_weighted_channel(weights: tuple[float, float, float], rng: np.random.Generator) -> Channel:
+    """A random channel whose kind is drawn with ``weights`` over :data:`CHANNELS` (flat, mic, telephone)."""
+    kind = CHANNELS[int(rng.choice(len(CHANNELS), p=np.asarray(weights) / sum(weights)))]
+    return draw_channel(kind, rng)
+
+
 def apply_channel(signal: np.ndarray, channel: Channel) -> np.ndarray:
     """``signal`` as heard through ``channel``."""
     x = signal.astype(np.float64)

@@ -176,9 +176,7 @@ class PhraseStreamBuilder:
         audio = np.concatenate([audio, np.zeros(int(0.3 * SAMPLE_RATE), np.float32)])
         if rng.uniform() < self.cfg.room_probability:
             audio = acoustics.reverberate(audio, self.rirs[int(rng.integers(len(self.rirs)))])
-        weights = np.asarray(self.cfg.channel_weights) / sum(self.cfg.channel_weights)
-        channel = acoustics.draw_channel(acoustics.CHANNELS[int(rng.choice(3, p=weights))], rng)
-        audio = acoustics.apply_channel(audio, channel)
+        audio = acoustics.apply_channel(audio, acoustics.draw_weighted_channel(self.cfg.channel_weights, rng))
         return (audio * 10 ** (rng.uniform(*self.cfg.peak_db) / 20) / (np.abs(audio).max() + 1e-9)).astype(np.float32)
 
     def build(self, seed: int) -> tuple[np.ndarray, list[Occurrence]]:

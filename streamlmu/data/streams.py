@@ -13,7 +13,7 @@ Shapes: a stream is float32 ``(samples,)`` at 16 kHz; times are seconds.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
@@ -22,6 +22,9 @@ from torch.utils.data import ConcatDataset, Dataset
 from streamlmu.data.speech_commands import (SAMPLE_RATE, SILENCE, UNKNOWN, WORDS_10, AudioFileError, SpeechCommands,
                                             labels_for, read_audio)
 from streamlmu.data.synth import read_metadata, speech_span
+
+if TYPE_CHECKING:
+    from streamlmu.data.phrases import PhraseStreamBuilder
 
 
 class Occurrence(NamedTuple):
@@ -125,6 +128,14 @@ class StreamBuilder:
             long = rng.uniform() < cfg.long_pause_probability
             t += rng.uniform(*(cfg.long_pause_s if long else cfg.pause_s))
         return np.clip(audio, -1.0, 1.0), truth
+
+
+def build_streams(builder: StreamBuilder | PhraseStreamBuilder, count: int,
+                  seed: int) -> tuple[np.ndarray, list[list[Occurrence]]]:
+    """``count`` streams of ``builder`` (seeds ``seed``, ``seed + 1``...), stacked ``(count, samples)``, and their
+    words."""
+    built = [builder.build(seed=seed + i) for i in range(count)]
+    return np.stack([audio for audio, _ in built]), [truth for _, truth in built]
 
 
 class StreamWindows(Dataset):

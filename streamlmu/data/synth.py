@@ -208,8 +208,7 @@ def _plan_diverse(cfg: SynthConfig, words: tuple[str, ...], voices: list[Voice])
             after = CARRIERS_AFTER[int(rng.integers(len(CARRIERS_AFTER)))] if carried else ()
             peak_db, onset = float(rng.uniform(*cfg.peak_db)), float(rng.uniform())
             room = int(rng.integers(cfg.rooms)) if rng.uniform() < cfg.room_probability else -1
-            kind = acoustics.CHANNELS[int(rng.choice(3, p=np.asarray(cfg.channel_weights) / sum(cfg.channel_weights)))]
-            channel = acoustics.draw_channel(kind, rng)
+            channel = acoustics.draw_weighted_channel(cfg.channel_weights, rng)
             drive = float(rng.uniform(*cfg.drive_db)) if rng.uniform() < cfg.clipping_probability else 0.0
             noisy = rng.uniform() < cfg.noise_probability
             noise, start, snr = str(rng.choice(NOISES)), float(rng.uniform()), float(rng.uniform(*cfg.snr_db))
