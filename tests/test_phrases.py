@@ -3,7 +3,8 @@ import pytest
 
 from streamlmu.data.phrases import KEYWORD_SENTENCES, PLAIN_SENTENCES, PhraseConfig, PhraseStreamBuilder, PhraseWindows
 from streamlmu.data.speech_commands import SAMPLE_RATE, UNKNOWN, WORDS_10, SpeechCommands
-from streamlmu.data.voices import ESPEAK, ESPEAK_ACCENTS, FESTIVAL, Prosody, Voice, synthesize
+from streamlmu.data.synth import SynthConfig, generate
+from streamlmu.data.voices import DECTALK, ESPEAK, ESPEAK_ACCENTS, FESTIVAL, Prosody, Voice, synthesize
 
 
 def _all_sentences() -> list[str]:
@@ -65,6 +66,14 @@ def test_phrase_streams_need_a_corpus_that_lists_its_speakers(tmp_path, tiny_cor
     (root / "metadata.csv").unlink()
     with pytest.raises(ValueError, match="metadata.csv"):
         PhraseStreamBuilder(SpeechCommands(root, "training", 35), WORDS_10)
+
+
+def test_phrase_streams_leave_out_dectalk_which_tells_no_word_times(tmp_path):
+    cfg = SynthConfig(clips_per_word=4, background_seconds=2.0, rooms=1, engines=(DECTALK,), validation_percent=0.0,
+                      testing_percent=100.0)
+    root = generate(tmp_path / "dectalk", cfg, ("yes", "bed"), progress=False)
+    with pytest.raises(ValueError, match="DECtalk does not tell"):
+        PhraseStreamBuilder(SpeechCommands(root, "testing", 35), WORDS_10)
 
 
 def test_phrase_windows_are_labelled_by_the_last_keyword_heard_near_their_end(tiny_corpus):

