@@ -105,8 +105,8 @@ def pocketsphinx_row(streams: tuple, calibration_data: str, args: argparse.Names
 def markdown(results: dict, args: argparse.Namespace) -> str:
     voices = list(DECTALK_VOICES)
     lines = ["# An engine no model heard: DECtalk", "",
-             f"Corpus `{Path(args.data).name}`: DECtalk's nine voices, 12 personas each, in the diverse recipe's rooms, "
-             f"channels and noise; every clip a test clip. No bundled model trained on DECtalk.", "",
+             f"Corpus `{Path(args.data).name}`: DECtalk's nine voices, 12 personas each, in the diverse recipe's "
+             f"rooms, channels and noise; every clip a test clip. No bundled model trained on DECtalk.", "",
              "## 35 words, clips", "",
              "| model | all | " + " | ".join(voices) + " |", "| --- " * (len(voices) + 2) + "|"]
     for name, row in results["clips"].items():

@@ -59,8 +59,8 @@ def test_dectalk_says_a_word_the_same_way_every_time_and_follows_the_prosody():
     first, second = synthesize([(kit, ("seven",), Prosody(1.1, 0.9, 1.4))] * 2)
     assert np.array_equal(first.audio, second.audio) and first.audio.dtype == np.float32
     assert first.spans == ((0.0, len(first.audio) / 16000),) and first.pitch_applied
-    slow, fast, low, high = synthesize([(harry, ("seven",), Prosody(rate=0.7)), (harry, ("seven",), Prosody(rate=1.4)),
-                                        (harry, ("seven",), Prosody(pitch=0.8)), (harry, ("seven",), Prosody(pitch=1.5))])
+    asked = [Prosody(rate=0.7), Prosody(rate=1.4), Prosody(pitch=0.8), Prosody(pitch=1.5)]
+    slow, fast, low, high = synthesize([(harry, ("seven",), prosody) for prosody in asked])
     assert len(slow.audio) > 1.3 * len(fast.audio)
     assert 1.4 < _pitch_hz(high.audio) / _pitch_hz(low.audio) < 2.4  # asked for 1.5 / 0.8 = 1.9
     phrase = synthesize([(kit, ("please", "say", "seven"), Prosody())])[0]

@@ -4,10 +4,11 @@ Two recipes:
 
 * ``"diverse"`` (the default): each clip is one of the 35 words spoken by a
   voice of espeak-ng or Festival (:mod:`streamlmu.data.voices`; DECtalk too
-  where ``engines`` names it) as one of a few *personas* of that voice (a vocal-tract length and a pitch register of
-  their own), at its own rate, pitch and pitch range; a third of the words are said inside a short carrier phrase ("please
-  say ... now") and cut out by their known timing, as people say keywords in
-  context. Then the clip goes through a simulated room (image-source
+  where ``engines`` names it) as one of a few *personas* of that voice (a
+  vocal-tract length and a pitch register of their own), at its own rate,
+  pitch and pitch range; a third of the words are said inside a short
+  carrier phrase ("please say ... now") and cut out by their known timing, as
+  people say keywords in context. Then the clip goes through a simulated room (image-source
   reverberation) most of the time, a microphone or telephone channel, now
   and then an overdriven input, and background noise (white, pink, brown,
   hum, babble) at a random SNR (:mod:`streamlmu.data.acoustics`).
