@@ -52,7 +52,7 @@ FESTIVAL_VOICES = {"kal_diphone": ("festvox-kallpc16k", 105.0, 14.0),
                    "ked_diphone": ("festvox-kdlpc16k", 105.0, 14.0),
                    "cmu_us_slt_arctic_hts": ("festvox-us-slt-hts", 0.0, 0.0)}
 # DECtalk's voices: name -> (the command selecting it, its average pitch in Hz, its pitch range in %), as
-# DECtalk's manual defines them (the pitches measured here agree within 5 %)
+# DECtalk's manual defines them (the median pitch of a sentence measured here: 2-8 % above)
 DECTALK_VOICES = {"paul": ("np", 122, 100), "betty": ("nb", 208, 140), "harry": ("nh", 89, 80),
                   "frank": ("nf", 155, 90), "dennis": ("nd", 110, 135), "kit": ("nk", 306, 210),
                   "ursula": ("nu", 240, 135), "rita": ("nr", 106, 80), "wendy": ("nw", 200, 175)}
@@ -306,7 +306,7 @@ def _speak_dectalk(voice: Voice, words: tuple[str, ...], prosody: Prosody) -> Sp
     rate = int(round(np.clip(180 * prosody.rate, 75, 600)))
     with tempfile.TemporaryDirectory(prefix="streamlmu-dectalk-") as tmp:
         path = Path(tmp) / "speech.wav"
-        for _ in range(_DECTALK_TRIES):  # its program crashes now and then; the same call then succeeds
+        for _ in range(_DECTALK_TRIES):  # its program has crashed once in a while, not again on a repeat
             out = subprocess.run(["./say", "-r", str(rate), "-fo", str(path), "-a", commands + " ".join(words)],
                                  cwd=_dectalk_folder(), capture_output=True, timeout=60)
             if out.returncode == 0 and path.is_file():
@@ -314,8 +314,8 @@ def _speak_dectalk(voice: Voice, words: tuple[str, ...], prosody: Prosody) -> Sp
         else:
             raise RuntimeError(f"DECtalk failed {_DECTALK_TRIES} times on {' '.join(words)!r} (exit status "
                                f"{out.returncode})")
-        audio, rate = soundfile.read(str(path), dtype="float32")
-    audio = _to_16k(audio, rate)
+        audio, sample_rate = soundfile.read(str(path), dtype="float32")
+    audio = _to_16k(audio, sample_rate)
     spans = ((0.0, len(audio) / SAMPLE_RATE),) if len(words) == 1 else ()
     return Speech(audio, spans, pitch_applied=True)
 
