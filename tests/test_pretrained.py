@@ -11,7 +11,8 @@ from streamlmu.train.evaluate import evaluate
 
 BUNDLED = "lmuformer-tiny-synth35"
 ESPEAK_SPOTTER = "lmuformer-tiny-synth12-kws"  # filterbank, espeak-ng only; the default before the voices models
-VOICES_35 = ["lmuformer-tiny-voices35", "spiking-lmuformer-tiny-voices35"]  # trained on the diverse corpus (their cards' "synth")
+# trained on the diverse corpus (their cards' "synth"; engines35's with DECtalk too)
+VOICES_35 = ["lmuformer-tiny-engines35", "lmuformer-tiny-voices35", "spiking-lmuformer-tiny-voices35"]
 TRUNCATION_REPORT = Path(__file__).parents[1] / "bench" / "results" / "truncation"
 
 
