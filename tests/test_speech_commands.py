@@ -151,6 +151,6 @@ def test_cli_writes_a_corpus(tmp_path, capsys):
                  "--testing-percent", "100", "--validation-percent", "0", "--clips-per-word", "3",
                  "--background-seconds", "2", "--workers", "1"]) == 0
     assert len((tmp_path / "e" / "testing_list.txt").read_text().split()) == 3
-    assert main(["synth-speech-commands", "--out", str(tmp_path / "f"), "--engines", "flite"]) == 2
+    assert main(["synth-speech-commands", "--out", str(tmp_path / "f"), "--engines", "no-such-engine"]) == 2
     assert "engines must be a non-empty subset" in capsys.readouterr().err
     assert main(["synth-speech-commands", "--out", str(tmp_path / "g"), "--testing-percent", "95"]) == 2
