@@ -49,10 +49,6 @@ def run(args: argparse.Namespace) -> int:
     if args.clips_per_word < 1:
         raise ValueError(f"--clips-per-word must be >= 1 (got {args.clips_per_word})")
     words = tuple(w.strip() for w in args.words.split(",") if w.strip())
-    if not (0 <= args.validation_percent and 0 <= args.testing_percent
-            and args.validation_percent + args.testing_percent <= 100):
-        raise ValueError(f"--validation-percent and --testing-percent must be >= 0 and add up to at most 100 (got "
-                         f"{args.validation_percent} and {args.testing_percent})")
     cfg = SynthConfig(clips_per_word=args.clips_per_word, seed=args.seed, background_seconds=args.background_seconds,
                       recipe=args.recipe, engines=tuple(e.strip() for e in args.engines.split(",") if e.strip()),
                       validation_percent=args.validation_percent, testing_percent=args.testing_percent)

@@ -105,6 +105,10 @@ class SynthConfig:
         unknown = sorted(set(self.engines) - set(ENGINES))
         if unknown or not self.engines:
             raise ValueError(f"engines must be a non-empty subset of {ENGINES} (got {self.engines!r})")
+        if not (0 <= self.validation_percent and 0 <= self.testing_percent
+                and self.validation_percent + self.testing_percent <= 100):
+            raise ValueError(f"validation_percent and testing_percent must be >= 0 and add up to at most 100 (got "
+                             f"{self.validation_percent} and {self.testing_percent})")
         if self.clips_per_word < 1 or self.personas < 1:
             raise ValueError(f"clips_per_word and personas must be >= 1 (got {self.clips_per_word}, {self.personas})")
 
