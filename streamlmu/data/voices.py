@@ -367,14 +367,15 @@ class _Piper:
 
     def say(self, words: tuple[str, ...], prosody: Prosody) -> tuple[np.ndarray, list[tuple[int, int]]]:
         """``(audio at its own rate, each word's (first, last) sample)``; each word is phonemized alone, so that
-        the words stay apart."""
+        the words stay apart, and the whole ends as a sentence."""
         id_map, pad = self.voice.config.phoneme_id_map, self.voice.config.phoneme_id_map["_"]
         phonemes: list[str] = []
-        bounds = []
+        firsts = []  # each word's first phoneme
         for k, word in enumerate(words):
-            said = [p for sentence in self.voice.phonemize(word) for p in sentence if p in id_map]
-            bounds.append((len(phonemes) + (k > 0), len(phonemes) + (k > 0) + len(said)))
-            phonemes += ([" "] if k else []) + said
+            firsts.append(len(phonemes) + (k > 0))
+            phonemes += ([" "] if k else []) + [p for sentence in self.voice.phonemize(word) for p in sentence
+                                                 if p in id_map]
+        phonemes.append(".")  # a sentence's end: without it the voice drops a last stop (the t of "cat")
         ids = self.voice.phonemes_to_ids(phonemes)
         width = [len(id_map[p]) + len(pad) for p in ["^"] + phonemes]  # ids per phoneme, its pad after it
         key = f"{'|'.join(words)}|{prosody.rate:.6f}|{prosody.range:.6f}".encode()
@@ -388,8 +389,10 @@ class _Piper:
         ends = np.cumsum(np.asarray(samples).reshape(-1).astype(np.int64) * self.voice.config.hop_length)
         starts = np.concatenate([[0], ends[:-1]])
         first_id = np.cumsum([0] + width)  # the first id of each phoneme ("^" is phoneme 0)
-        spans = [(int(starts[first_id[lo + 1]]), int(ends[first_id[hi + 1] - len(pad) - 1])) for lo, hi in bounds]
-        return np.asarray(audio, dtype=np.float32).reshape(-1), spans
+        onsets = [int(starts[first_id[first + 1]]) for first in firsts]
+        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+        # a word lasts until the next one starts (a stop's release falls in the pause after it), the last one to the end
+        return audio, list(zip(onsets, onsets[1:] + [len(audio)]))
 
 
 def _seeded_noise(model) -> list[str]:
