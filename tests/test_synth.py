@@ -35,8 +35,6 @@ def test_prosody_changes_the_speech():
     voice = Voice(ESPEAK, "en-us", "m3")
     slow, fast = synthesize([(voice, ("seven",), Prosody(rate=0.7)), (voice, ("seven",), Prosody(rate=1.4))])
     assert len(slow.audio) > 1.5 * len(fast.audio)
-    with pytest.raises(ValueError, match="Piper says at most 23.8 s at once"):
-        synthesize([(joe, ("visual",) * 60, Prosody(rate=0.7))])
     kal = Voice(FESTIVAL, "kal_diphone")
     slow, fast = synthesize([(kal, ("seven",), Prosody(rate=0.7)), (kal, ("seven",), Prosody(rate=1.4))])
     assert len(slow.audio) > 1.5 * len(fast.audio)
@@ -83,6 +81,8 @@ def test_piper_says_a_request_the_same_way_every_time_and_tells_each_word_where_
     assert 0.25 < len(seven) / 16000 < 0.8 and np.abs(seven).max() > 0.3  # a word, not a gap
     slow, fast = synthesize([(joe, ("seven",), Prosody(rate=0.7)), (joe, ("seven",), Prosody(rate=1.4))])
     assert len(slow.audio) > 1.5 * len(fast.audio)
+    with pytest.raises(ValueError, match="Piper says at most 23.8 s at once"):
+        synthesize([(joe, ("visual",) * 100, Prosody(rate=0.7))])  # about 28 s
 
 
 def test_missing_engines_name_their_packages(monkeypatch):
