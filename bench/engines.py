@@ -105,11 +105,11 @@ def pocketsphinx_row(streams: tuple, calibration_data: str, args: argparse.Names
 
 
 def markdown(results: dict, args: argparse.Namespace) -> str:
-    voices, name = list(HELD_OUT[args.engine]), {DECTALK: "DECtalk", PIPER: "Piper"}[args.engine]
-    lines = [f"# An engine no model heard: {name}", "",
-             f"Corpus `{Path(args.data).name}`: {name}'s voices ({', '.join(voices)}), 12 personas each, in the "
+    voices, engine = list(HELD_OUT[args.engine]), {DECTALK: "DECtalk", PIPER: "Piper"}[args.engine]
+    lines = [f"# An engine no model heard: {engine}", "",
+             f"Corpus `{Path(args.data).name}`: {engine}'s voices ({', '.join(voices)}), 12 personas each, in the "
              f"diverse recipe's rooms, channels and noise; every clip a test clip. None of these models trained on "
-             f"{name}.", "",
+             f"{engine}.", "",
              "## 35 words, clips", "",
              "| model | all | " + " | ".join(voices) + " |", "| --- " * (len(voices) + 2) + "|"]
     for name, row in results["clips"].items():
