@@ -438,7 +438,8 @@ def _distillation(logits: Tensor, teacher_logits: Tensor, temperature: float) ->
 
 def _warm_start(model: nn.Module, path: str, classes: tuple[str, ...]) -> None:
     """Copy every tensor of checkpoint ``path`` whose name and shape match ``model``'s, and of the head (other
-    labels) the rows of the labels both have; error when nothing matches."""
+    labels) the rows of the labels both have; error when nothing matches, a warning naming the tensors of the same
+    name whose shapes differ (another width, a spiking model's longer memory), which keep their fresh values."""
     payload = read_checkpoint(path)
     weights, theirs = payload["weights"], list(payload["labels"])
     own = model.state_dict()
@@ -455,6 +456,12 @@ def _warm_start(model: nn.Module, path: str, classes: tuple[str, ...]) -> None:
     if not matched:
         raise ValueError(f"{path} shares no tensor (same name and shape) with a {type(model).__name__}; "
                          f"nothing to start from")
+    reshaped = [k for k in weights if k in own and k not in matched]
+    if reshaped:
+        k = reshaped[0]
+        warn_caller(f"{path}: {len(reshaped)} of its tensors have other shapes here and are not copied, e.g. {k} "
+                    f"{tuple(weights[k].shape)} there, {tuple(own[k].shape)} here (its settings: "
+                    f"{payload.get('config')}; to start from all of it, build the same, e.g. --dim)")
     model.load_state_dict(matched, strict=False)
 
 
