@@ -10,9 +10,10 @@ to ``root``'s clips (and its background noise):
 
 Both keep ``metadata.csv`` (their own rows), so word times and ``--by`` work.
 
-``training_view(root, extra, out)`` writes ``root``'s clips in their own splits
-and every clip of the corpus ``extra`` as a training clip (another engine's
-voices added to the training data; the validation and test splits unchanged).
+``union_view(root, extra, out)`` writes the clips of two corpora of different
+voices in their own splits; with ``extra_in_training`` every clip of ``extra``
+is a training clip (another engine's voices added to the training data, the
+validation and test splits unchanged).
 """
 from __future__ import annotations
 
@@ -62,15 +63,15 @@ def holdout_views(root: str | Path, column: str, value: str, out: str | Path) ->
     return _write_view(root, out / "rest", rest, False), _write_view(root, out / "voice", held, True)
 
 
-def training_view(root: str | Path, extra: str | Path, out: str | Path) -> Path:
-    """``root``'s clips in their splits and every clip of ``extra`` (another corpus) in the training split."""
+def union_view(root: str | Path, extra: str | Path, out: str | Path, extra_in_training: bool = False) -> Path:
+    """The clips of ``root`` and of ``extra`` (another corpus) in their splits, or ``extra``'s all in training."""
     root, extra = Path(root), Path(extra)
     rows, added = read_metadata(root), read_metadata(extra)
     if not rows or not added:
-        raise FileNotFoundError(f"{root} or {extra} has no metadata.csv; a training view needs synthetic corpora")
+        raise FileNotFoundError(f"{root} or {extra} has no metadata.csv; a union view needs synthetic corpora")
     clash = sorted(set(rows) & set(added))
     if clash:
         raise ValueError(f"{root} and {extra} share clip names ({clash[0]}...): they are not two corpora of "
                          f"different voices")
-    rows.update({rel: {**row, "split": "training"} for rel, row in added.items()})
+    rows.update({rel: {**row, "split": "training"} if extra_in_training else row for rel, row in added.items()})
     return _write_view(root, Path(out), rows, False, extra)
