@@ -102,6 +102,13 @@ def test_kokoro_says_a_word_the_same_way_every_time_in_its_own_phonemes_and_foll
         synthesize([(alpha, ("visual",) * 100, Prosody())])
 
 
+def test_kokoro_without_espeak_ng_names_it(monkeypatch):
+    voices._kokoro()  # loaded while espeak-ng is there; its phonemes are read on every request
+    monkeypatch.setattr(voices.shutil, "which", lambda name: None)
+    with pytest.raises(EngineMissing, match="Kokoro reads its phonemes from espeak-ng.*apt-get install espeak-ng"):
+        synthesize([(Voice(KOKORO, "jf_alpha"), ("yes",), Prosody())])
+
+
 def test_missing_engines_name_their_packages(monkeypatch):
     _without_festival(monkeypatch)
     voices.festival_voices.cache_clear()

@@ -484,7 +484,11 @@ class _Kokoro:
 
     def phonemes(self, words: tuple[str, ...]) -> str:
         """American English phonemes of ``words`` as espeak-ng transcribes them, in Kokoro's symbols."""
-        out = subprocess.run(["espeak-ng", "-q", "-v", "en-us", "--ipa", "--tie=^", " ".join(words)],
+        executable = shutil.which("espeak-ng")
+        if executable is None:
+            raise EngineMissing("Kokoro reads its phonemes from espeak-ng, which is not installed: apt-get install "
+                                "espeak-ng (`make test` installs it)")
+        out = subprocess.run([executable, "-q", "-v", "en-us", "--ipa", "--tie=^", " ".join(words)],
                              capture_output=True, text=True, check=True).stdout
         text = " ".join(out.split())
         for ipa, symbol in _KOKORO_PHONEMES:
