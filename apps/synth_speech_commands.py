@@ -16,10 +16,10 @@ voices (and DECtalk's nine voices, Piper's neural voice and Kokoro's five neural
 rate, pitch and pitch range, a third of the words said inside a carrier phrase and cut out; then a
 simulated room, a microphone or telephone channel, sometimes clipping, and background noise
 (white, pink, brown, hum, babble) at random SNR. Recipe "espeak": espeak-ng alone, without rooms
-or channels (the corpus the first bundled models were trained on). Same folder layout, split lists and file naming as the
-real corpus (splits by speaker), plus metadata.csv (engine, voice, conditions, each word's onset
-and end). Engines that are missing are named, with their package, and left out. Deterministic for
-a seed."""
+or channels (the corpus the first bundled models were trained on). Same folder layout, split lists
+and file naming as the real corpus (splits by speaker), plus metadata.csv (engine, voice,
+conditions, each word's onset and end). Engines that are missing are named, with their package, and
+left out. Deterministic for a seed."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

