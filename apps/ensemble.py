@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from streamlmu.train.checkpoint import save_ensemble
+from streamlmu.audio.bundle import save_ensemble
 
 DESCRIPTION = """Write one checkpoint that runs several trained LMUFormer / Spiking LMUFormer models
 side by side on the same input and averages their logits (streamlmu.models.Ensemble). The

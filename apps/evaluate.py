@@ -7,7 +7,7 @@ from pathlib import Path
 
 from streamlmu.data.speech_commands import SUBSETS, SpeechCommands
 from streamlmu.data.synth import read_metadata
-from streamlmu.train.checkpoint import load_model
+from streamlmu.audio.bundle import load_model
 from streamlmu.train.evaluate import MODES, accuracy_by, check_column, class_table, evaluate, plot_confusion
 
 DESCRIPTION = """Evaluate a keyword-spotting checkpoint on a Speech Commands v2 split: accuracy

@@ -16,7 +16,7 @@ from streamlmu.audio.verify import RecordedVerifier
 from streamlmu.data.speech_commands import SAMPLE_RATE, WORDS_10, SpeechCommands
 from streamlmu.data.phrases import PhraseConfig, PhraseStreamBuilder
 from streamlmu.data.streams import StreamBuilder, StreamConfig, build_streams
-from streamlmu.train.checkpoint import save_thresholds
+from streamlmu.audio.bundle import save_thresholds
 
 DESCRIPTION = """Evaluate live keyword spotting: builds long streams from a Speech Commands split
 (keyword and other words over background noise, with known word times), runs StreamingKWS over

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from streamlmu.data.speech_commands import SUBSETS
-from streamlmu.train.checkpoint import load_model
+from streamlmu.audio.bundle import load_model
 from streamlmu.train.truncation_report import markdown, measure, plot
 
 DESCRIPTION = """Sequence-truncation benchmark: stream each clip of a split once, frame by frame,

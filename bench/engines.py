@@ -40,7 +40,7 @@ from streamlmu.data.speech_commands import SAMPLE_RATE, WORDS_10, SpeechCommands
 from streamlmu.data.streams import StreamBuilder, StreamConfig, build_streams
 from streamlmu.data.synth import SynthConfig, generate, read_metadata
 from streamlmu.data.voices import DECTALK, DECTALK_VOICES, KOKORO, KOKORO_VOICES, PIPER, PIPER_VOICES
-from streamlmu.train.checkpoint import load_model
+from streamlmu.audio.bundle import load_model
 from streamlmu.train.evaluate import accuracy_by, evaluate
 
 CLIP_MODELS = ("lmuformer-tiny-voices35", "spiking-lmuformer-tiny-voices35", "lmuformer-tiny-synth35",

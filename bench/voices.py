@@ -36,7 +36,7 @@ from streamlmu.audio.kws import StreamingKWS
 from streamlmu.audio.kws_eval import calibrate, run_streams, score
 from streamlmu.data.speech_commands import SAMPLE_RATE, WORDS_10, SpeechCommands
 from streamlmu.data.streams import StreamBuilder, StreamConfig, build_streams
-from streamlmu.train.checkpoint import load_model, save_thresholds
+from streamlmu.audio.bundle import load_model, save_thresholds
 from streamlmu.train.evaluate import evaluate
 from streamlmu.train.trainer import TrainConfig, train
 

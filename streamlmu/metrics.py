@@ -8,11 +8,10 @@ its synaptic operations (SynOps) are its MACs times the input's firing rate.
 
 :class:`LatencyHistogram` keeps compute times of a long run in bounded memory.
 
-A transformer without recurrent state (the KWT baseline) re-runs on every
-prefix of its window, so one frame costs a whole run over the frames heard:
-``run_macs`` counts it; attention counts the causal half it needs
-(``n (n + 1) / 2`` query-key pairs, each ``dim`` MACs for the scores and
-``dim`` for the weighted sum).
+A model without recurrent state (the KWT baseline) re-runs on every prefix of
+its window, so one frame costs a whole run over the frames heard; such a model
+counts that run itself with a ``run_macs(frames)`` method and a
+``config.window``.
 """
 from __future__ import annotations
 
@@ -22,7 +21,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from streamlmu.models.kwt import KWT
 from streamlmu.nn.conv import CausalConv1d
 from streamlmu.nn.linear import FrameLinear
 from streamlmu.nn.memory import LMUMemory
@@ -41,9 +39,9 @@ def _layer_macs(module: nn.Module) -> int | None:
 def macs_per_frame(model: nn.Module) -> dict[str, int]:
     """MACs per frame of each layer, keyed by module name (``"convs.0"``, ``"blocks.0.memory"``...).
 
-    For a KWT: the cost of a frame once its window is full (``run_macs`` over ``window`` frames).
+    For a windowed model (a KWT): the cost of a frame once its window is full.
     """
-    if isinstance(model, KWT):
+    if _is_windowed(model):
         return run_macs(model, model.config.window)
     return {name: macs for name, module in model.named_modules() if (macs := _layer_macs(module)) is not None}
 
@@ -77,26 +75,17 @@ def synops_per_frame(model: nn.Module, x: Tensor) -> dict[str, float]:
     return ops
 
 
-def run_macs(model: KWT, frames: int) -> dict[str, int]:
-    """MACs of one KWT run over ``frames`` frames (capped at its window), per layer.
-
-    That run is what a stream pays for the frame at which it has heard ``frames`` frames.
-    """
-    cfg = model.config
-    n, d = min(frames, cfg.window), cfg.dim
-    macs = {"embed": n * cfg.in_features * d}
-    for i in range(cfg.depth):
-        macs[f"blocks.{i}.qkv"] = n * d * 3 * d
-        macs[f"blocks.{i}.attention"] = n * (n + 1) * d  # scores and weighted sum over the causal pairs
-        macs[f"blocks.{i}.out"] = n * d * d
-        macs[f"blocks.{i}.fc1"] = n * d * cfg.mlp_dim
-        macs[f"blocks.{i}.fc2"] = n * cfg.mlp_dim * d
-    macs["head"] = d * cfg.num_classes
-    return macs
+def _is_windowed(model: nn.Module) -> bool:
+    return callable(getattr(model, "run_macs", None))
 
 
-def mean_run_macs(model: KWT, frames: int) -> float:
-    """Mean MACs per frame of a KWT stream over its first ``frames`` frames (one run per frame)."""
+def run_macs(model: nn.Module, frames: int) -> dict[str, int]:
+    """MACs of one run of a windowed model (a KWT) over ``frames`` frames, per layer."""
+    return model.run_macs(frames)
+
+
+def mean_run_macs(model: nn.Module, frames: int) -> float:
+    """Mean MACs per frame of a windowed model's stream over its first ``frames`` frames (one run per frame)."""
     return float(cumulative_macs(model, frames)[-1]) / frames
 
 
@@ -105,8 +94,8 @@ def cumulative_macs(model: nn.Module, frames: int) -> np.ndarray:
 
     A recurrent model pays the same per frame; a KWT pays one run over the frames heard per frame.
     """
-    if isinstance(model, KWT):
-        per_frame = [sum(run_macs(model, t).values()) for t in range(1, frames + 1)]
+    if _is_windowed(model):
+        per_frame = [sum(model.run_macs(t).values()) for t in range(1, frames + 1)]
     else:
         per_frame = [sum(macs_per_frame(model).values())] * frames
     return np.concatenate([[0], np.cumsum(per_frame, dtype=np.int64)])

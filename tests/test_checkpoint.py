@@ -6,7 +6,7 @@ from streamlmu.audio.features import FbankConfig
 from streamlmu.data.speech_commands import labels_for
 from streamlmu.models.registry import MODEL_NAMES, build_model
 from streamlmu.testing import randomize_batchnorm
-from streamlmu.train.checkpoint import save_checkpoint
+from streamlmu.audio.bundle import save_checkpoint
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)

@@ -10,7 +10,7 @@ from streamlmu.audio.kws import StreamingKWS
 from streamlmu.data.speech_commands import labels_for
 from streamlmu.models import Ensemble, EnsembleState
 from streamlmu.testing import check_stream_op, max_abs_diff, run_step_loop
-from streamlmu.train.checkpoint import save_checkpoint
+from streamlmu.audio.bundle import save_checkpoint
 
 
 def pair(lookahead: int = 0) -> Ensemble:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from streamlmu.audio import verify
+from streamlmu.audio.bundle import load_model
 from streamlmu.audio.detect import (DEFAULT_THRESHOLD, DetectorConfig, detector_init, detector_reset, detector_run,
                                     frame_energy, keyword_thresholds, level_energy, window_init, window_posteriors,
                                     window_reset)
@@ -146,7 +147,6 @@ class StreamingKWS:
 
     def _verifier(self, model: torch.nn.Module | str | Path, delay_s: float, threshold: float) -> verify.Verifier:
         if not isinstance(model, torch.nn.Module):
-            from streamlmu.train.checkpoint import load_model
             model = load_model(model)
         rate = getattr(getattr(model, "features", None), "sample_rate", None)
         if rate != self.features.sample_rate:
@@ -157,7 +157,6 @@ class StreamingKWS:
     @classmethod
     def from_pretrained(cls, path_or_name: str | Path, **kwargs) -> "StreamingKWS":
         """A spotter over a checkpoint file or a bundled model's name (see :mod:`streamlmu.pretrained`)."""
-        from streamlmu.train.checkpoint import load_model
         return cls(load_model(path_or_name), **kwargs)
 
     # ------------------------------------------------------------ state

@@ -47,6 +47,8 @@ class Ensemble(StreamModule):
     (2, 10, 35)
     """
 
+    registry_name = "ensemble"
+
     def __init__(self, members: list[StreamModule]):
         super().__init__()
         if len(members) < 2:
@@ -68,8 +70,7 @@ class Ensemble(StreamModule):
 
     @property
     def config(self) -> EnsembleConfig:
-        from streamlmu.models.registry import model_name
-        return EnsembleConfig(tuple((model_name(m), m.config.to_dict()) for m in self.members))
+        return EnsembleConfig(tuple((m.registry_name, m.config.to_dict()) for m in self.members))
 
     def init_state(self, batch_size: int = 1, dtype: torch.dtype = torch.float32,
                    device: torch.device | str | None = None) -> EnsembleState:

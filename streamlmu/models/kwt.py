@@ -105,6 +105,7 @@ class KWT(StreamModule):
     """
 
     latency_frames = 0
+    registry_name = "kwt"
 
     def __init__(self, config: KWTConfig | None = None):
         super().__init__()
@@ -118,6 +119,25 @@ class KWT(StreamModule):
         self.blocks = nn.ModuleList([_Block(cfg.dim, cfg.heads, cfg.mlp_dim) for _ in range(cfg.depth)])
         self.norm = nn.LayerNorm(cfg.dim)
         self.head = nn.Linear(cfg.dim, cfg.num_classes)
+
+    def run_macs(self, frames: int) -> dict[str, int]:
+        """MACs of one run over ``frames`` frames (capped at the window), per layer.
+
+        That run is what a stream pays for the frame at which it has heard ``frames`` frames;
+        attention counts the causal pairs it needs (``n (n + 1) / 2``, each ``dim`` MACs for the
+        score and ``dim`` for the weighted sum).
+        """
+        cfg = self.config
+        n, d = min(frames, cfg.window), cfg.dim
+        macs = {"embed": n * cfg.in_features * d}
+        for i in range(cfg.depth):
+            macs[f"blocks.{i}.qkv"] = n * d * 3 * d
+            macs[f"blocks.{i}.attention"] = n * (n + 1) * d
+            macs[f"blocks.{i}.out"] = n * d * d
+            macs[f"blocks.{i}.fc1"] = n * d * cfg.mlp_dim
+            macs[f"blocks.{i}.fc2"] = n * cfg.mlp_dim * d
+        macs["head"] = d * cfg.num_classes
+        return macs
 
     # ------------------------------------------------------------ state
     def init_state(self, batch_size: int = 1, dtype: torch.dtype = torch.float32,

@@ -239,6 +239,8 @@ class LMUFormer(LMUFormerBase):
     (2, 10, 35)
     """
 
+    registry_name = "lmuformer"
+
     def __init__(self, config: LMUFormerConfig | None = None):
         config = config or LMUFormerConfig.preset("paper")
         if config.spiking:
@@ -301,6 +303,8 @@ class SpikingLMUFormer(LMUFormerBase):
     >>> tuple(logits.shape), len(state.neurons)
     ((2, 10, 35), 11)
     """
+
+    registry_name = "spiking-lmuformer"
 
     def __init__(self, config: LMUFormerConfig | None = None):
         config = config or LMUFormerConfig.preset("paper", spiking=True)

@@ -10,12 +10,12 @@ from streamlmu.stream import StreamModule
 
 # name -> (model class, config class, fixed preset arguments)
 _MODELS: dict[str, tuple[type, type, dict]] = {
-    "lmuformer": (LMUFormer, LMUFormerConfig, {}),
-    "spiking-lmuformer": (SpikingLMUFormer, LMUFormerConfig, {"spiking": True}),
-    "kwt": (KWT, KWTConfig, {}),
+    LMUFormer.registry_name: (LMUFormer, LMUFormerConfig, {}),
+    SpikingLMUFormer.registry_name: (SpikingLMUFormer, LMUFormerConfig, {"spiking": True}),
+    KWT.registry_name: (KWT, KWTConfig, {}),
 }
 MODEL_NAMES = tuple(_MODELS)  # what ``train --model`` builds
-ENSEMBLE = "ensemble"  # built from trained models (``Ensemble([...])``), never trained as one
+ENSEMBLE = Ensemble.registry_name  # built from trained models (``Ensemble([...])``), never trained as one
 
 
 def _entry(name: str) -> tuple[type, type, dict]:
@@ -46,12 +46,11 @@ def preset_config(name: str, preset: str = "tiny", **overrides) -> object:
 
 def model_name(model: StreamModule) -> str:
     """The registry name of a model instance."""
-    if type(model) is Ensemble:
-        return ENSEMBLE
-    for name, (cls, _, _) in _MODELS.items():
-        if type(model) is cls:
-            return name
-    raise TypeError(f"no registry name for {type(model).__name__}")
+    name = getattr(type(model), "registry_name", None)
+    registered = Ensemble if name == ENSEMBLE else _MODELS.get(name, (None,))[0]
+    if type(model) is not registered:  # a subclass would be rebuilt as its base class
+        raise TypeError(f"no registry name for {type(model).__name__}")
+    return name
 
 
 def model_from_config(name: str, config: dict) -> StreamModule:

@@ -77,7 +77,7 @@ from streamlmu.data.streams import StreamWindows, WindowSets
 from streamlmu.models.registry import build_model, preset_config
 from streamlmu.nn.inference import batched_torch
 from streamlmu.train.averaging import WeightAverage
-from streamlmu.train.checkpoint import load_model, read_checkpoint, save_checkpoint
+from streamlmu.audio.bundle import load_model, read_checkpoint, save_checkpoint
 from streamlmu.train.frames import CachedFrames
 from streamlmu.train.distributed import (World, broadcast_buffers, close_world, gather_strings, init_world,
                                          parameter_digest, sum_over_ranks)
