@@ -266,6 +266,7 @@ class StreamRunner(StreamModule):
         self.program = builder.finish()
         self.model_name = type(model).__name__
         self.latency_frames = model.latency_frames
+        self.input_frame, self.output_frame = model.input_frame, model.output_frame
         self.blas_min_batch = blas_min_batch if blas_min_batch is not None else np.iinfo(np.int64).max
         self.int8_min_batch = int8_min_batch if int8_min_batch is not None else np.iinfo(np.int64).max
         if int8_min_batch is not None and cpu.cpu_has(cpu.INT8_DOT_FLAGS) is False:

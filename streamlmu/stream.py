@@ -4,23 +4,79 @@ A stream operator maps a sequence to a sequence frame by frame with *explicit*
 state::
 
     state = op.init_state(batch_size=1)
-    y_t, state = op.step(x_t, state)        # x_t: (batch, features)
-    y, state = op.forward(x, state=None)    # x:   (batch, time, features)
+    y_t, state = op.step(x_t, state)        # x_t: (batch, *frame)
+    y, state = op.forward(x, state=None)    # x:   (batch, time, *frame)
     state = op.reset(state, mask)           # mask: (batch,) bool
 
+A frame is whatever one time step carries: an audio sample ``()``, a feature
+vector ``(features,)``, an image ``(3, H, W)``. Each operator declares the
+:class:`Frame` it takes (``input_frame``) and gives (``output_frame``).
+
 ``forward`` on any split of a sequence into chunks equals ``forward`` on the
-whole and equals one ``step`` per frame. State is a (nested) tuple of tensors
-whose first dimension is the batch; it never lives in an attribute, so any
-number of independent streams can share one operator.
+whole and equals one ``step`` per frame. An operator that changes the frame
+rate (``changes_rate``: a resampler, a filterbank with a hop, a detector that
+emits only events) turns ``k`` input frames into ``n >= 0`` output frames; its
+``step`` returns the ``(batch, n, *frame)`` frames that one input frame
+completed, and chunked ``forward`` still yields the same output sequence.
+
+State is a pytree: tensors in tuples, NamedTuples, lists and dicts (``None``
+allowed), every tensor with the batch first. It never lives in an attribute,
+so any number of independent streams can share one operator. Outputs may be
+structured the same way (a NamedTuple of padded tensors with a count per
+frame), joined along time leaf by leaf.
+
+``latency_frames`` is the look-ahead in the operator's output frames;
+``latency_s`` the longest wait, in seconds, from an input's arrival to the
+first output that depends on it, where the rate is known (else ``None``).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Iterator, Protocol, runtime_checkable
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
-State = Any  # a tensor, or a (named) tuple of states
+State = Any  # a tensor, None, or a tuple, NamedTuple, list or dict of states
+
+
+class Frame(NamedTuple):
+    """The layout of one frame: ``shape`` without batch and time (``None``: any size), a ``name`` per
+    dimension, the ``dtype`` kinds taken (``"float"``, ``"uint8"`` or ``"float|uint8"``) and what the
+    time axis counts."""
+
+    shape: tuple[int | None, ...] = (None,)
+    names: tuple[str, ...] = ("features",)
+    dtype: str = "float"
+    time: str = "time"
+
+    def layout(self, time: bool = True) -> str:
+        """``"(batch, time, features=128)"`` and the like."""
+        dims = [f"{n}={d}" if d is not None else n for n, d in zip(self.names, self.shape)]
+        kind = "" if self.dtype == "float" else f" {self.dtype}"
+        return "(" + ", ".join(["batch"] + ([self.time] if time else []) + dims) + ")" + kind
+
+    def check(self, x: Any, time: bool = True, name: str = "x") -> None:
+        """Raise ``TypeError``/``ValueError`` naming this layout unless ``x`` fits it (with a time axis if ``time``)."""
+        layout = self.layout(time)
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor of shape {layout} (got {type(x).__name__})")
+        kinds = self.dtype.split("|")
+        if not (("float" in kinds and x.is_floating_point()) or ("uint8" in kinds and x.dtype == torch.uint8)):
+            what = " or ".join("floating-point" if k == "float" else k for k in kinds)
+            raise TypeError(f"{name} must be a {what} tensor of shape {layout} (got dtype {x.dtype})")
+        lead = 2 if time else 1
+        if x.dim() != lead + len(self.shape) or any(
+                want is not None and got != want for want, got in zip(self.shape, x.shape[lead:])):
+            raise ValueError(f"{name} must have shape {layout} (got {tuple(x.shape)})")
+
+
+def feature_frame(features: int | None = None) -> Frame:
+    """A feature vector of ``features`` values (any number if None)."""
+    return Frame((features,))
+
+
+SAMPLES = Frame((), (), "float", "samples")  # audio: one float sample in [-1, 1] per step
+IMAGES = Frame((3, None, None), ("channels", "height", "width"), "float|uint8")
 
 
 @runtime_checkable
@@ -49,39 +105,46 @@ def register_state(cls: type) -> type:
     return cls
 
 
+_TREE = "a tensor, None, or a tuple, NamedTuple, list or dict of those"
+
+
 def tree_map(fn: Callable[..., Tensor], tree: State, *others: State) -> State:
-    """Apply ``fn`` leaf-wise over tensors nested in (named) tuples."""
+    """Apply ``fn`` leaf-wise over the tensors of ``tree`` (and the matching leaves of ``others``); None stays None."""
     if isinstance(tree, Tensor):
         return fn(tree, *others)
-    if isinstance(tree, tuple):
+    if tree is None:
+        return None
+    if isinstance(tree, dict):
+        return type(tree)((k, tree_map(fn, v, *(o[k] for o in others))) for k, v in tree.items())
+    if isinstance(tree, (tuple, list)):
         parts = [tree_map(fn, *leaves) for leaves in zip(tree, *others)]
         return type(tree)(*parts) if hasattr(tree, "_fields") else type(tree)(parts)
-    raise TypeError(f"state must be a tensor or a tuple of tensors (got {type(tree).__name__})")
+    raise TypeError(f"a state or output must be {_TREE} (got {type(tree).__name__})")
+
+
+def tree_paths(tree: State, prefix: tuple = ()) -> list[tuple[tuple, Tensor]]:
+    """``(path, tensor)`` for every tensor, depth first; a path holds field names, dict keys and indices."""
+    if isinstance(tree, Tensor):
+        return [(prefix, tree)]
+    if tree is None:
+        return []
+    if isinstance(tree, dict):
+        return [p for k, v in tree.items() for p in tree_paths(v, prefix + (k,))]
+    if isinstance(tree, (tuple, list)):
+        keys = tree._fields if hasattr(tree, "_fields") else range(len(tree))
+        return [p for k, v in zip(keys, tree) for p in tree_paths(v, prefix + (k,))]
+    raise TypeError(f"a state or output must be {_TREE} (got {type(tree).__name__})")
 
 
 def tree_leaves(tree: State) -> list[Tensor]:
     """The tensors of a state, depth first."""
-    if isinstance(tree, Tensor):
-        return [tree]
-    if isinstance(tree, tuple):
-        return [leaf for part in tree for leaf in tree_leaves(part)]
-    raise TypeError(f"state must be a tensor or a tuple of tensors (got {type(tree).__name__})")
+    return [leaf for _, leaf in tree_paths(tree)]
 
 
 def check_input(x: Any, rank: int, features: int | None, name: str = "x") -> None:
-    """Raise a clear error unless ``x`` is a floating tensor of the given rank.
-
-    ``rank`` 2 means ``(batch, features)`` (one frame), 3 ``(batch, time,
-    features)``. ``features=None`` skips the feature-size check.
-    """
-    layout = "(batch, features)" if rank == 2 else "(batch, time, features)"
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape {layout} (got {type(x).__name__})")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor (got dtype {x.dtype})")
-    if x.dim() != rank or (features is not None and x.shape[-1] != features):
-        want = layout.replace("features", f"features={features}") if features is not None else layout
-        raise ValueError(f"{name} must have shape {want} (got {tuple(x.shape)})")
+    """Raise a clear error unless ``x`` is float feature frames: rank 2 ``(batch, features)`` (one frame)
+    or 3 ``(batch, time, features)``; ``features=None`` skips the size check."""
+    feature_frame(features).check(x, time=rank == 3, name=name)
 
 
 def check_finite(x: Tensor, name: str = "x") -> None:
@@ -90,15 +153,18 @@ def check_finite(x: Tensor, name: str = "x") -> None:
         raise ValueError(f"{name} contains NaN or Inf; streams accept finite values only")
 
 
-def step_by_forward(op: "StreamModule", x: Tensor, state: State, features: int) -> tuple[Tensor, State]:
-    """A ``step`` that is ``forward`` on a one-frame chunk: x ``(batch, features)`` -> ``(batch, ...)``.
+def step_by_forward(op: "StreamModule", x: Any, state: State, features: int | None = None) -> tuple[Any, State]:
+    """A ``step`` that is ``forward`` on a one-frame chunk: x ``(batch, *frame)`` -> ``(batch, *frame)``, or the
+    ``(batch, n, *frame)`` frames it completed when ``op`` changes the rate.
 
     For operators whose chunk path is already exact per frame, so the two
-    cannot drift apart.
+    cannot drift apart. ``features`` checks feature frames of that size;
+    otherwise ``op.input_frame`` is checked.
     """
-    check_input(x, 2, features)
-    y, state = op.forward(x.unsqueeze(1), state)
-    return y[:, 0], state
+    if isinstance(x, Tensor) or features is not None:  # structured frames are checked by forward
+        (feature_frame(features) if features is not None else op.input_frame).check(x, time=False)
+    y, state = op.forward(tree_map(lambda t: t.unsqueeze(1), x), state)
+    return (y if op.changes_rate else tree_map(lambda t: t[:, 0], y)), state
 
 
 def state_batch_size(state: State) -> int:
@@ -111,11 +177,23 @@ def state_batch_size(state: State) -> int:
 class StreamModule(nn.Module):
     """Base class for torch stream operators.
 
-    Subclasses implement ``init_state``, ``step`` and ``forward``; this class
-    adds ``reset``, ``|`` composition and ``latency_frames`` (0 by default).
+    Subclasses implement ``init_state``, ``step`` and ``forward`` and declare
+    their frames; this class adds ``reset``, ``|`` composition and defaults:
+    feature frames of any size in and out, one output per input frame, no
+    look-ahead. ``clock_fields`` names state fields that the streams of a batch
+    share (a sample clock), which ``reset`` leaves as they are.
     """
 
     latency_frames: int = 0
+    input_frame: Frame = Frame()
+    output_frame: Frame = Frame()
+    changes_rate: bool = False
+    clock_fields: tuple[str, ...] = ()
+
+    @property
+    def latency_s(self) -> float | None:
+        """Seconds from an input's arrival to the first output that hears it (None: rate unknown)."""
+        return 0.0 if self.latency_frames == 0 else None
 
     def init_state(self, batch_size: int = 1, dtype: torch.dtype = torch.float32,
                    device: torch.device | str | None = None) -> State:
@@ -135,9 +213,11 @@ class StreamModule(nn.Module):
             raise ValueError(
                 f"mask must be a bool tensor of shape (batch={batch},) "
                 f"(got {mask.dtype} {tuple(mask.shape)})")
-        leaf = tree_leaves(state)[0]
-        fresh = self.init_state(batch, dtype=leaf.dtype, device=leaf.device)
-        mask = mask.to(leaf.device)
+        leaves = tree_leaves(state)
+        floats = [t for t in leaves if t.is_floating_point()]
+        like = (floats or leaves)[0]
+        fresh = self.init_state(batch, dtype=like.dtype if floats else torch.float32, device=like.device)
+        mask = mask.to(like.device)
 
         def pick(old: Tensor, new: Tensor) -> Tensor:
             return torch.where(mask.view((-1,) + (1,) * (old.dim() - 1)), new, old)
@@ -157,6 +237,8 @@ class Map(StreamModule):
     ``fn`` must act on the last dimension only, so that it gives the same result
     on ``(batch, features)`` frames and ``(batch, time, features)`` chunks.
     """
+
+    input_frame = output_frame = Frame((None,), ("values",), "float|uint8")
 
     def __init__(self, fn: Callable[[Tensor], Tensor], name: str | None = None):
         super().__init__()
@@ -196,7 +278,12 @@ class Pipeline(StreamModule):
     ``a | b | c`` builds a new ``Pipeline`` (operands are never modified);
     plain callables are wrapped in :class:`Map`. Stages are reachable by
     position (``pipe[0]``) and by name (``pipe["LMUMemory"]``). The state is a
-    tuple with one entry per stage; ``latency_frames`` is the stages' sum.
+    tuple with one entry per stage. Frames go in as the first stage takes
+    them and come out as the last gives them; a pipeline changes the rate if
+    a stage does, and then its ``step`` returns the ``(batch, n, *frame)``
+    frames one input frame completed. ``latency_frames`` sums the stages
+    after the last rate change (the others are in other units);
+    ``latency_s`` sums every stage's, where all are known.
     """
 
     def __init__(self, *ops: Any):
@@ -222,8 +309,30 @@ class Pipeline(StreamModule):
         return names
 
     @property
+    def input_frame(self) -> Frame:  # type: ignore[override]
+        return self.stages[0].input_frame
+
+    @property
+    def output_frame(self) -> Frame:  # type: ignore[override]
+        return self.stages[-1].output_frame
+
+    @property
+    def changes_rate(self) -> bool:  # type: ignore[override]
+        return any(op.changes_rate for op in self.stages)
+
+    @property
+    def clock_fields(self) -> tuple[str, ...]:  # type: ignore[override]
+        return tuple(dict.fromkeys(f for op in self.stages for f in op.clock_fields))
+
+    @property
     def latency_frames(self) -> int:  # type: ignore[override]
-        return sum(op.latency_frames for op in self.stages)
+        last_change = max((i for i, op in enumerate(self.stages) if op.changes_rate), default=-1)
+        return sum(op.latency_frames for op in self.stages[max(last_change, 0):])
+
+    @property
+    def latency_s(self) -> float | None:  # type: ignore[override]
+        stages = [op.latency_s for op in self.stages]
+        return None if None in stages else sum(stages)
 
     def __getitem__(self, key: int | str) -> StreamModule:
         if isinstance(key, str):
@@ -250,24 +359,32 @@ class Pipeline(StreamModule):
         state = self._check_state(state)
         return tuple(op.reset(s, mask) for op, s in zip(self.stages, state))
 
-    def step(self, x: Tensor, state: tuple) -> tuple[Tensor, tuple]:
+    def step(self, x: Tensor, state: tuple) -> tuple[Any, tuple]:
         state = self._check_state(state)
+        if self.changes_rate:  # after a rate change, a step may carry 0, 1 or more frames on
+            return step_by_forward(self, x, state)
         new = []
         for op, s in zip(self.stages, state):
             x, s = op.step(x, s)
             new.append(s)
         return x, tuple(new)
 
-    def forward(self, x: Tensor, state: tuple | None = None) -> tuple[Tensor, tuple]:
+    def forward(self, x: Tensor, state: tuple | None = None) -> tuple[Any, tuple]:
+        outputs, state = self.trace(x, state)
+        return outputs[-1], state
+
+    def trace(self, x: Tensor, state: tuple | None = None) -> tuple[list, tuple]:
+        """``forward`` that returns every stage's output of the chunk, in order, and the new state."""
         if state is None:
             state = tuple(None for _ in self.stages)
         else:
             state = self._check_state(state)
-        new = []
+        outputs, new = [], []
         for op, s in zip(self.stages, state):
             x, s = op(x, s)
+            outputs.append(x)
             new.append(s)
-        return x, tuple(new)
+        return outputs, tuple(new)
 
     def extra_repr(self) -> str:
         return " | ".join(self.names)

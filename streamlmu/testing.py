@@ -1,10 +1,11 @@
 """Conformance checks for stream operators, usable from any test suite.
 
-``check_stream_op(op, x)`` asserts the contract of :mod:`streamlmu.stream`:
-chunk invariance (random chunk sizes, including 1), step loop = forward,
-batched = stacked single streams, ``reset(mask)`` touches only masked streams,
-state save/load resumes bit-exactly, and the operator survives pickling.
-Failures name the property and the maximum error.
+``check_stream_op(op, x)`` asserts the contract of :mod:`streamlmu.stream`
+for any frame layout, rate-changing operators and structured outputs: chunk
+invariance (random chunk sizes, including 1), step loop = forward, batched =
+stacked single streams, ``reset(mask)`` touches only masked streams (and no
+shared clock), state save/load resumes bit-exactly, and the operator survives
+pickling. Failures name the property and the maximum error.
 """
 from __future__ import annotations
 
@@ -14,13 +15,13 @@ import pickle
 import torch
 from torch import Tensor
 
-from streamlmu.stream import State, StreamModule, tree_leaves
+from streamlmu.stream import State, StreamModule, tree_leaves, tree_map, tree_paths
 
 TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-10}
 
 
 def max_abs_diff(a: Tensor | State, b: Tensor | State) -> float:
-    """Largest absolute difference over all tensors of two equally shaped trees."""
+    """Largest absolute difference over all tensors of two equally shaped trees (inf where one side is NaN)."""
     la, lb = tree_leaves(a), tree_leaves(b)
     if len(la) != len(lb):
         raise AssertionError(f"trees differ in size: {len(la)} vs {len(lb)} tensors")
@@ -29,7 +30,9 @@ def max_abs_diff(a: Tensor | State, b: Tensor | State) -> float:
         if ta.shape != tb.shape:
             raise AssertionError(f"shapes differ: {tuple(ta.shape)} vs {tuple(tb.shape)}")
         if ta.numel():
-            diffs.append((ta.double() - tb.double()).abs().max().item())
+            a, b = ta.double(), tb.double()
+            gap = (a - b).abs().masked_fill(a.isnan() & b.isnan(), 0.0)  # NaN on both sides is no difference
+            diffs.append(gap.nan_to_num(nan=float("inf")).max().item())
     return max(diffs, default=0.0)
 
 
@@ -48,24 +51,50 @@ def random_chunk_sizes(length: int, generator: torch.Generator, max_chunk: int =
     return [s for s in sizes if s > 0]
 
 
-def run_step_loop(op: StreamModule, x: Tensor, state: State = None) -> tuple[Tensor, State]:
-    """``op.step`` on every frame of ``x`` ``(batch, time, features)``, outputs stacked on time."""
-    state = op.init_state(x.shape[0], dtype=x.dtype, device=x.device) if state is None else state
+def join(parts: list, dim: int = 1, stack: bool = False) -> object:
+    """Outputs (tensors or trees of them) joined leaf by leaf: concatenated along ``dim``, or stacked."""
+    glue = torch.stack if stack else torch.cat
+    return tree_map(lambda *leaves: glue(leaves, dim=dim), parts[0], *parts[1:])
+
+
+def _frames(x: object, index: int | slice, dim: int = 1) -> object:
+    """Frames of an input (a tensor, or a tree of tensors such as :class:`SpeechFrames`) along ``dim``."""
+    return tree_map(lambda t: t[(slice(None),) * dim + (index,)], x)
+
+
+def _layout(x: object) -> tuple[int, int, torch.dtype, torch.device]:
+    """Batch size, frames, floating dtype (float32 if none) and device of an input."""
+    leaves = tree_leaves(x)
+    floats = [t for t in leaves if t.is_floating_point()]
+    return leaves[0].shape[0], leaves[0].shape[1], floats[0].dtype if floats else torch.float32, leaves[0].device
+
+
+def run_step_loop(op: StreamModule, x: object, state: State = None) -> tuple[object, State]:
+    """``op.step`` on every frame of ``x`` ``(batch, time, *frame)``, outputs joined on time."""
+    batch, time, dtype, device = _layout(x)
+    state = op.init_state(batch, dtype=dtype, device=device) if state is None else state
     ys = []
-    for t in range(x.shape[1]):
-        y, state = op.step(x[:, t], state)
+    for t in range(time):
+        y, state = op.step(_frames(x, t), state)
         ys.append(y)
-    return torch.stack(ys, dim=1), state
+    return join(ys, stack=not op.changes_rate), state
 
 
-def run_chunked(op: StreamModule, x: Tensor, sizes: list[int], state: State = None) -> tuple[Tensor, State]:
+def run_chunked(op: StreamModule, x: object, sizes: list[int], state: State = None) -> tuple[object, State]:
     """``op.forward`` over consecutive chunks of the given sizes, outputs concatenated."""
     ys, t0 = [], 0
     for size in sizes:
-        y, state = op(x[:, t0:t0 + size], state)
+        y, state = op(_frames(x, slice(t0, t0 + size)), state)
         ys.append(y)
         t0 += size
-    return torch.cat(ys, dim=1), state
+    return join(ys), state
+
+
+def _same(a: Tensor, b: Tensor) -> bool:
+    """Equal in shape and every value (NaN equals NaN: a fresh state may hold NaN as "nothing yet")."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    return bool(((a == b) | (a.isnan() & b.isnan())).all()) if a.is_floating_point() else torch.equal(a, b)
 
 
 def _roundtrip(state: State) -> State:
@@ -75,19 +104,22 @@ def _roundtrip(state: State) -> State:
     return torch.load(buffer)  # default weights_only=True: state records must be registered
 
 
-def check_stream_op(op: StreamModule, x: Tensor, atol: float | None = None, seed: int = 0,
+def check_stream_op(op: StreamModule, x: object, atol: float | None = None, seed: int = 0,
                     chunkings: int = 3) -> dict[str, float]:
-    """Assert the stream-operator contract for ``op`` on input ``x`` ``(batch, time, features)``.
+    """Assert the stream-operator contract for ``op`` on input ``x`` ``(batch, time, *frame)`` (or a tree of
+    such tensors, for operators that take structured frames).
 
     Runs under ``torch.no_grad()`` with ``op`` as given (call ``op.eval()``
     first for modules with training-time behaviour). Returns the maximum error
     seen per property.
     """
-    if x.dim() != 3 or x.shape[0] < 2:
-        raise ValueError(f"x must have shape (batch>=2, time, features) (got {tuple(x.shape)})")
-    atol = TOLERANCE.get(x.dtype, 1e-5) if atol is None else atol
+    if isinstance(x, Tensor):
+        op.input_frame.check(x, time=True)
+    batch, time, dtype, device = _layout(x)
+    if batch < 2:
+        raise ValueError(f"x must hold at least 2 streams to check batching (got {batch})")
+    atol = TOLERANCE.get(dtype, 1e-5) if atol is None else atol
     gen = torch.Generator().manual_seed(seed)
-    batch, time = x.shape[0], x.shape[1]
     errors: dict[str, float] = {}
     with torch.no_grad():
         y, state = op(x)
@@ -101,21 +133,24 @@ def check_stream_op(op: StreamModule, x: Tensor, atol: float | None = None, seed
             errors[f"chunks{k}"] = assert_close(y_chunk, y, atol, f"chunks {sizes[:8]}... vs whole")
             assert_close(state_chunk, state, atol, "chunked final state vs whole")
 
-        singles = [op(x[i:i + 1])[0] for i in range(batch)]
-        errors["batch"] = assert_close(torch.cat(singles, dim=0), y, atol, "batched vs single streams")
+        singles = [op(_frames(x, slice(i, i + 1), dim=0))[0] for i in range(batch)]
+        errors["batch"] = assert_close(join(singles, dim=0), y, atol, "batched vs single streams")
 
         half = time // 2
-        _, mid = op(x[:, :half])
+        _, mid = op(_frames(x, slice(None, half)))
         mask = torch.zeros(batch, dtype=torch.bool)
         mask[0] = True
         cleared = op.reset(mid, mask)
-        fresh = op.init_state(batch, dtype=x.dtype, device=x.device)
-        for leaf_new, leaf_mid, leaf_fresh in zip(tree_leaves(cleared), tree_leaves(mid), tree_leaves(fresh)):
-            assert torch.equal(leaf_new[0], leaf_fresh[0]), "reset(mask) did not clear a masked stream"
-            assert torch.equal(leaf_new[1:], leaf_mid[1:]), "reset(mask) changed an unmasked stream"
+        fresh = op.init_state(batch, dtype=dtype, device=device)
+        for (path, leaf_new), leaf_mid, leaf_fresh in zip(tree_paths(cleared), tree_leaves(mid), tree_leaves(fresh)):
+            if path and path[-1] in op.clock_fields:
+                assert _same(leaf_new, leaf_mid), f"reset(mask) changed the shared clock {path[-1]}"
+                continue
+            assert _same(leaf_new[0], leaf_fresh[0]), f"reset(mask) did not clear a masked stream ({path})"
+            assert _same(leaf_new[1:], leaf_mid[1:]), f"reset(mask) changed an unmasked stream ({path})"
 
-        y_rest, s_rest = op(x[:, half:], mid)
-        y_loaded, s_loaded = op(x[:, half:], _roundtrip(mid))
+        y_rest, s_rest = op(_frames(x, slice(half, None)), mid)
+        y_loaded, s_loaded = op(_frames(x, slice(half, None)), _roundtrip(mid))
         assert max_abs_diff(y_loaded, y_rest) == 0.0, "state save/load did not resume bit-exactly"
         assert max_abs_diff(s_loaded, s_rest) == 0.0, "state save/load did not resume bit-exactly"
 

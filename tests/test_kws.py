@@ -186,6 +186,26 @@ def test_spotter_finds_the_demo_keywords_for_any_chunk_size(demo):
     assert _events(kws, int16, rate, 1600) == _events(kws, int16.astype(np.float32) / 32768, rate, 1600)
 
 
+def test_a_stream_state_saved_mid_word_resumes_with_the_same_events(demo, tmp_path):
+    from streamlmu.stream import load_state, save_state
+    audio, rate, truth = demo
+    keywords = tuple(truth["keywords"])
+    whole = _events(StreamingKWS.from_pretrained(MODEL, keywords=keywords), audio, rate, 1600)
+    word = next(w for w in truth["words"] if w["word"] in keywords and w["start"] > 2.0)
+    cut = int(round((word["start"] + word["end"]) / 2 * rate))  # in the middle of a keyword
+    first = StreamingKWS.from_pretrained(MODEL, keywords=keywords)
+    for start in range(0, cut, 1600):
+        first.accept_waveform(audio[start:min(start + 1600, cut)], rate)
+    save_state(first.state, tmp_path / "kws.pt")
+    before = [(e.keyword, round(e.t, 3)) for e in first.poll_events()]
+    second = StreamingKWS.from_pretrained(MODEL, keywords=keywords)
+    second.state = load_state(tmp_path / "kws.pt")
+    for start in range(cut, len(audio), 1600):
+        second.accept_waveform(audio[start:start + 1600], rate)
+    after = [(e.keyword, round(e.t, 3)) for e in second.poll_events()]
+    assert after and before + after == whole
+
+
 def test_int8_spotter_reports_the_same_demo_keywords(demo, capsys):
     from streamlmu.apps.cli import main
     audio, rate, truth = demo
@@ -265,9 +285,9 @@ def test_each_stream_warms_up_after_it_starts_or_is_reset():
     kws = StreamingKWS.from_pretrained(MODEL, streams=2, warmup_s=0.5)
     assert kws.detector.warmup_frames == 50
     kws.accept_waveform(np.zeros((2, 16000), np.float32), 16000)   # 98 frames: both warmed up
-    assert kws._detect.quiet.tolist() == [0, 0]
+    assert kws.state[-1].detector.quiet.tolist() == [0, 0]
     kws.reset(1)
-    assert kws._detect.quiet.tolist() == [0, 50]
+    assert kws.state[-1].detector.quiet.tolist() == [0, 50]
     assert StreamingKWS.from_pretrained(MODEL).detector.warmup_frames == 80   # the default, 0.8 s
 
 

@@ -191,7 +191,7 @@ def test_saved_state_resumes_bit_exactly(tmp_path):
     (torch.randn(2, 5, 2), ValueError, r"x must have shape \(batch, time, features=3\) \(got \(2, 5, 2\)\)"),
     (torch.randn(5, 3), ValueError, r"x must have shape \(batch, time, features=3\)"),
     (torch.ones(2, 5, 3, dtype=torch.int64), TypeError, "x must be a floating-point tensor"),
-    ([[0.0, 1.0, 2.0]], TypeError, r"x must be a torch.Tensor of shape \(batch, time, features\)"),
+    ([[0.0, 1.0, 2.0]], TypeError, r"x must be a torch.Tensor of shape \(batch, time, features=3\)"),
 ])
 def test_forward_rejects_bad_input(bad, error, message):
     with pytest.raises(error, match=message):

@@ -39,8 +39,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from streamlmu.audio.features import check_chunk, complete_frames
-from streamlmu.stream import StreamModule, check_finite, register_state
+from streamlmu.audio.features import AudioFrames, check_chunk, complete_frames
+from streamlmu.stream import check_finite, feature_frame, register_state
 
 KIND = "speech-embedding"
 MEL_WINDOW = 512       # samples per mel frame (a 400-sample Hann window inside a 512-point DFT)
@@ -246,16 +246,14 @@ class SpeechEmbeddingState(NamedTuple):
     samples: Tensor
 
 
-class StreamingSpeechEmbedding(StreamModule):
+class StreamingSpeechEmbedding(AudioFrames):
     """Speech embeddings from audio chunks of any size, equal to :func:`speech_embedding` on the whole signal.
 
     ``forward(audio (B, T), state) -> (embeddings (B, n, 96), state)``, where ``n``
     is how many embeddings these samples completed (one per 1280 samples). An
     embedding is emitted with the last sample of its newest mel frame; its
     window reaches 0.775 s back. ``latency_samples`` is one mel window (32 ms).
-
-    The streams of a batch share one sample clock; ``reset(state, mask)``
-    returns the masked streams to silence and keeps the clock.
+    Clock, ``reset`` and ``step``: see :class:`streamlmu.audio.features.AudioFrames`.
 
     >>> extractor = StreamingSpeechEmbedding()
     >>> frames, state = extractor(torch.zeros(1, 1792), extractor.init_state(1))
@@ -267,7 +265,8 @@ class StreamingSpeechEmbedding(StreamModule):
         super().__init__()
         self.config = config or SpeechEmbeddingConfig()
         self.threads = threads
-        self.latency_samples = MEL_WINDOW
+        self.latency_samples, self.sample_rate = MEL_WINDOW, self.config.sample_rate
+        self.output_frame = feature_frame(EMBEDDING_SIZE)
         model_file("embedding_model.onnx")  # a missing package fails here, not on the first chunk
 
     def init_state(self, batch_size: int = 1, dtype: torch.dtype = torch.float32,
@@ -276,10 +275,6 @@ class StreamingSpeechEmbedding(StreamModule):
             torch.zeros(batch_size, MEL_WINDOW, dtype=dtype, device=device),
             torch.full((batch_size, HISTORY - 1, MEL_BINS), floor_frame(self.config), dtype=dtype, device=device),
             torch.zeros(batch_size, dtype=torch.int64, device=device))
-
-    def reset(self, state: SpeechEmbeddingState, mask: Tensor) -> SpeechEmbeddingState:
-        cleared = super().reset(state, mask)
-        return cleared._replace(samples=state.samples)
 
     def forward(self, audio: Tensor, state: SpeechEmbeddingState | None = None
                 ) -> tuple[Tensor, SpeechEmbeddingState]:

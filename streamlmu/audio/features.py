@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from torchaudio.compliance import kaldi
 
-from streamlmu.stream import StreamModule, check_finite, register_state
+from streamlmu.stream import SAMPLES, Frame, StreamModule, check_finite, feature_frame, register_state, step_by_forward
 
 
 @dataclass(frozen=True)
@@ -202,18 +202,42 @@ class FbankState(NamedTuple):
     samples: Tensor
 
 
-class StreamingFbank(StreamModule):
+class AudioFrames(StreamModule):
+    """Base of the operators that turn audio samples into frames on a hop: ``(batch, samples)`` float in
+    [-1, 1] in, a frame out once a window is full and every ``hop`` samples after (``changes_rate``).
+
+    The streams of a batch share their sample clock, the state's ``samples`` field, which ``reset(state,
+    mask)`` keeps: it silences the masked streams' history (zeros, as before a stream's start), so their
+    next frames start cleanly once a full window of new audio has arrived. ``step`` takes one sample
+    ``(batch,)`` and returns the ``(batch, n, *frame)`` frames it completed (``n`` 0 or 1).
+    ``latency_samples``: how long a sample may wait for the first frame that hears it (one window).
+    """
+
+    input_frame = SAMPLES
+    changes_rate = True
+    clock_fields = ("samples",)
+    latency_samples: int = 0
+    sample_rate: int | None = None
+
+    @property
+    def latency_s(self) -> float | None:  # type: ignore[override]
+        return None if self.sample_rate is None else self.latency_samples / self.sample_rate
+
+    def step(self, x: Tensor, state: NamedTuple) -> tuple[Tensor, NamedTuple]:
+        return step_by_forward(self, x, state)
+
+    def reset(self, state: NamedTuple, mask: Tensor) -> NamedTuple:
+        return super().reset(state, mask)._replace(samples=state.samples)
+
+
+class StreamingFbank(AudioFrames):
     """Log-mel frames from audio chunks of any size, equal to :func:`fbank` on the whole signal.
 
     ``forward(audio (B, T), state) -> (features (B, n, num_mel_bins), state)``, where
     ``n`` is how many frames were completed by these samples (often 0 or 1 for a
     10 ms chunk). A frame is emitted with its last sample: the latency is one
-    window (25 ms), reported as ``latency_samples``.
-
-    The streams of a batch share one sample clock. ``reset(state, mask)``
-    silences the history of the masked streams (zeros, as before a stream's
-    start) and keeps the clock, so their next frames start cleanly once a full
-    window of new audio has arrived.
+    window (25 ms), reported as ``latency_samples`` and ``latency_s``. Clock,
+    ``reset`` and ``step``: see :class:`AudioFrames`.
 
     >>> extractor = StreamingFbank()
     >>> state = extractor.init_state(batch_size=1)
@@ -227,15 +251,13 @@ class StreamingFbank(StreamModule):
         self.config = config or FbankConfig()
         self.normalize = normalize
         self.latency_samples = self.config.window_size
+        self.sample_rate = self.config.sample_rate
+        self.output_frame = feature_frame(self.config.num_mel_bins)
 
     def init_state(self, batch_size: int = 1, dtype: torch.dtype = torch.float32,
                    device: torch.device | str | None = None) -> FbankState:
         return FbankState(torch.zeros(batch_size, self.config.window_size, dtype=dtype, device=device),
                           torch.zeros(batch_size, dtype=torch.int64, device=device))
-
-    def reset(self, state: FbankState, mask: Tensor) -> FbankState:
-        cleared = super().reset(state, mask)
-        return FbankState(cleared.tail, state.samples)
 
     def forward(self, audio: Tensor, state: FbankState | None = None) -> tuple[Tensor, FbankState]:
         cfg = self.config
@@ -251,25 +273,24 @@ class StreamingFbank(StreamModule):
         return frame_features(frames, cfg, self.normalize), new
 
 
-class StreamingLevel(StreamModule):
+class StreamingLevel(AudioFrames):
     """The level of each frame of a front end's clock, for a speech gate: ``(audio (B, T), state) -> (level (B, n),
     state)`` in dB relative to full scale (10 log10 of the mean square, floored at -120 dB), frame ``k`` over
     samples ``[k hop, k hop + window_size)``; exact under any chunking, like :class:`StreamingFbank`."""
 
-    def __init__(self, window_size: int, hop: int):
+    output_frame = Frame((), (), "float", "frames")
+
+    def __init__(self, window_size: int, hop: int, sample_rate: int | None = None):
         super().__init__()
         if window_size < 1 or hop < 1:
             raise ValueError(f"window_size and hop must be >= 1 samples (got {window_size}, {hop})")
         self.window_size, self.hop = window_size, hop
+        self.latency_samples, self.sample_rate = window_size, sample_rate
 
     def init_state(self, batch_size: int = 1, dtype: torch.dtype = torch.float32,
                    device: torch.device | str | None = None) -> FbankState:
         return FbankState(torch.zeros(batch_size, self.window_size, dtype=dtype, device=device),
                           torch.zeros(batch_size, dtype=torch.int64, device=device))
-
-    def reset(self, state: FbankState, mask: Tensor) -> FbankState:
-        cleared = super().reset(state, mask)
-        return FbankState(cleared.tail, state.samples)
 
     def forward(self, audio: Tensor, state: FbankState | None = None) -> tuple[Tensor, FbankState]:
         if state is None:

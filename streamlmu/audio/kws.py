@@ -1,10 +1,16 @@
 """Real-time keyword spotting over many audio streams: ``StreamingKWS``.
 
-One call per audio chunk (any size, any sample rate) advances every stream::
+A session over the keyword pipeline (:func:`streamlmu.audio.kws_pipeline.keyword_pipeline`), one
+stream operator from samples to detections::
 
-    audio -> resample to 16 kHz -> streaming front end (fbank or speech embedding)
+    audio -> resample to the model's rate -> front end (fbank or speech embedding) + speech-gate energy
           -> model frame (streaming engine, all streams in one step)
-          -> mean of the per-frame logits over the last ``window_frames`` -> softmax -> detector -> events
+          -> mean of the per-frame logits over the last ``window_frames`` -> softmax -> detector -> detections
+
+The session adds what a product needs around it: audio of any dtype and rate, an event queue, an
+optional second-stage verifier, statistics, JSON. Its whole stream state is ``kws.state`` (a pytree of
+tensors: save it with :func:`streamlmu.stream.save_state` mid-word and load it to resume with the same
+events).
 
 The model's own head averages its features over every frame since the
 stream began, which suits 1 s clips, not an endless stream. The head is
@@ -29,15 +35,14 @@ import torch
 
 from streamlmu.audio import verify
 from streamlmu.audio.bundle import load_model
-from streamlmu.audio.detect import (DEFAULT_THRESHOLD, DetectorConfig, detector_init, detector_reset, detector_run,
-                                    frame_energy, keyword_thresholds, level_energy, window_init, window_posteriors,
-                                    window_reset)
-from streamlmu.audio.features import FbankConfig, StreamingLevel
-from streamlmu.audio.frontend import FrontEndConfig, streaming_frontend
-from streamlmu.audio.resample import StreamingResampler
+from streamlmu.audio.detect import DEFAULT_THRESHOLD, DetectorConfig, keyword_thresholds
+from streamlmu.audio.frontend import FrontEndConfig
+from streamlmu.audio.kws_pipeline import Detections, SpeechFrames, keyword_pipeline
+from streamlmu.audio.resample import Resample
 from streamlmu.audio.sources import pcm_to_float
 from streamlmu.engine import DEFAULT_BLAS_MIN_BATCH
 from streamlmu.metrics import LatencyHistogram
+from streamlmu.stream import Pipeline, State
 
 MAX_QUEUED_EVENTS = 10_000
 DEFAULT_WARMUP_S = 0.8  # a fresh state on background noise can score a keyword near 1.0 for about 0.7 s
@@ -132,12 +137,8 @@ class StreamingKWS:
                                        warmup_frames=frames(warmup_s, 0),
                                        vad_rise=DetectorConfig.vad_rise * self.features.frame_shift_ms / 10.0)
         self.window_frames = frames(window_s, 1)
-        self.runner = model.eval().streaming(blas_min_batch=blas_min_batch, pooling="frame",
-                                             int8_min_batch=int8_min_batch)
-        self.frontend = streaming_frontend(self.features)
-        # the speech gate's energy: the fbank frames' mean, or else each frame's level (same window and clock)
-        self.level = None if isinstance(self.features, FbankConfig) else \
-            StreamingLevel(self.features.window_size, self.features.hop)
+        self.pipeline = keyword_pipeline(model, self.detector, self.window_frames, blas_min_batch=blas_min_batch,
+                                         int8_min_batch=int8_min_batch)
         self.verifier = None if verifier is None else self._verifier(verifier, verify_delay_s, verify_threshold)
         self.stats, self.hop_seconds = KWSStats(), LatencyHistogram()
         self.reset()
@@ -163,32 +164,36 @@ class StreamingKWS:
     def reset(self, stream: int | None = None) -> None:
         """Start stream ``stream`` (every stream if None) afresh: its time restarts at 0, its history is dropped."""
         if stream is None:
-            self._engine = self.runner.init_state(self.streams)
-            self._frontend = self.frontend.init_state(self.streams)
-            self._level = self.level.init_state(self.streams) if self.level is not None else None
-            self._window = window_init(self.streams, self.window_frames, len(self.labels))
-            self._detect = detector_init(self.streams, self.detector)
-            self._origin = np.zeros(self.streams, np.int64)   # the frame index each stream's time starts at
-            self._frame = 0                                   # frames every stream has heard (one clock)
-            self._resampler: StreamingResampler | None = None
+            self.pipeline = Pipeline(*self.pipeline.stages[-3:])  # the model's rate until other audio arrives
+            self.state: State = self.pipeline.init_state(self.streams)
             self._events: list[Event] = []
             if self.verifier is not None:
                 self.verifier.reset()
             return
         if not 0 <= stream < self.streams:
             raise ValueError(f"stream must be in [0, {self.streams}) (got {stream})")
-        mask = torch.zeros(self.streams, dtype=torch.bool)
-        mask[stream] = True
-        self._engine = self.runner.reset(self._engine, mask)
-        self._frontend = self.frontend.reset(self._frontend, mask)
-        if self.level is not None:
-            self._level = self.level.reset(self._level, mask)
-        rows = np.array([stream])
-        window_reset(self._window, rows)
-        detector_reset(self._detect, rows, self.detector)
-        self._origin[stream] = self._frame
+        self.state = self.pipeline.reset(self.state, torch.arange(self.streams) == stream)
         if self.verifier is not None:
             self.verifier.reset(stream)
+
+    def _at_rate(self, sample_rate: int) -> None:
+        """Put a resampler from ``sample_rate`` in front of the pipeline (or take it away), keeping the rest's state."""
+        first = self.pipeline.stages[0]
+        rate = first.orig_rate if isinstance(first, Resample) else self.features.sample_rate
+        if sample_rate == rate:
+            return
+        core, state = self.pipeline.stages[-3:], self.state[-3:]
+        if sample_rate == self.features.sample_rate:
+            self.pipeline = Pipeline(*core)
+        else:
+            resample = Resample(sample_rate, self.features.sample_rate)
+            self.pipeline, state = Pipeline(resample, *core), (resample.init_state(self.streams),) + state
+        self.state = state
+
+    @property
+    def _frames_heard(self) -> int:
+        """Frames every stream has been given on the shared clock of the front end (resets do not restart it)."""
+        return self.features.num_frames(int(self.state[-3][0].samples[0]))
 
     # ------------------------------------------------------------ audio in
     def _as_batch(self, samples: object) -> np.ndarray:
@@ -223,37 +228,36 @@ class StreamingKWS:
             raise ValueError(f"sample_rate must be a positive number of Hz (got {sample_rate})")
         self.stats.clipped_samples += int((np.abs(audio) >= 0.999).sum())
         self.stats.audio_seconds += audio.shape[1] / sample_rate
-        if sample_rate != self.features.sample_rate:
-            if self._resampler is None or self._resampler.orig_rate != sample_rate:
-                self._resampler = StreamingResampler(sample_rate, self.features.sample_rate, self.streams)
-            audio = self._resampler(audio)
-        chunk = torch.from_numpy(audio)
-        frames, self._frontend = self.frontend(chunk, self._frontend)
-        if self.level is not None:
-            levels, self._level = self.level(chunk, self._level)
-        count = frames.shape[1]
+        self._at_rate(sample_rate)
+        first = self._frames_heard
+        outputs, self.state = self.pipeline.trace(torch.from_numpy(audio), self.state)
+        resampled = outputs[0].numpy() if len(outputs) == 4 else audio
+        scores: SpeechFrames = outputs[-2]
+        found: Detections = outputs[-1]
+        count = found.keyword.shape[1]
+        if count:
+            self._propose(found, first)
+        self._confirm(resampled)
         if not count:
-            self._confirm(audio)
             return 0
-        logits, self._engine = self.runner(frames, self._engine)  # one engine step per hop for every stream
-        posteriors = window_posteriors(logits.numpy(), self._window)
-        energy = frame_energy(frames.numpy()) if self.level is None else level_energy(levels.numpy())
-        fired, score = detector_run(posteriors, energy, self._detect, self.detector)
+        self.stats.frames += count
+        if trace is not None:
+            trace.append((scores.values.numpy(), scores.energy.numpy()))
+        self.hop_seconds.add((time.perf_counter() - start) / count, count)
+        return count
+
+    def _propose(self, found: Detections, first: int) -> None:
+        """Queue the detections of a chunk whose frames start at ``first`` on the shared clock (or hand them to
+        the verifier)."""
+        fired, score, frame = found.keyword.numpy(), found.score.numpy(), found.frame.numpy()
         for stream, t in zip(*np.nonzero(fired >= 0)):
-            at = self.features.frame_end_s(self._frame + t - self._origin[stream])  # the frame's index in its stream
+            at = self.features.frame_end_s(int(frame[stream, t]))  # the frame's index in its stream
             event = Event(float(at), self.labels[fired[stream, t]], float(score[stream, t]), int(stream))
             if self.verifier is None:
                 self._queue(event)
             else:
-                heard = (self._frame + t) * self.features.hop + self.features.window_size  # on the shared clock
+                heard = (first + t) * self.features.hop + self.features.window_size  # on the shared clock
                 self.verifier.propose(int(heard), *event)
-        self._confirm(audio)
-        self._frame += count
-        self.stats.frames += count
-        if trace is not None:
-            trace.append((posteriors, energy))
-        self.hop_seconds.add((time.perf_counter() - start) / count, count)
-        return count
 
     def _confirm(self, audio: np.ndarray) -> None:
         """Hand the verifier this chunk of (resampled) audio and queue the detections it confirms."""
@@ -276,10 +280,10 @@ class StreamingKWS:
 
     def top(self, stream: int = 0) -> tuple[str, float]:
         """The label with the highest smoothed posterior on ``stream`` now, and that posterior."""
-        smoothed = self._detect.smoothed[stream]
+        smoothed = self.state[-1].detector.smoothed[stream]
         k = int(smoothed.argmax())
         return self.labels[k], float(smoothed[k])
 
     def stream_time(self, stream: int = 0) -> float:
         """Seconds of audio stream ``stream`` has heard since it began or was reset (at the model's rate)."""
-        return float((self._frame - self._origin[stream]) * self.features.hop / self.features.sample_rate)
+        return float(self.state[-1].frames[stream]) * self.features.hop / self.features.sample_rate

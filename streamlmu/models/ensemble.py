@@ -66,6 +66,7 @@ class Ensemble(StreamModule):
                                      f"member {i} has {mine}")
         self.members = nn.ModuleList(members)
         self.in_features, self.num_classes = first.config.in_features, first.config.num_classes
+        self.input_frame, self.output_frame = first.input_frame, first.output_frame
         self.latency_frames = first.latency_frames
 
     @property

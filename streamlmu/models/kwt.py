@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from streamlmu.stream import StreamModule, check_finite, check_input, register_state, step_by_forward
+from streamlmu.stream import StreamModule, check_finite, check_input, feature_frame, register_state, step_by_forward
 
 KWT_PRESETS: dict[str, dict] = {
     # KWT-1's sizes (dim 64, one head, MLP 256, 12 blocks) over 128-frame windows.
@@ -110,6 +110,7 @@ class KWT(StreamModule):
     def __init__(self, config: KWTConfig | None = None):
         super().__init__()
         cfg = self.config = config or KWTConfig.preset("paper")
+        self.input_frame, self.output_frame = feature_frame(cfg.in_features), feature_frame(cfg.num_classes)
         if cfg.dim % cfg.heads:
             raise ValueError(f"dim={cfg.dim} must be a multiple of heads={cfg.heads}")
         if cfg.window < 1:

@@ -42,7 +42,7 @@ from streamlmu.nn.lif import LIF, LIFState
 from streamlmu.nn.linear import FrameLinear
 from streamlmu.nn.memory import LMUMemory, LMUMemoryState
 from streamlmu.nn.norm import FrameBatchNorm
-from streamlmu.stream import StreamModule, check_finite, check_input, register_state, step_by_forward
+from streamlmu.stream import StreamModule, check_finite, check_input, feature_frame, register_state, step_by_forward
 
 PRESETS: dict[str, dict] = {
     # The paper's SCv2-35 models; the spiking one doubles the memory order.
@@ -138,6 +138,7 @@ class LMUFormerBase(StreamModule):
         self.blocks = nn.ModuleList([_Block(cfg) for _ in range(cfg.depth)])
         self.head = FrameLinear(cfg.dim, cfg.num_classes)
         self.latency_frames = cfg.lookahead * (cfg.conv_layers + 1)
+        self.input_frame, self.output_frame = feature_frame(cfg.in_features), feature_frame(cfg.num_classes)
 
     # ------------------------------------------------------------ state
     def _neuron_sizes(self) -> list[int]:
@@ -184,6 +185,8 @@ class LMUFormerBase(StreamModule):
         check_finite(x)
         batch, time = x.shape[0], x.shape[1]
         state = self._check_state(self.init_state(batch, x.dtype, x.device) if state is None else state, batch)
+        if time == 0:  # a front end may complete no frame in a chunk
+            return x.new_zeros(batch, 0, self.config.num_classes), state
         features, valid, parts = self._features(x, state)
         features = self._mask(features, valid)
         weight = torch.ones(batch, time, 1, dtype=x.dtype, device=x.device) if valid is None else valid.to(x.dtype)

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from streamlmu.nn.memory import LMUMemory, LMUMemoryState
-from streamlmu.stream import StreamModule, check_input, register_state
+from streamlmu.stream import StreamModule, check_input, feature_frame, register_state
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "identity": nn.Identity, "tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "sigmoid": nn.Sigmoid,
@@ -79,6 +79,7 @@ class LMUCell(StreamModule):
                 raise ValueError(f"{name} must be a positive integer (got {value!r})")
         self.input_size = input_size
         self.hidden_size = hidden_size
+        self.input_frame, self.output_frame = feature_frame(input_size), feature_frame(hidden_size)
         self.memory_d = memory_d
         self.hidden_to_memory = hidden_to_memory
         self.memory_to_memory = memory_to_memory

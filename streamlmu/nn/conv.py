@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from streamlmu.nn.inference import uses_kernels
 from streamlmu.nn.linear import KernelWeights, linear_rows
 from streamlmu.nn.norm import FrameBatchNorm
-from streamlmu.stream import StreamModule, check_input, register_state, step_by_forward
+from streamlmu.stream import StreamModule, check_input, feature_frame, register_state, step_by_forward
 
 
 @register_state
@@ -61,6 +61,7 @@ class CausalConv1d(StreamModule):
             raise ValueError(f"need kernel_size >= 1 and 0 <= lookahead < kernel_size "
                              f"(got kernel_size={kernel_size}, lookahead={lookahead})")
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
+        self.input_frame, self.output_frame = feature_frame(in_channels), feature_frame(out_channels)
         self.latency_frames = lookahead
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size))
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
@@ -84,6 +85,8 @@ class CausalConv1d(StreamModule):
         check_input(x, 3, self.in_channels)
         k, time = self.kernel_size, x.shape[1]
         padded = _with_history(x, state, k - 1, "CausalConv1d")          # (B, k-1+T, C_in)
+        if time == 0:
+            return x.new_zeros(x.shape[0], 0, self.out_channels), BufferState(padded)
         if uses_kernels(x, self.weight) and (bn is None or not bn.training):
             windows = padded.unfold(1, k, 1)                              # (B, T, C_in, k)
             windows = windows.transpose(-1, -2).reshape(x.shape[0], time, k * self.in_channels)
@@ -114,6 +117,7 @@ class Delay(StreamModule):
         if frames < 0:
             raise ValueError(f"frames must be >= 0 (got {frames})")
         self.channels, self.frames = channels, frames
+        self.input_frame = self.output_frame = feature_frame(channels)
         self.latency_frames = frames
 
     def init_state(self, batch_size: int = 1, dtype: torch.dtype = torch.float32,

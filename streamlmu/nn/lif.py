@@ -17,7 +17,7 @@ from torch import Tensor
 
 from streamlmu.kernels import lif as lif_kernels
 from streamlmu.nn.inference import KERNEL_DTYPES, as_array, full_precision, raise_for_status, uses_kernels
-from streamlmu.stream import StreamModule, check_input, register_state, step_by_forward
+from streamlmu.stream import StreamModule, check_input, feature_frame, register_state, step_by_forward
 
 Surrogate = Callable[[Tensor], Tensor]
 
@@ -128,6 +128,7 @@ class LIF(StreamModule):
         if tau <= 0:
             raise ValueError(f"tau must be positive (got {tau})")
         self.features = features
+        self.input_frame = self.output_frame = feature_frame(features)
         self.params = LIFParams(float(tau), float(threshold), float(v_reset))
         self.surrogate = surrogate if surrogate is not None else SigmoidSurrogate(alpha)
 

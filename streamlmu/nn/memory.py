@@ -11,7 +11,7 @@ from streamlmu import legendre
 from streamlmu.kernels import legendre as kernels
 from streamlmu.kernels import status
 from streamlmu.nn.inference import as_array, full_precision, raise_for_status, uses_kernels
-from streamlmu.stream import StreamModule, check_finite, check_input, register_state
+from streamlmu.stream import Frame, StreamModule, check_finite, check_input, feature_frame, register_state
 
 METHODS = ("auto", "fft", "scan")
 _new_state = tuple.__new__  # builds a NamedTuple state without its Python-level __new__
@@ -69,9 +69,12 @@ class LMUMemory(StreamModule):
             raise ValueError(f"discretizer must be one of {legendre.DISCRETIZERS} (got {discretizer!r})")
         self.input_size = input_size
         self.order = order
+        self.input_frame = feature_frame(input_size)
         self.theta = float(theta)
         self.discretizer = discretizer
         self.flatten = flatten
+        self.output_frame = (feature_frame(input_size * order) if flatten
+                             else Frame((input_size, order), ("channels", "order")))
         A, B = legendre.lmu_matrices(order)
         self._Ad64, self._Bd64 = legendre.discretize(A, B, self.theta, discretizer)
         # Kernel parameters per NumPy dtype: (Ad, Bd) for the dense kernels,

@@ -1,0 +1,210 @@
+"""The keyword spotter as one stream operator: audio samples in, detections out, one state record.
+
+    keyword_pipeline(model) = [Resample] | SpeechFrontEnd | KeywordScores | KeywordDetector
+
+* :class:`SpeechFrontEnd`: samples ``(B, T)`` -> :class:`SpeechFrames` (the model's frames and each
+  frame's speech-gate energy);
+* :class:`KeywordScores`: the model compiled for the streaming engine (per-frame logits), averaged over a
+  sliding window and turned into posteriors;
+* :class:`KeywordDetector`: smoothing, thresholds, patience, re-arming, refractory time, warm-up and the
+  speech gate of :mod:`streamlmu.audio.detect` -> :class:`Detections`, with each frame's index in its
+  stream (the one place a stream's position is kept; ``reset(mask)`` restarts it at 0).
+
+Every stage is rate-changing or follows one (a chunk may complete no frame), so ``step`` takes one sample
+and returns the detections of the frames it completed. States are tensors throughout; the Numba kernels
+run on copies, so a call never changes the state it was given.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from streamlmu.audio.detect import (DetectorConfig, DetectorState, WindowState, detector_init, detector_run,
+                                    frame_energy, level_energy, window_init, window_posteriors)
+from streamlmu.audio.features import FbankConfig, StreamingLevel
+from streamlmu.audio.frontend import FrontEndConfig, streaming_frontend
+from streamlmu.audio.resample import Resample
+from streamlmu.engine import DEFAULT_BLAS_MIN_BATCH
+from streamlmu.stream import (SAMPLES, Frame, Pipeline, State, StreamModule, register_state, step_by_forward,
+                              tree_map)
+
+register_state(WindowState)
+register_state(DetectorState)
+
+
+class SpeechFrames(NamedTuple):
+    """Frames with their speech-gate energy: ``values (B, n, F)`` (features, then posteriors), ``energy (B, n)``."""
+
+    values: Tensor
+    energy: Tensor
+
+
+class Detections(NamedTuple):
+    """Per frame: ``keyword (B, n)`` int64 the label index that fired (-1: none), ``score (B, n)`` float32 its
+    smoothed posterior, ``frame (B, n)`` int64 the frame's index in its stream since it began or was reset."""
+
+    keyword: Tensor
+    score: Tensor
+    frame: Tensor
+
+
+def _numpy(state: State) -> State:
+    """Copies of a state's tensors as NumPy arrays (the kernels update them in place)."""
+    return tree_map(lambda t: t.detach().clone().numpy(), state)
+
+
+def _torch(state: State) -> State:
+    """A state of NumPy arrays in (named) tuples as tensors sharing their memory."""
+    if isinstance(state, np.ndarray):
+        return torch.from_numpy(state)
+    return type(state)(*(_torch(part) for part in state))
+
+
+class _Composite(StreamModule):
+    """A stage built of sub-operators whose states sit side by side; ``reset`` is theirs (shared clocks kept)."""
+
+    changes_rate = True
+
+    def step(self, x: Tensor, state: tuple) -> tuple[object, tuple]:
+        return step_by_forward(self, x, state)
+
+
+class SpeechFrontEnd(_Composite):
+    """``samples (B, T)`` -> :class:`SpeechFrames`: the front end's frames (fbank or speech embedding) and the
+    speech gate's energy of each (the fbank frames' mean, or each frame's level on the same clock)."""
+
+    input_frame = SAMPLES
+    clock_fields = ("samples",)
+
+    def __init__(self, features: FrontEndConfig, threads: int = 1):
+        super().__init__()
+        self.features = features
+        self.frontend = streaming_frontend(features, threads)
+        self.level = None if isinstance(features, FbankConfig) else \
+            StreamingLevel(features.window_size, features.hop, features.sample_rate)
+        self.output_frame = Frame((features.feature_size,))
+        self.latency_samples, self.sample_rate = self.frontend.latency_samples, features.sample_rate
+
+    @property
+    def latency_s(self) -> float:  # type: ignore[override]
+        return self.frontend.latency_s
+
+    def init_state(self, batch_size: int = 1, dtype: torch.dtype = torch.float32,
+                   device: torch.device | str | None = None) -> tuple:
+        level = () if self.level is None else self.level.init_state(batch_size, dtype, device)
+        return self.frontend.init_state(batch_size, dtype, device), level
+
+    def reset(self, state: tuple, mask: Tensor) -> tuple:
+        return (self.frontend.reset(state[0], mask),
+                () if self.level is None else self.level.reset(state[1], mask))
+
+    def forward(self, audio: Tensor, state: tuple | None = None) -> tuple[SpeechFrames, tuple]:
+        if state is None:
+            state = self.init_state(audio.shape[0] if audio.dim() == 2 else 1, audio.dtype, audio.device)
+        frames, front = self.frontend(audio, state[0])
+        if self.level is None:
+            energy, level = frame_energy(frames.numpy()), ()
+        else:
+            levels, level = self.level(audio, state[1])
+            energy = level_energy(levels.numpy())
+        return SpeechFrames(frames, torch.from_numpy(energy)), (front, level)
+
+
+class KeywordScores(_Composite):
+    """:class:`SpeechFrames` of features -> :class:`SpeechFrames` of class posteriors: the model's per-frame
+    logits (streaming engine, ``pooling="frame"``) averaged over the last ``window_frames`` frames, softmaxed.
+
+    The model's head is affine, so averaging its per-frame logits over a window equals the head on the
+    window's mean features: a 1 s window matches the clips the model learnt from.
+    """
+
+    def __init__(self, model: torch.nn.Module, window_frames: int, blas_min_batch: int | None = DEFAULT_BLAS_MIN_BATCH,
+                 int8_min_batch: int | None = None):
+        super().__init__()
+        if window_frames < 1:
+            raise ValueError(f"window_frames must be >= 1 (got {window_frames})")
+        self.runner = model.eval().streaming(blas_min_batch=blas_min_batch, pooling="frame",
+                                             int8_min_batch=int8_min_batch)
+        self.window_frames, self.classes = window_frames, self.runner.output_frame.shape[0]
+        self.input_frame, self.output_frame = self.runner.input_frame, self.runner.output_frame
+
+    def init_state(self, batch_size: int = 1, dtype: torch.dtype = torch.float32,
+                   device: torch.device | str | None = None) -> tuple:
+        return (self.runner.init_state(batch_size, dtype, device),
+                _torch(window_init(batch_size, self.window_frames, self.classes)))
+
+    def reset(self, state: tuple, mask: Tensor) -> tuple:
+        fresh = self.init_state(mask.shape[0])[1]
+        window = tree_map(lambda old, new: torch.where(mask.view((-1,) + (1,) * (old.dim() - 1)), new, old),
+                          state[1], fresh)
+        return self.runner.reset(state[0], mask), window
+
+    def forward(self, frames: SpeechFrames, state: tuple | None = None) -> tuple[SpeechFrames, tuple]:
+        if state is None:
+            state = self.init_state(frames.values.shape[0])
+        if not frames.values.shape[1]:
+            return SpeechFrames(frames.values.new_zeros(frames.values.shape[0], 0, self.classes), frames.energy), state
+        logits, engine = self.runner(frames.values, state[0])
+        window = _numpy(state[1])
+        posteriors = window_posteriors(logits.numpy(), window)
+        return SpeechFrames(torch.from_numpy(posteriors), frames.energy), (engine, _torch(window))
+
+
+@register_state
+class KeywordDetectorState(NamedTuple):
+    """The trigger's state (:class:`streamlmu.audio.detect.DetectorState`, as tensors) and ``frames (B,)``
+    int64: frames each stream has heard since it began or was reset."""
+
+    detector: DetectorState
+    frames: Tensor
+
+
+class KeywordDetector(StreamModule):
+    """:class:`SpeechFrames` of posteriors -> :class:`Detections`, by the rules of :mod:`streamlmu.audio.detect`."""
+
+    output_frame = Frame((), (), "float", "frames")
+
+    def __init__(self, config: DetectorConfig):
+        super().__init__()
+        self.config = config
+        self.input_frame = Frame((len(config.thresholds),))
+
+    def init_state(self, batch_size: int = 1, dtype: torch.dtype = torch.float32,
+                   device: torch.device | str | None = None) -> KeywordDetectorState:
+        return KeywordDetectorState(_torch(detector_init(batch_size, self.config)),
+                                    torch.zeros(batch_size, dtype=torch.int64))
+
+    def forward(self, frames: SpeechFrames, state: KeywordDetectorState | None = None
+                ) -> tuple[Detections, KeywordDetectorState]:
+        batch, count = frames.values.shape[:2]
+        state = self.init_state(batch) if state is None else state
+        if type(state) is not KeywordDetectorState or state.frames.shape != (batch,):
+            raise ValueError(f"state must be the KeywordDetectorState of {batch} streams from "
+                             f"KeywordDetector.init_state (got {type(state).__name__})")
+        detector = _numpy(state.detector)
+        fired, score = detector_run(frames.values.numpy(), frames.energy.numpy(), detector, self.config)
+        index = state.frames[:, None] + torch.arange(count)
+        return (Detections(torch.from_numpy(fired), torch.from_numpy(score), index),
+                KeywordDetectorState(_torch(detector), state.frames + count))
+
+    def step(self, x: SpeechFrames, state: KeywordDetectorState) -> tuple[Detections, KeywordDetectorState]:
+        out, state = self(SpeechFrames(x.values[:, None], x.energy[:, None]), state)
+        return tree_map(lambda t: t[:, 0], out), state
+
+
+def keyword_pipeline(model: torch.nn.Module, detector: DetectorConfig, window_frames: int,
+                     sample_rate: int | None = None, blas_min_batch: int | None = DEFAULT_BLAS_MIN_BATCH,
+                     int8_min_batch: int | None = None, threads: int = 1) -> Pipeline:
+    """The spotter of ``model`` (with ``features``) as one operator: ``(B, samples)`` audio at ``sample_rate``
+    (default: the model's) -> :class:`Detections` per frame of the model's front end."""
+    features = model.features
+    stages: list[StreamModule] = []
+    if sample_rate is not None and sample_rate != features.sample_rate:
+        stages.append(Resample(sample_rate, features.sample_rate))
+    stages += [SpeechFrontEnd(features, threads),
+               KeywordScores(model, window_frames, blas_min_batch, int8_min_batch),
+               KeywordDetector(detector)]
+    return Pipeline(*stages)

@@ -1,0 +1,171 @@
+"""Contract v2: any frame layout, rate-changing operators, pytree states and structured outputs; every
+operator of the package passes ``check_stream_op``."""
+import importlib
+import pkgutil
+from typing import NamedTuple
+
+import pytest
+import torch
+
+import streamlmu
+from streamlmu.audio.detect import DetectorConfig
+from streamlmu.audio.embedding import StreamingSpeechEmbedding
+from streamlmu.audio.features import FbankConfig, StreamingFbank, StreamingLevel
+from streamlmu.audio.kws_pipeline import (KeywordDetector, KeywordScores, SpeechFrames, SpeechFrontEnd,
+                                          keyword_pipeline)
+from streamlmu.audio.resample import Resample
+from streamlmu.engine import StreamRunner
+from streamlmu.models import KWT, Ensemble, KWTConfig, LMUFormer, LMUFormerConfig, SpikingLMUFormer
+from streamlmu.nn import LIF, CausalConv1d, Delay, LMUCell, LMUMemory
+from streamlmu.stream import (IMAGES, SAMPLES, Frame, Map, Pipeline, StreamModule, feature_frame, tree_leaves,
+                              tree_map, tree_paths)
+from streamlmu.testing import check_stream_op, randomize_batchnorm
+
+
+class Brightness(StreamModule):
+    """Test operator on image frames with a dict state and a structured output: the running mean brightness
+    of each image, and the count of images brighter than it so far."""
+
+    input_frame = IMAGES
+    output_frame = Frame((), (), "float")
+
+    class Out(NamedTuple):
+        mean: torch.Tensor      # (B, T)
+        brighter: torch.Tensor  # (B, T) int64
+
+    def init_state(self, batch_size=1, dtype=torch.float32, device=None):
+        return {"sum": torch.zeros(batch_size, dtype=torch.float64, device=device),
+                "count": torch.zeros(batch_size, dtype=torch.int64, device=device),
+                "brighter": [torch.zeros(batch_size, dtype=torch.int64, device=device)], "unused": None}
+
+    def forward(self, x, state=None):
+        self.input_frame.check(x)
+        state = self.init_state(x.shape[0], device=x.device) if state is None else state
+        level = x.double().mean(dim=(2, 3, 4))                             # (B, T)
+        sums = state["sum"][:, None] + level.cumsum(1)
+        counts = state["count"][:, None] + torch.arange(1, x.shape[1] + 1)
+        mean = sums / counts
+        brighter = state["brighter"][0][:, None] + (level > mean).long().cumsum(1)
+        new = {"sum": sums[:, -1] if x.shape[1] else state["sum"], "count": state["count"] + x.shape[1],
+               "brighter": [brighter[:, -1] if x.shape[1] else state["brighter"][0]], "unused": None}
+        return self.Out(mean.float(), brighter), new
+
+    def step(self, x, state):
+        y, state = self(x.unsqueeze(1), state)
+        return tree_map(lambda t: t[:, 0], y), state
+
+
+def test_trees_take_dicts_lists_and_none():
+    tree = {"a": (torch.ones(2), None), "b": [torch.zeros(2, 3)]}
+    doubled = tree_map(lambda t: 2 * t, tree)
+    assert doubled["a"][1] is None and torch.equal(doubled["a"][0], torch.full((2,), 2.0))
+    assert [p for p, _ in tree_paths(tree)] == [("a", 0), ("b", 0)]
+    assert len(tree_leaves(doubled)) == 2
+    with pytest.raises(TypeError, match="a tensor, None, or a tuple, NamedTuple, list or dict"):
+        tree_leaves({"a": 3})
+
+
+def test_image_frames_dict_state_and_structured_output():
+    images = torch.randint(0, 256, (2, 7, 3, 4, 5), dtype=torch.uint8)
+    op = Brightness()
+    errors = check_stream_op(op, images)
+    assert set(errors) >= {"step", "chunks0", "batch"}
+    y, _ = op(images)
+    assert y.brighter.dtype == torch.int64 and y.mean.shape == (2, 7)
+
+
+def test_checks_name_the_declared_layout():
+    with pytest.raises(ValueError, match=r"x must have shape \(batch, time, channels=3, height, width\) "
+                                         r"float\|uint8 \(got \(2, 7, 4, 5\)\)"):
+        Brightness()(torch.zeros(2, 7, 4, 5))
+    with pytest.raises(TypeError, match=r"must be a floating-point or uint8 tensor"):
+        Brightness()(torch.zeros(2, 7, 3, 4, 5, dtype=torch.int32))
+    with pytest.raises(ValueError, match=r"x must have shape \(batch, samples\)"):
+        check_stream_op(StreamingFbank(), torch.zeros(2, 10, 3))
+    assert feature_frame(96).layout(time=False) == "(batch, features=96)"
+    assert SAMPLES.layout() == "(batch, samples)"
+
+
+def test_a_filterbank_feeds_a_model_when_stepped_sample_by_sample():
+    model = randomize_batchnorm(LMUFormer(LMUFormerConfig.preset("tiny")), spiking=False).eval()
+    pipe = StreamingFbank() | model
+    assert pipe.changes_rate and pipe.input_frame == SAMPLES and pipe.output_frame == feature_frame(35)
+    assert pipe.latency_frames == 0 and pipe.latency_s == pytest.approx(0.025)
+    state = pipe.init_state(2)
+    audio = torch.randn(2, 720) * 0.1
+    steps = []
+    for t in range(audio.shape[1]):
+        y, state = pipe.step(audio[:, t], state)
+        steps.append(y)
+    assert [y.shape[1] for y in steps].count(1) == 3  # frames complete at samples 400, 560 and 720
+    whole, _ = pipe(audio)
+    assert torch.allclose(torch.cat(steps, dim=1), whole, atol=1e-5)
+
+
+def _examples() -> dict[type, tuple]:
+    """One instance and input per operator class of the package."""
+    torch.manual_seed(0)
+    lmu = randomize_batchnorm(LMUFormer(LMUFormerConfig.preset("tiny")), spiking=False).eval()
+    spiking = randomize_batchnorm(SpikingLMUFormer(LMUFormerConfig.preset("tiny", spiking=True)), spiking=True).eval()
+    other = randomize_batchnorm(LMUFormer(LMUFormerConfig.preset("tiny", order=32)), spiking=False).eval()
+    frames, audio = torch.randn(2, 20, 128), torch.randn(2, 4200) * 0.1
+    lmu.features = FbankConfig()
+    detector = DetectorConfig((0.3,) * 34 + (float("inf"),), smooth_frames=2, patience_frames=2, refractory_frames=3,
+                              speech_gate_frames=4, warmup_frames=2)
+    posteriors = torch.softmax(4 * torch.randn(2, 60, 35), dim=-1)
+    return {
+        LMUMemory: (LMUMemory(3, 8, 10.0), torch.randn(2, 30, 3)),
+        LMUCell: (LMUCell(3, 5, order=8, theta=10.0), torch.randn(2, 30, 3)),
+        CausalConv1d: (CausalConv1d(3, 4, 3, lookahead=1), torch.randn(2, 30, 3)),
+        Delay: (Delay(3, 2), torch.randn(2, 30, 3)),
+        LIF: (LIF(3), 2 * torch.rand(2, 30, 3)),
+        Map: (Map(torch.tanh), torch.randn(2, 30, 3)),
+        LMUFormer: (lmu, frames),
+        SpikingLMUFormer: (spiking, frames),
+        KWT: (KWT(KWTConfig.preset("tiny", window=8)).eval(), frames),
+        Ensemble: (Ensemble([lmu, other]).eval(), frames),
+        StreamRunner: (lmu.streaming(), frames),
+        StreamingFbank: (StreamingFbank(), audio),
+        StreamingLevel: (StreamingLevel(400, 160, 16000), audio),
+        StreamingSpeechEmbedding: (StreamingSpeechEmbedding(), audio),
+        Resample: (Resample(48000, 16000), torch.randn(2, 900)),
+        SpeechFrontEnd: (SpeechFrontEnd(FbankConfig()), audio),
+        KeywordScores: (KeywordScores(lmu, window_frames=5), SpeechFrames(frames, torch.randn(2, 20))),
+        KeywordDetector: (KeywordDetector(detector), SpeechFrames(posteriors, torch.randn(2, 60))),
+        Pipeline: (keyword_pipeline(lmu, detector, window_frames=5, sample_rate=48000), 0.1 * torch.randn(2, 6000)),
+    }
+
+
+BASES = {"LMUFormerBase", "AudioFrames", "_Composite"}  # shared code of the operators below, not operators
+
+
+def _operator_classes() -> set[type]:
+    for module in pkgutil.walk_packages(streamlmu.__path__, "streamlmu."):
+        importlib.import_module(module.name)
+    found, todo = set(), [StreamModule]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            todo.append(sub)
+            if sub.__module__.startswith("streamlmu.") and sub.__name__ not in BASES:
+                found.add(sub)
+    return found
+
+
+EXAMPLES = _examples()
+
+
+def test_the_detector_example_fires():
+    op, x = EXAMPLES[KeywordDetector]
+    found, _ = op(x)
+    assert (found.keyword >= 0).sum() >= 4 and found.frame[:, -1].tolist() == [59, 59]
+
+
+def test_every_operator_of_the_package_has_an_example():
+    missing = {c.__module__ + "." + c.__name__ for c in _operator_classes() - set(EXAMPLES)}
+    assert not missing, f"add these operators to EXAMPLES: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("cls", list(EXAMPLES), ids=lambda c: c.__name__)
+def test_every_operator_keeps_the_contract(cls):
+    op, x = EXAMPLES[cls]
+    check_stream_op(op, x, atol=1e-4, chunkings=2)
