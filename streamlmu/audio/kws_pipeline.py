@@ -28,8 +28,7 @@ from streamlmu.audio.features import FbankConfig, StreamingLevel
 from streamlmu.audio.frontend import FrontEndConfig, streaming_frontend
 from streamlmu.audio.resample import Resample
 from streamlmu.engine import DEFAULT_BLAS_MIN_BATCH
-from streamlmu.stream import (SAMPLES, Frame, Pipeline, State, StreamModule, register_state, step_by_forward,
-                              tree_map)
+from streamlmu.stream import SAMPLES, Frame, Pipeline, State, StreamModule, register_state, step_by_forward, tree_map
 
 register_state(WindowState)
 register_state(DetectorState)
@@ -51,9 +50,14 @@ class Detections(NamedTuple):
     frame: Tensor
 
 
-def _numpy(state: State) -> State:
-    """Copies of a state's tensors as NumPy arrays (the kernels update them in place)."""
-    return tree_map(lambda t: t.detach().clone().numpy(), state)
+def _cloned(state: State) -> tuple[State, State]:
+    """Copies of the tensors of a state of (named) tuples, and NumPy views of those copies (for the kernels,
+    which update them in place)."""
+    if isinstance(state, Tensor):
+        view = state.numpy().copy()
+        return torch.from_numpy(view), view
+    pairs = [_cloned(part) for part in state]
+    return type(state)(*(copy for copy, _ in pairs)), type(state)(*(view for _, view in pairs))
 
 
 def _torch(state: State) -> State:
@@ -148,9 +152,9 @@ class KeywordScores(_Composite):
         if not frames.values.shape[1]:
             return SpeechFrames(frames.values.new_zeros(frames.values.shape[0], 0, self.classes), frames.energy), state
         logits, engine = self.runner(frames.values, state[0])
-        window = _numpy(state[1])
-        posteriors = window_posteriors(logits.numpy(), window)
-        return SpeechFrames(torch.from_numpy(posteriors), frames.energy), (engine, _torch(window))
+        window, arrays = _cloned(state[1])
+        posteriors = window_posteriors(logits.numpy(), arrays)
+        return SpeechFrames(torch.from_numpy(posteriors), frames.energy), (engine, window)
 
 
 @register_state
@@ -184,11 +188,11 @@ class KeywordDetector(StreamModule):
         if type(state) is not KeywordDetectorState or state.frames.shape != (batch,):
             raise ValueError(f"state must be the KeywordDetectorState of {batch} streams from "
                              f"KeywordDetector.init_state (got {type(state).__name__})")
-        detector = _numpy(state.detector)
-        fired, score = detector_run(frames.values.numpy(), frames.energy.numpy(), detector, self.config)
+        detector, arrays = _cloned(state.detector)
+        fired, score = detector_run(frames.values.numpy(), frames.energy.numpy(), arrays, self.config)
         index = state.frames[:, None] + torch.arange(count)
         return (Detections(torch.from_numpy(fired), torch.from_numpy(score), index),
-                KeywordDetectorState(_torch(detector), state.frames + count))
+                KeywordDetectorState(detector, state.frames + count))
 
     def step(self, x: SpeechFrames, state: KeywordDetectorState) -> tuple[Detections, KeywordDetectorState]:
         out, state = self(SpeechFrames(x.values[:, None], x.energy[:, None]), state)
