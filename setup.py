@@ -8,7 +8,7 @@ setup(
     python_requires=">=3.10",
     packages=["streamlmu", "streamlmu.nn", "streamlmu.models", "streamlmu.audio", "streamlmu.data",
               "streamlmu.train", "streamlmu.pretrained", "streamlmu.kernels", "streamlmu.apps"],
-    package_data={"streamlmu.pretrained": ["*.pt", "*.md", "*.json", "*.csv", "*.png", "*.wav"]},
+    package_data={"streamlmu.pretrained": ["*.pt", "*.md", "*.json", "*.wav"]},
     package_dir={
         "streamlmu": "streamlmu",
         "streamlmu.kernels": "kernels",

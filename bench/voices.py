@@ -41,7 +41,7 @@ from streamlmu.train.evaluate import evaluate
 from streamlmu.train.trainer import TrainConfig, train
 
 HOLDOUTS = ("voice=cmu_us_slt_arctic_hts", "variant=f4", "voice=en-gb-scotland")
-# The recipes of the bundled speech-embedding models (streamlmu/pretrained/MODEL_CARD.md), used for both front ends.
+# The recipes of the bundled speech-embedding models (their cards in streamlmu/pretrained/), used for both front ends.
 _CLIPS = dict(model="lmuformer", labels=35, epochs=60, lr_schedule="cosine", loss="ce", overrides=dict(dim=96))
 _STREAMS = dict(model="lmuformer", labels=12, stream_windows=True, epochs=60, lr_schedule="cosine", mixup_alpha=0.0,
                 word_heads=0.3, hard_negatives=("dog", "learn", "nine", "tree", "bed"), overrides=dict(dim=96))

@@ -1,4 +1,4 @@
-"""Keyword-spotting models shipped with the package; their model card is ``MODEL_CARD.md`` beside them.
+"""Keyword-spotting models shipped with the package; each has its model card ``<name>.md`` beside it.
 
 ``streamlmu.load_model(name)`` takes one of :func:`available` as well as a path.
 """
