@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/model_step.py
 	$(VENV)/bin/python bench/kws_stream.py
 	$(VENV)/bin/python bench/train_step.py
+	$(VENV)/bin/python bench/report.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,142 @@
+"""Write ``bench/README.md``: what each benchmark measures and its latest tables, from ``bench/results/*.json``.
+
+Usage: ``python bench/report.py`` (writes the file) or ``--check`` (exit 1 if it is out of date). Each
+benchmark script writes its JSON; this script only reads them, so the tables never drift from the results.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+RESULTS = BENCH / "results"
+
+INTRO = """# Benchmarks
+
+Each script prints a table and writes `results/<name>.json`; `python bench/report.py` turns those into this
+file. Timings are ratios measured side by side in one run on one thread (these machines are noisy); the
+accuracy benchmarks take hours and reuse what their JSON already holds. Narrative and history:
+`docs/benchmarks.md`, `docs/voices.md`.
+
+| script | what it measures | run |
+| --- | --- | --- |
+| `lmu_memory.py` | the Legendre memory: Numba kernel, public `step`, torch eager, FFT forward | `make bench` |
+| `model_step.py` | one LMUFormer frame: the engine against eager torch and re-running a 1 s window | `make bench` |
+| `kws_stream.py` | live spotting per 10 ms hop for 1, 16 and 256 streams; streams per core | `make bench` |
+| `train_step.py` | a distillation step: the teacher batched against per-frame kernels; bfloat16 | `make bench` |
+| `voices.py` | leave one voice out: clips and streams on a voice no model heard, pocketsphinx beside | hours |
+| `engines.py` | whole engines no model heard (DECtalk, Piper, Kokoro): clips and word streams | hours |
+| `phrases.py` | keywords said inside sentences | an hour |
+| `streamlmu truncation` | accuracy by frames heard (`results/truncation/truncation.md`) | minutes |
+"""
+
+
+def _load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _table(header: list[str], rows: list[list[object]]) -> list[str]:
+    return (["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+            + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+
+def _targets(report: dict) -> list[str]:
+    settings = ("preset", "batch", "order", "streams")
+    rows = [[t["target"], ", ".join(f"{k} {t[k]}" for k in settings if k in t) or "-",
+             f"{t['ratio']:.2f}x", f">= {t['minimum']:.3g}x", "met" if t["met"] else "**missed**"]
+            for t in report["targets"]]
+    machine = report.get("machine", {})
+    return [f"Measured on {machine.get('processor', '?')}, torch {machine.get('torch', '?')}, numba "
+            f"{machine.get('numba', '?')}.", ""] + _table(["target", "setting", "measured", "required", ""], rows)
+
+
+def _kws_stream(report: dict) -> list[str]:
+    rows = [[r["preset"], r["streams"], f"{r['spotter_ms_per_hop']:.3f}", f"{r['int8_ms_per_hop']:.3f}",
+             f"{r['window_ms_per_hop']:.1f}" if r.get("window_ms_per_hop") else "-", f"{r['rtf']:.4f}",
+             f"{r['streams_per_core']:.0f}", f"{r['int8_streams_per_core']:.0f}"] for r in report["rows"]]
+    return (_table(["preset", "streams", "spotter ms / hop", "int8 ms / hop", "1 s window ms / hop", "real-time factor",
+                    "streams / core", "int8 streams / core"], rows)
+            + ["", f"Target: >= {report['target_streams_per_core']} real-time paper-size streams per core: float32 "
+                   f"{report['paper_streams_per_core']:.0f}, int8 {report['paper_streams_per_core_int8']:.0f}."])
+
+
+def _train_step(report: dict) -> list[str]:
+    rows = [[name, f"{ms:.1f}"] for name, ms in report["ms_per_batch"].items()]
+    return _table(["step", "ms per batch"], rows) + [""] + _targets(report)
+
+
+def _percent(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f} %"
+
+
+def _streams(row: dict | None) -> str:
+    if not row:
+        return "-"
+    return f"{_percent(row['hit_rate'])} of {row['occurrences']} at {row['false_alarms_per_hour']:g} FA/h"
+
+
+def _voices(report: dict) -> list[str]:
+    rows = []
+    for holdout, cells in report.items():
+        for front, cell in cells.items():
+            clips, streams = cell.get("clips", {}), cell.get("streams")
+            rows.append([holdout, front, _percent(clips.get("heldout_accuracy")),
+                         _percent(clips.get("other_voices_accuracy")), _streams(streams)])
+    return _table(["held-out voice", "front end", "clips (held out)", "clips (other voices)", "stream keywords"], rows)
+
+
+def _engine(report: dict) -> list[str]:
+    clips = [[f"`{name}`", _percent(row["accuracy"]), row["clips"]] for name, row in report["clips"].items()]
+    streams = [[f"`{name}`", _streams(row), f"{row['real_time_factor']:.4f}"] for name, row in report["streams"].items()]
+    return (_table(["35-word model", "clips right", "clips"], clips) + [""]
+            + _table(["detector", "stream keywords", "real-time factor"], streams))
+
+
+def _phrases(report: dict) -> list[str]:
+    rows = [[name, _streams(row.get("bundled")), _streams(row["calibrated"]), f"{row['real_time_factor']:.4f}"]
+            for name, row in report.items()]
+    return _table(["detector", "as bundled", "calibrated on phrase streams", "real-time factor"], rows)
+
+
+SECTIONS = [
+    ("lmu_memory", "Legendre memory (`lmu_memory.py`)", _targets),
+    ("model_step", "One model frame (`model_step.py`)", _targets),
+    ("kws_stream", "Live spotting (`kws_stream.py`)", _kws_stream),
+    ("train_step", "Distillation step (`train_step.py`)", _train_step),
+    ("voices", "Leave one voice out (`voices.py`)", _voices),
+    ("engines", "DECtalk, an engine no model heard (`engines.py`)", _engine),
+    ("engines_piper", "Piper, a voice learnt from a person (`engines.py --engine piper`)", _engine),
+    ("engines_kokoro", "Kokoro, accented neural voices (`engines.py --engine kokoro`)", _engine),
+    ("phrases", "Keywords inside sentences (`phrases.py`)", _phrases),
+]
+
+
+def render() -> str:
+    lines = [INTRO.rstrip("\n")]
+    for name, title, table in SECTIONS:
+        report = _load(name)
+        if report is not None:
+            lines += ["", f"## {title}", ""] + table(report)
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if bench/README.md differs from the results")
+    args = parser.parse_args(argv)
+    target, text = BENCH / "README.md", render()
+    if args.check:
+        if not target.is_file() or target.read_text() != text:
+            print("bench/README.md is out of date: run python bench/report.py")
+            return 1
+        return 0
+    target.write_text(text)
+    print(f"wrote {target.relative_to(BENCH.parent)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
