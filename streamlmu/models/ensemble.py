@@ -113,7 +113,7 @@ class Ensemble(StreamModule):
     def _emit(self, b: ProgramBuilder, pooling: str = "mean") -> None:
         """The members' features side by side, then the joint head (``pooling`` as in ``LMUFormerBase._emit``)."""
         x = b.input(self.in_features)
-        features = b.concat(*[m._emit_features(b, x) for m in self.members])
+        features = b.concat(*[m._frame(b, x) for m in self.members])
         if pooling == "frame":
             b.output(b.linear(features, self._head()))
             return

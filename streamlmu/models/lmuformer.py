@@ -121,6 +121,63 @@ class _Block(nn.Module):
             self.hidden_bn = FrameBatchNorm(dim)
 
 
+class _Chunk:
+    """The builder that runs a model's ``_frame`` eagerly on a chunk of ``time`` frames with torch.
+
+    It takes each layer's state from ``state`` in the order the frame uses the layers (convolutions,
+    memories and neurons each in order; the skip delay once) and collects their new states.
+    """
+
+    def __init__(self, model: "LMUFormerBase", state: LMUFormerState, time: int):
+        self.model, self.frames, self.time = model, state.frames, time
+        self._old = {"convs": iter(state.convs), "memories": iter(state.memories), "neurons": iter(state.neurons)}
+        self._new: dict[str, list] = {"convs": [], "memories": [], "neurons": []}
+        self._skip, self.skip = state.skip, None
+
+    def _stateful(self, kind: str, layer: nn.Module, x: Tensor, **kwargs) -> Tensor:
+        y, state = layer(x, next(self._old[kind]), **kwargs)
+        self._new[kind].append(state)
+        return y
+
+    def states(self) -> dict:
+        return dict(convs=tuple(self._new["convs"]), skip=self.skip, memories=tuple(self._new["memories"]),
+                    neurons=tuple(self._new["neurons"]))
+
+    def mask(self, x: Tensor, delay: int) -> Tensor:
+        return self.model._mask(x, self.model._valid(self.frames, self.time, delay))
+
+    def conv(self, x: Tensor, conv: CausalConv1d, bn: FrameBatchNorm | None = None) -> Tensor:
+        return self._stateful("convs", conv, x, bn=bn)
+
+    def memory(self, u: Tensor, memory: LMUMemory) -> Tensor:
+        return self._stateful("memories", memory, u)
+
+    def lif(self, v: Tensor, lif: LIF) -> Tensor:
+        return self._stateful("neurons", lif, v)
+
+    def delay(self, x: Tensor, frames: int) -> Tensor:
+        y, self.skip = self.model.skip(x, self._skip)
+        return y
+
+    @staticmethod
+    def linear(x: Tensor, layer: FrameLinear, bn: FrameBatchNorm | None = None) -> Tensor:
+        return layer(x, bn)
+
+    @staticmethod
+    def batchnorm(x: Tensor, bn: FrameBatchNorm) -> Tensor:
+        return bn(x)
+
+    relu, gelu = staticmethod(F.relu), staticmethod(F.gelu)
+
+    @staticmethod
+    def add(a: Tensor, b: Tensor) -> Tensor:
+        return a + b
+
+    @staticmethod
+    def concat(*parts: Tensor) -> Tensor:
+        return torch.cat(parts, dim=-1)
+
+
 class LMUFormerBase(StreamModule):
     """Embedding, blocks and running-mean head shared by both models."""
 
@@ -210,11 +267,18 @@ class LMUFormerBase(StreamModule):
         """This (eval-mode) model compiled for the streaming engine; see :mod:`streamlmu.engine`."""
         return StreamRunner(self, blas_min_batch=blas_min_batch, pooling=pooling, int8_min_batch=int8_min_batch)
 
-    def _features(self, x: Tensor, state: LMUFormerState) -> tuple[Tensor, Tensor | None, dict]:
+    def _frame(self, b: "ProgramBuilder | _Chunk", x: "Slot | Tensor") -> "Slot | Tensor":
+        """The model's features of a frame, written once against a builder: the engine's
+        :class:`~streamlmu.engine.ProgramBuilder` records it as ops, :class:`_Chunk` runs it on a chunk of
+        frames with torch (training, ``forward`` and ``step``)."""
         raise NotImplementedError
 
-    def _emit_features(self, b: ProgramBuilder, x: Slot) -> Slot:
-        raise NotImplementedError
+    def _features(self, x: Tensor, state: LMUFormerState) -> tuple[Tensor, Tensor | None, dict]:
+        """``_frame`` on a chunk ``(B, T, in)``: features ``(B, T, dim)``, the valid-frame mask, the new layer states."""
+        chunk = _Chunk(self, state, x.shape[1])
+        features = self._frame(chunk, x)
+        cfg = self.config
+        return features, self._valid(state.frames, x.shape[1], (cfg.conv_layers + 1) * cfg.lookahead), chunk.states()
 
     def _emit(self, b: ProgramBuilder, pooling: str = "mean") -> None:
         """The eval-mode frame as engine ops (``pooling="mean"`` mirrors ``forward`` with a one-frame chunk).
@@ -225,7 +289,7 @@ class LMUFormerBase(StreamModule):
         continuous keyword spotting).
         """
         cfg = self.config
-        features = self._emit_features(b, b.input(cfg.in_features))
+        features = self._frame(b, b.input(cfg.in_features))
         if pooling == "frame":
             b.output(b.linear(features, self.head))
             return
@@ -251,33 +315,7 @@ class LMUFormer(LMUFormerBase):
         super().__init__(config)
         self.conv_bns = nn.ModuleList([FrameBatchNorm(config.dim) for _ in range(config.conv_layers)])
 
-    def _features(self, x, state):
-        cfg, time, frames = self.config, x.shape[1], state.frames
-        L, n = cfg.lookahead, cfg.conv_layers
-        convs = []
-        h = x
-        for i in range(n):
-            h, s = self.convs[i](self._mask(h, self._valid(frames, time, i * L)), state.convs[i])
-            convs.append(s)
-            h = self.conv_bns[i](F.relu(h))
-        h = self._mask(h, self._valid(frames, time, n * L))
-        r, s = self.convs[n](h, state.convs[n])
-        convs.append(s)
-        h, skip = self.skip(h, state.skip)
-        x = h + r
-        valid = self._valid(frames, time, (n + 1) * L)
-        memories = []
-        for block, mstate in zip(self.blocks, state.memories):
-            u = self._mask(F.relu(block.encoder(x)), valid)
-            m, mstate = block.memory(u, mstate)
-            memories.append(mstate)
-            h = F.relu(block.hidden(torch.cat([m, x], dim=-1)))
-            x = x + block.proj(h, block.proj_bn)
-            z = F.gelu(block.fc1(x, block.fc1_bn))
-            x = x + F.relu(block.fc2(z, block.fc2_bn))
-        return x, valid, dict(convs=tuple(convs), skip=skip, memories=tuple(memories), neurons=())
-
-    def _emit_features(self, b, x):
+    def _frame(self, b, x):
         L, n = self.config.lookahead, self.config.conv_layers
         h = x
         for i in range(n):
@@ -334,46 +372,7 @@ class SpikingLMUFormer(LMUFormerBase):
     def _neuron_sizes(self) -> list[int]:
         return [lif.features for lif in self._lifs()]
 
-    def _features(self, x, state):
-        cfg, time, frames = self.config, x.shape[1], state.frames
-        L, n = cfg.lookahead, cfg.conv_layers
-        neurons = iter(state.neurons)
-        new_neurons: list[LIFState] = []
-
-        def fire(lif: LIF, v: Tensor, valid: Tensor | None) -> Tensor:
-            z, s = lif(self._mask(v, valid), next(neurons))
-            new_neurons.append(s)
-            return z
-
-        convs = []
-        a, s = self.convs[0](x, state.convs[0], bn=self._folded_conv_bn(0))
-        convs.append(s)
-        for i in range(1, n + 1):
-            normed = a if i < n else self.conv_bns[n - 1](a)
-            spikes = fire(self.conv_lifs[i - 1], normed, self._valid(frames, time, i * L))
-            out, s = self.convs[i](spikes, state.convs[i], bn=self._folded_conv_bn(i))
-            convs.append(s)
-            if i < n:
-                a = out
-        a_valid = self._mask(a, self._valid(frames, time, n * L))
-        skipped, skip = self.skip(a_valid, state.skip)
-        x = skipped + out
-        valid = self._valid(frames, time, (n + 1) * L)
-        memories = []
-        for block, lifs, mstate in zip(self.blocks, self.block_lifs, state.memories):
-            s_in = fire(lifs[0], block.pre_bn(x), valid)
-            u = fire(lifs[1], block.encoder(s_in, block.encoder_bn), valid)
-            m, mstate = block.memory(u, mstate)
-            memories.append(mstate)
-            m = fire(lifs[2], block.memory_bn(m), valid)
-            h = fire(lifs[3], block.hidden(torch.cat([m, s_in], dim=-1), block.hidden_bn), valid)
-            x = x + block.proj(h, block.proj_bn)
-            z = block.fc1(fire(lifs[4], block.fc1_bn(x), valid), block.fc2_bn)
-            x = x + block.fc2(fire(lifs[5], z, valid))
-        x = fire(self.head_lif, self.head_bn(x), valid)
-        return x, valid, dict(convs=tuple(convs), skip=skip, memories=tuple(memories), neurons=tuple(new_neurons))
-
-    def _emit_features(self, b, x):
+    def _frame(self, b, x):
         L, n = self.config.lookahead, self.config.conv_layers
         a = b.conv(x, self.convs[0], self._folded_conv_bn(0))
         for i in range(1, n + 1):

@@ -3,10 +3,9 @@
 Offline: the front end's frames of each whole clip, padded to ``clip_frames``
 (:func:`streamlmu.audio.frontend.clip_features`), through ``model.classify``
 (the training path). Streaming: the clip's audio in hops of ``hop_samples``
-through the front end's stream operator, each frame through the model one
-step at a time (the Numba engine for the LMUFormers, ``step`` for the others),
-then the same zero frames as the offline padding; the decision is the last
-frame's. Both see the same frames, so their predictions agree unless two
+through the pipeline ``front end | model`` (the Numba engine for the
+LMUFormers, one frame at a time), then the same zero frames as the offline
+padding; the decision is the last frame's. Both see the same frames, so their predictions agree unless two
 logits tie to within float error.
 """
 from __future__ import annotations
@@ -61,27 +60,27 @@ def frame_operator(model: StreamModule) -> StreamModule:
 @torch.no_grad()
 def streaming_frame_logits(model: StreamModule, waves: Tensor, features: FrontEndConfig, hop_samples: int = 160,
                            runner: StreamModule | None = None) -> Tensor:
-    """Clips streamed hop by hop, frame by frame: ``(batch, samples)`` -> ``(batch, clip_frames, classes)``.
+    """Clips streamed hop by hop through ``front end | runner``: ``(batch, samples)`` -> ``(batch, clip_frames,
+    classes)``.
 
     Entry ``[:, t]`` is what the model answers after frame ``t + 1``, from frames ``<= t + 1`` only;
     frames past the audio are the offline zero padding. ``runner`` is the per-frame operator
     (default: :func:`frame_operator` of the model).
     """
-    runner = frame_operator(model) if runner is None else runner
-    extractor = streaming_frontend(features)
-    fstate = extractor.init_state(waves.shape[0])
-    state = runner.init_state(waves.shape[0])
+    pipe = streaming_frontend(features) | (frame_operator(model) if runner is None else runner)
+    audio = clip_audio(waves, features)[..., :(features.clip_frames - 1) * features.hop + features.window_size]
+    state = pipe.init_state(waves.shape[0])
     logits: list[Tensor] = []
-    for chunk in clip_audio(waves, features).split(hop_samples, dim=1):
-        feats, fstate = extractor(chunk, fstate)
-        for t in range(min(feats.shape[1], features.clip_frames - len(logits))):
-            out, state = runner.step(feats[:, t].contiguous(), state)
-            logits.append(out)
-    silence = waves.new_zeros(waves.shape[0], features.feature_size)
-    while len(logits) < features.clip_frames:  # the offline zero padding, frame by frame
-        out, state = runner.step(silence, state)
+    for chunk in audio.split(hop_samples, dim=1):  # at most clip_frames frames
+        out, state = pipe(chunk, state)
         logits.append(out)
-    return torch.stack(logits, dim=1)
+    heard = sum(out.shape[1] for out in logits)
+    runner, state = pipe[1], state[1]
+    silence = waves.new_zeros(waves.shape[0], 1, features.feature_size)
+    for _ in range(features.clip_frames - heard):  # the offline zero padding, frame by frame
+        out, state = runner(silence, state)
+        logits.append(out)
+    return torch.cat(logits, dim=1)
 
 
 def streaming_logits(model: StreamModule, waves: Tensor, features: FrontEndConfig, hop_samples: int = 160,
