@@ -265,7 +265,6 @@ def test_window_logits_equal_the_engines_per_frame_logits():
 
 def test_stream_windows_are_labelled_as_a_live_spotter_should_answer(tiny_corpus):
     from streamlmu.data.streams import StreamWindows
-    from streamlmu.data.synth import speech_span
     windows = StreamWindows(SpeechCommands(tiny_corpus, "training", 35), keywords=("yes", "no", "up"))
     assert len(windows) == len(SpeechCommands(tiny_corpus, "training", 35))
     seen = set()
