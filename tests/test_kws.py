@@ -427,6 +427,7 @@ def test_listen_reads_raw_pcm_on_stdin(demo):
 
 def test_listen_stops_cleanly_on_ctrl_c_and_shows_a_live_line_on_a_terminal(demo):
     import pty
+    import re
     import select
     import signal
     import subprocess
@@ -442,7 +443,11 @@ def test_listen_stops_cleanly_on_ctrl_c_and_shows_a_live_line_on_a_terminal(demo
     listener.stdin.flush()  # stdin stays open: listen waits for more audio, as with a live source
     terminal = b""
     deadline = time.time() + 120
-    while b"  2.9" not in terminal and time.time() < deadline:  # the live line reaches the end of the audio
+    def heard_s() -> float:  # the live line's latest stream time
+        times = re.findall(rb"(\d+\.\d\d) s ", terminal)
+        return float(times[-1]) if times else 0.0
+
+    while heard_s() < 2.9 and time.time() < deadline:  # the live line reaches the end of the audio
         if select.select([primary], [], [], 1.0)[0]:
             terminal += os.read(primary, 65536)
     listener.send_signal(signal.SIGINT)
