@@ -55,6 +55,44 @@ class Brightness(StreamModule):
         return tree_map(lambda t: t[:, 0], y), state
 
 
+class Peaks(StreamModule):
+    """Test operator with padded outputs and a count per frame: the indices of the features that rose above
+    ``level`` since the frame before (at most ``most`` per frame, -1 padding)."""
+
+    class Out(NamedTuple):
+        index: torch.Tensor  # (B, T, most) int64, -1 where there is none
+        count: torch.Tensor  # (B, T) int64
+
+    def __init__(self, features: int, level: float = 0.5, most: int = 3):
+        super().__init__()
+        self.input_frame, self.level, self.most = feature_frame(features), level, most
+
+    def init_state(self, batch_size=1, dtype=torch.float32, device=None):
+        return torch.zeros(batch_size, self.input_frame.shape[0], dtype=dtype, device=device)
+
+    def forward(self, x, state=None):
+        self.input_frame.check(x)
+        state = self.init_state(x.shape[0], x.dtype) if state is None else state
+        before = torch.cat([state[:, None], x[:, :-1]], dim=1)
+        rose = (x > self.level) & (before <= self.level)                       # (B, T, F)
+        order = torch.argsort((~rose).to(torch.int8), dim=-1, stable=True)[..., :self.most]
+        count = rose.sum(-1).clamp(max=self.most)
+        index = torch.where(torch.arange(self.most) < count[..., None], order, torch.full_like(order, -1))
+        return self.Out(index, count), (x[:, -1] if x.shape[1] else state)
+
+    def step(self, x, state):
+        y, state = self(x.unsqueeze(1), state)
+        return tree_map(lambda t: t[:, 0], y), state
+
+
+def test_padded_outputs_with_a_count_per_frame_join_along_time():
+    x = torch.rand(2, 30, 6)
+    check_stream_op(Peaks(6), x)
+    out, _ = Peaks(6)(x)
+    assert out.index.shape == (2, 30, 3) and int(out.count.max()) <= 3
+    assert bool(((out.index >= 0).sum(-1) == out.count).all())
+
+
 def test_trees_take_dicts_lists_and_none():
     tree = {"a": (torch.ones(2), None), "b": [torch.zeros(2, 3)]}
     doubled = tree_map(lambda t: 2 * t, tree)
