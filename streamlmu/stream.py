@@ -110,14 +110,21 @@ _TREE = "a tensor, None, or a tuple, NamedTuple, list or dict of those"
 
 def tree_map(fn: Callable[..., Tensor], tree: State, *others: State) -> State:
     """Apply ``fn`` leaf-wise over the tensors of ``tree`` (and the matching leaves of ``others``); None stays None."""
+    return tree_map_paths(lambda _, *leaves: fn(*leaves), tree, *others)
+
+
+def tree_map_paths(fn: Callable[..., Tensor], tree: State, *others: State, prefix: tuple = ()) -> State:
+    """:func:`tree_map` with each leaf's path (field names, dict keys, indices) as ``fn``'s first argument."""
     if isinstance(tree, Tensor):
-        return fn(tree, *others)
+        return fn(prefix, tree, *others)
     if tree is None:
         return None
     if isinstance(tree, dict):
-        return type(tree)((k, tree_map(fn, v, *(o[k] for o in others))) for k, v in tree.items())
+        return type(tree)((k, tree_map_paths(fn, v, *(o[k] for o in others), prefix=prefix + (k,)))
+                          for k, v in tree.items())
     if isinstance(tree, (tuple, list)):
-        parts = [tree_map(fn, *leaves) for leaves in zip(tree, *others)]
+        keys = tree._fields if hasattr(tree, "_fields") else range(len(tree))
+        parts = [tree_map_paths(fn, *leaves, prefix=prefix + (k,)) for k, *leaves in zip(keys, tree, *others)]
         return type(tree)(*parts) if hasattr(tree, "_fields") else type(tree)(parts)
     raise TypeError(f"a state or output must be {_TREE} (got {type(tree).__name__})")
 
@@ -199,13 +206,14 @@ class StreamModule(nn.Module):
                    device: torch.device | str | None = None) -> State:
         raise NotImplementedError
 
-    def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        raise NotImplementedError
+    def step(self, x: Any, state: State) -> tuple[Any, State]:
+        """One frame ``(batch, *frame)``: by default ``forward`` on a one-frame chunk (see :func:`step_by_forward`)."""
+        return step_by_forward(self, x, state)
 
     def reset(self, state: State, mask: Tensor) -> State:
         """Return ``state`` with the streams where ``mask`` is True re-initialised.
 
-        Shapes: mask ``(batch,)`` bool; the other streams are untouched.
+        Shapes: mask ``(batch,)`` bool; the other streams are untouched, and so are the ``clock_fields``.
         """
         batch = state_batch_size(state)
         mask = torch.as_tensor(mask)
@@ -219,10 +227,12 @@ class StreamModule(nn.Module):
         fresh = self.init_state(batch, dtype=like.dtype if floats else torch.float32, device=like.device)
         mask = mask.to(like.device)
 
-        def pick(old: Tensor, new: Tensor) -> Tensor:
+        def pick(path: tuple, old: Tensor, new: Tensor) -> Tensor:
+            if path and path[-1] in self.clock_fields:
+                return old
             return torch.where(mask.view((-1,) + (1,) * (old.dim() - 1)), new, old)
 
-        return tree_map(pick, state, fresh)
+        return tree_map_paths(pick, state, fresh)
 
     def __or__(self, other: Any) -> "Pipeline":
         return Pipeline(self, other)

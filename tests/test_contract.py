@@ -174,7 +174,7 @@ def _examples() -> dict[type, tuple]:
     }
 
 
-BASES = {"LMUFormerBase", "AudioFrames", "_Composite"}  # shared code of the operators below, not operators
+BASES = {"LMUFormerBase", "AudioFrames"}  # shared code of the operators below, not operators
 
 
 def _operator_classes() -> set[type]:

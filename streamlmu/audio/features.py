@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from torchaudio.compliance import kaldi
 
-from streamlmu.stream import SAMPLES, Frame, StreamModule, check_finite, feature_frame, register_state, step_by_forward
+from streamlmu.stream import SAMPLES, Frame, StreamModule, check_finite, feature_frame, register_state
 
 
 @dataclass(frozen=True)
@@ -222,12 +222,6 @@ class AudioFrames(StreamModule):
     @property
     def latency_s(self) -> float | None:  # type: ignore[override]
         return None if self.sample_rate is None else self.latency_samples / self.sample_rate
-
-    def step(self, x: Tensor, state: NamedTuple) -> tuple[Tensor, NamedTuple]:
-        return step_by_forward(self, x, state)
-
-    def reset(self, state: NamedTuple, mask: Tensor) -> NamedTuple:
-        return super().reset(state, mask)._replace(samples=state.samples)
 
 
 class StreamingFbank(AudioFrames):

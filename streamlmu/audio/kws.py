@@ -231,7 +231,7 @@ class StreamingKWS:
         self._at_rate(sample_rate)
         first = self._frames_heard
         outputs, self.state = self.pipeline.trace(torch.from_numpy(audio), self.state)
-        resampled = outputs[0].numpy() if len(outputs) == 4 else audio
+        resampled = outputs[0].numpy() if isinstance(self.pipeline[0], Resample) else audio
         scores: SpeechFrames = outputs[-2]
         found: Detections = outputs[-1]
         count = found.keyword.shape[1]

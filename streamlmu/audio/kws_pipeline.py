@@ -28,7 +28,7 @@ from streamlmu.audio.features import FbankConfig, StreamingLevel
 from streamlmu.audio.frontend import FrontEndConfig, streaming_frontend
 from streamlmu.audio.resample import Resample
 from streamlmu.engine import DEFAULT_BLAS_MIN_BATCH
-from streamlmu.stream import SAMPLES, Frame, Pipeline, State, StreamModule, register_state, step_by_forward, tree_map
+from streamlmu.stream import SAMPLES, Frame, Pipeline, State, StreamModule, register_state
 
 register_state(WindowState)
 register_state(DetectorState)
@@ -67,20 +67,12 @@ def _torch(state: State) -> State:
     return type(state)(*(_torch(part) for part in state))
 
 
-class _Composite(StreamModule):
-    """A stage built of sub-operators whose states sit side by side; ``reset`` is theirs (shared clocks kept)."""
-
-    changes_rate = True
-
-    def step(self, x: Tensor, state: tuple) -> tuple[object, tuple]:
-        return step_by_forward(self, x, state)
-
-
-class SpeechFrontEnd(_Composite):
+class SpeechFrontEnd(StreamModule):
     """``samples (B, T)`` -> :class:`SpeechFrames`: the front end's frames (fbank or speech embedding) and the
     speech gate's energy of each (the fbank frames' mean, or each frame's level on the same clock)."""
 
     input_frame = SAMPLES
+    changes_rate = True
     clock_fields = ("samples",)
 
     def __init__(self, features: FrontEndConfig, threads: int = 1):
@@ -101,10 +93,6 @@ class SpeechFrontEnd(_Composite):
         level = () if self.level is None else self.level.init_state(batch_size, dtype, device)
         return self.frontend.init_state(batch_size, dtype, device), level
 
-    def reset(self, state: tuple, mask: Tensor) -> tuple:
-        return (self.frontend.reset(state[0], mask),
-                () if self.level is None else self.level.reset(state[1], mask))
-
     def forward(self, audio: Tensor, state: tuple | None = None) -> tuple[SpeechFrames, tuple]:
         if state is None:
             state = self.init_state(audio.shape[0] if audio.dim() == 2 else 1, audio.dtype, audio.device)
@@ -117,13 +105,15 @@ class SpeechFrontEnd(_Composite):
         return SpeechFrames(frames, torch.from_numpy(energy)), (front, level)
 
 
-class KeywordScores(_Composite):
+class KeywordScores(StreamModule):
     """:class:`SpeechFrames` of features -> :class:`SpeechFrames` of class posteriors: the model's per-frame
     logits (streaming engine, ``pooling="frame"``) averaged over the last ``window_frames`` frames, softmaxed.
 
     The model's head is affine, so averaging its per-frame logits over a window equals the head on the
     window's mean features: a 1 s window matches the clips the model learnt from.
     """
+
+    changes_rate = True  # follows a front end: a chunk may carry no frame
 
     def __init__(self, model: torch.nn.Module, window_frames: int, blas_min_batch: int | None = DEFAULT_BLAS_MIN_BATCH,
                  int8_min_batch: int | None = None):
@@ -139,12 +129,6 @@ class KeywordScores(_Composite):
                    device: torch.device | str | None = None) -> tuple:
         return (self.runner.init_state(batch_size, dtype, device),
                 _torch(window_init(batch_size, self.window_frames, self.classes)))
-
-    def reset(self, state: tuple, mask: Tensor) -> tuple:
-        fresh = self.init_state(mask.shape[0])[1]
-        window = tree_map(lambda old, new: torch.where(mask.view((-1,) + (1,) * (old.dim() - 1)), new, old),
-                          state[1], fresh)
-        return self.runner.reset(state[0], mask), window
 
     def forward(self, frames: SpeechFrames, state: tuple | None = None) -> tuple[SpeechFrames, tuple]:
         if state is None:
@@ -193,10 +177,6 @@ class KeywordDetector(StreamModule):
         index = state.frames[:, None] + torch.arange(count)
         return (Detections(torch.from_numpy(fired), torch.from_numpy(score), index),
                 KeywordDetectorState(detector, state.frames + count))
-
-    def step(self, x: SpeechFrames, state: KeywordDetectorState) -> tuple[Detections, KeywordDetectorState]:
-        out, state = self(SpeechFrames(x.values[:, None], x.energy[:, None]), state)
-        return tree_map(lambda t: t[:, 0], out), state
 
 
 def keyword_pipeline(model: torch.nn.Module, detector: DetectorConfig, window_frames: int,

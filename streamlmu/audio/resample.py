@@ -20,7 +20,7 @@ import torch
 from scipy.signal import firwin
 from torch import Tensor
 
-from streamlmu.stream import SAMPLES, StreamModule, check_finite, register_state, step_by_forward
+from streamlmu.stream import SAMPLES, StreamModule, check_finite, register_state
 
 
 def resample_filter(up: int, down: int) -> np.ndarray:
@@ -84,9 +84,6 @@ class Resample(StreamModule):
         return ResampleState(torch.zeros(batch_size, self.phases.shape[1], dtype=torch.float32, device=device),
                              clock, clock + self.delay)
 
-    def reset(self, state: ResampleState, mask: Tensor) -> ResampleState:
-        return super().reset(state, mask)._replace(consumed=state.consumed, next=state.next)
-
     def _check(self, audio: Tensor, state: ResampleState) -> None:
         SAMPLES.check(audio, name="audio")
         check_finite(audio, "audio")
@@ -113,9 +110,6 @@ class Resample(StreamModule):
         index = newest[:, None] - torch.arange(taps) - (before - taps)
         weights = self.phases[k * self.down % self.up]      # (outputs, taps)
         return torch.einsum("skt,kt->sk", seq[:, index], weights), new
-
-    def step(self, x: Tensor, state: ResampleState) -> tuple[Tensor, ResampleState]:
-        return step_by_forward(self, x, state)
 
 
 class StreamingResampler:
