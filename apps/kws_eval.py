@@ -109,9 +109,9 @@ def run(args: argparse.Namespace) -> int:
     report = score(events, truths, keywords, audio.size / SAMPLE_RATE)
     print(report.table())
     if kws.verifier is not None:
-        print(f"the verifier rejected {kws.verifier.rejected} detection(s)")
+        print(f"the verifier rejected {kws.stats.rejected_events} detection(s)")
         result["verifier"] = {"model": str(args.verifier), "delay_s": args.verify_delay,
-                              "threshold": args.verify_threshold, "rejected": kws.verifier.rejected}
+                              "threshold": args.verify_threshold, "rejected": kws.stats.rejected_events}
     result.update(thresholds={k: kws.detector.thresholds[kws.labels.index(k)] for k in keywords}, **report.summary(),
                   per_keyword={k: {"occurrences": s.occurrences, "hits": s.hits, "false_alarms": s.false_alarms,
                                    "median_latency_s": float(np.median(s.latencies)) if s.latencies else None}

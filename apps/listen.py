@@ -151,6 +151,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"listened to {s.audio_seconds:.1f} s of audio: {s.events} event(s), {s.frames} hops, compute per "
                   f"hop mean {kws.hop_seconds.mean * 1e3:.3f} ms, p99 {kws.hop_seconds.quantile(0.99) * 1e3:.3f} ms"
                   + (f", {lost} input overflow(s)" if lost else "")
-                  + (f", {kws.verifier.rejected} rejected by the verifier" if kws.verifier else "")
+                  + (f", {kws.stats.rejected_events} rejected by the verifier" if kws.verifier else "")
                   + (f", {s.clipped_samples} clipped sample(s)" if s.clipped_samples else ""), file=sys.stderr)
     return 0

@@ -8,8 +8,7 @@ import soundfile
 import torch
 from scipy.signal import upfirdn
 
-from streamlmu.audio.detect import (DetectorConfig, detector_init, detector_reset, detector_run, keyword_thresholds,
-                                    window_init, window_posteriors)
+from streamlmu.audio.detect import DetectorConfig, detector_init, detector_reset, detector_run, keyword_thresholds
 from streamlmu.audio.kws import StreamingKWS
 from streamlmu.audio.kws_eval import replay, run_streams, score
 from streamlmu.audio.resample import StreamingResampler, resample_filter
@@ -140,21 +139,6 @@ def test_speech_gate_opens_for_a_quiet_word_by_default():
     assert (detector_run(p, energy, detector_init(1, strict), strict)[0] < 0).all()
 
 
-def _softmax(x):
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def test_window_posteriors_are_the_softmax_of_a_sliding_mean_and_stay_exact():
-    rng = np.random.default_rng(1)
-    logits = (rng.standard_normal((2, 20000, 3)) * 3 + 50).astype(np.float32)  # an offset tests rounding
-    state = window_init(2, 7, 3)
-    chunks = [window_posteriors(logits[:, a:a + n], state) for a, n in ((0, 5), (5, 1), (6, 19994))]
-    out = np.concatenate(chunks, axis=1)
-    assert np.allclose(out[:, 3], _softmax(logits[:, :4].astype(np.float64).mean(axis=1)), atol=1e-5)  # 4 seen
-    assert np.allclose(out[:, -1], _softmax(logits[:, -7:].astype(np.float64).mean(axis=1)), atol=1e-5)
-
-
 def test_keyword_thresholds_name_bad_keywords():
     labels = ("yes", "no", "_unknown_", "_silence_")
     assert keyword_thresholds(labels, None, 0.7) == (0.7, 0.7, float("inf"), float("inf"))
@@ -186,19 +170,28 @@ def test_spotter_finds_the_demo_keywords_for_any_chunk_size(demo):
     assert _events(kws, int16, rate, 1600) == _events(kws, int16.astype(np.float32) / 32768, rate, 1600)
 
 
-def test_a_stream_state_saved_mid_word_resumes_with_the_same_events(demo, tmp_path):
+@pytest.mark.parametrize("verified", [False, True])
+def test_a_stream_state_saved_mid_word_resumes_with_the_same_events(demo, tmp_path, verified):
     from streamlmu.stream import load_state, save_state
     audio, rate, truth = demo
-    keywords = tuple(truth["keywords"])
-    whole = _events(StreamingKWS.from_pretrained(MODEL, keywords=keywords), audio, rate, 1600)
-    word = next(w for w in truth["words"] if w["word"] in keywords and w["start"] > 2.0)
-    cut = int(round((word["start"] + word["end"]) / 2 * rate))  # in the middle of a keyword
-    first = StreamingKWS.from_pretrained(MODEL, keywords=keywords)
+    options = dict(keywords=tuple(truth["keywords"]))
+    if verified:
+        options.update(verifier="lmuformer-tiny-synth35", verify_delay_s=0.3)
+    whole = _events(StreamingKWS.from_pretrained(MODEL, **options), audio, rate, 1600)
+    if verified:  # between a detection and its confirmation, 0.3 s later
+        at = next(t for _, t in whole if t > 2.0) - 0.15
+    else:  # in the middle of a keyword
+        word = next(w for w in truth["words"] if w["word"] in options["keywords"] and w["start"] > 2.0)
+        at = (word["start"] + word["end"]) / 2
+    cut = int(round(at * rate))
+    first = StreamingKWS.from_pretrained(MODEL, **options)
     for start in range(0, cut, 1600):
         first.accept_waveform(audio[start:min(start + 1600, cut)], rate)
+    if verified:
+        assert (first.state.verifier.waiting[..., 2] >= 0).sum() == 1  # one detection waits for its audio
     save_state(first.state, tmp_path / "kws.pt")
     before = [(e.keyword, round(e.t, 3)) for e in first.poll_events()]
-    second = StreamingKWS.from_pretrained(MODEL, keywords=keywords)
+    second = StreamingKWS.from_pretrained(MODEL, **options)
     second.state = load_state(tmp_path / "kws.pt")
     for start in range(cut, len(audio), 1600):
         second.accept_waveform(audio[start:start + 1600], rate)
@@ -285,9 +278,9 @@ def test_each_stream_warms_up_after_it_starts_or_is_reset():
     kws = StreamingKWS.from_pretrained(MODEL, streams=2, warmup_s=0.5)
     assert kws.detector.warmup_frames == 50
     kws.accept_waveform(np.zeros((2, 16000), np.float32), 16000)   # 98 frames: both warmed up
-    assert kws.state[-1].detector.quiet.tolist() == [0, 0]
+    assert kws.state.pipeline[-1].detector.quiet.tolist() == [0, 0]
     kws.reset(1)
-    assert kws.state[-1].detector.quiet.tolist() == [0, 50]
+    assert kws.state.pipeline[-1].detector.quiet.tolist() == [0, 50]
     assert StreamingKWS.from_pretrained(MODEL).detector.warmup_frames == 80   # the default, 0.8 s
 
 

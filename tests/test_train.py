@@ -252,17 +252,6 @@ def test_twelve_label_task_keeps_every_unknown_clip_on_request(tiny_corpus, tmp_
     assert len(every) > len(few)
 
 
-def test_window_logits_equal_the_engines_per_frame_logits():
-    from streamlmu.train.trainer import window_logits
-    model = build_model("lmuformer", "tiny", num_classes=12, **SMALL).eval()
-    x = torch.randn(2, 60, 128)
-    per_frame, _ = model.streaming(pooling="frame")(x)
-    with torch.no_grad():
-        running = model(x)[0]
-        assert torch.allclose(window_logits(running, model.head.bias, 25), per_frame[:, -25:].mean(1), atol=1e-5)
-        assert torch.allclose(window_logits(running, model.head.bias, 60), running[:, -1], atol=1e-6)
-
-
 def test_stream_windows_are_labelled_as_a_live_spotter_should_answer(tiny_corpus):
     from streamlmu.data.streams import StreamWindows
     windows = StreamWindows(SpeechCommands(tiny_corpus, "training", 35), keywords=("yes", "no", "up"))

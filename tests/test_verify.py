@@ -35,40 +35,46 @@ def _events(kws, audio, rate, chunk):
 
 def test_the_verifier_classifies_the_second_that_ends_a_delay_after_the_detection():
     model = RecordingClassifier()
-    verifier = Verifier(model, streams=2, keywords=("yes", "no"), delay_s=0.25, threshold=0.3)
+    verifier = Verifier(model, keywords=("yes", "no"), delay_s=0.25, threshold=0.3)
     audio = np.random.default_rng(0).uniform(-0.5, 0.5, (2, 48000)).astype(np.float32)
-    verifier.accept(audio[:, :16000])
-    verifier.propose(20000, 1.25, "yes", 0.9, 1)     # its window ends at sample 24000
-    assert verifier.accept(audio[:, 16000:23999]) == []  # one sample short
-    (confirmed,) = verifier.accept(audio[:, 23999:30000])
-    assert confirmed.t == pytest.approx(1.5) and (confirmed.keyword, confirmed.stream) == ("yes", 1)
+    _, _, state = verifier.accept(audio[:, :16000], verifier.init_state(2))
+    state = verifier.propose(state, 20000, 1.25, "yes", 0.9, 1)     # its window ends at sample 24000
+    confirmed, rejected, state = verifier.accept(audio[:, 16000:23999], state)  # one sample short
+    assert confirmed == rejected == []
+    proposed = state
+    (confirmed,), rejected, state = verifier.accept(audio[:, 23999:30000], state)
+    assert confirmed.t == pytest.approx(1.5) and (confirmed.keyword, confirmed.stream) == ("yes", 1) and not rejected
     expected = clip_features(torch.from_numpy(audio[1:, 8000:24000].copy()), model.features)
     assert torch.equal(model.inputs[-1], expected)
+    assert verifier.accept(audio[:, 23999:30000], proposed)[0] == [confirmed]  # the state it was given is as it was
+    assert verifier.accept(audio[:, 30000:], state)[:2] == ([], [])
 
 
 def test_a_chunk_longer_than_the_window_is_checked_piece_by_piece():
     model = RecordingClassifier()
-    verifier = Verifier(model, streams=1, keywords=("yes",), delay_s=0.0, threshold=0.3)
+    verifier = Verifier(model, keywords=("yes",), delay_s=0.0, threshold=0.3)
     audio = np.random.default_rng(1).uniform(-0.5, 0.5, (1, 80000)).astype(np.float32)
-    verifier.accept(audio[:, :100])
-    verifier.propose(20000, 1.25, "yes", 0.9, 0)
-    verifier.propose(70000, 4.375, "yes", 0.9, 0)
-    assert [c.end for c in verifier.accept(audio[:, 100:])] == [20000, 70000]
+    _, _, state = verifier.accept(audio[:, :100], verifier.init_state(1))
+    state = verifier.propose(state, 20000, 1.25, "yes", 0.9, 0)
+    state = verifier.propose(state, 70000, 4.375, "yes", 0.9, 0)
+    assert state.waiting.shape[1] == 2
+    assert [c.end for c in verifier.accept(audio[:, 100:], state)[0]] == [20000, 70000]
     for window, end in zip(model.inputs, (20000, 70000)):
         assert torch.equal(window, clip_features(torch.from_numpy(audio[:, end - 16000:end].copy()), model.features))
 
 
 def test_a_stream_reset_drops_its_waiting_detections_and_its_past():
     model = RecordingClassifier(logits=(5.0, 0.0, 0.0))   # says "yes"
-    verifier = Verifier(model, streams=2, keywords=("yes", "no"), delay_s=0.2, threshold=0.5)
+    verifier = Verifier(model, keywords=("yes", "no"), delay_s=0.2, threshold=0.5)
     audio = np.full((2, 16000), 0.3, np.float32)
-    verifier.accept(audio)
-    verifier.propose(16000, 1.0, "yes", 0.9, 0)
-    verifier.propose(16000, 1.0, "no", 0.9, 1)       # "no" gets a posterior of 0.01: rejected
-    verifier.reset(0)
-    assert verifier.accept(audio[:, :3200]) == [] and verifier.rejected == 1
-    verifier.propose(16000 + 3200, 0.2, "yes", 0.9, 0)  # 0.2 s into the restarted stream
-    (confirmed,) = verifier.accept(audio[:, :3200])
+    _, _, state = verifier.accept(audio, verifier.init_state(2))
+    state = verifier.propose(state, 16000, 1.0, "yes", 0.9, 0)
+    state = verifier.propose(state, 16000, 1.0, "no", 0.9, 1)       # "no" gets a posterior of 0.01: rejected
+    state = verifier.reset(state, torch.tensor([True, False]))
+    confirmed, (rejected,), state = verifier.accept(audio[:, :3200], state)
+    assert confirmed == [] and (rejected.keyword, rejected.stream) == ("no", 1)
+    state = verifier.propose(state, 16000 + 3200, 0.2, "yes", 0.9, 0)  # 0.2 s into the restarted stream
+    (confirmed,), _, _ = verifier.accept(audio[:, :3200], state)
     assert confirmed.t == pytest.approx(0.4)
     window = np.zeros((1, 16000), np.float32)
     window[:, -6400:] = 0.3                           # nothing before the reset is heard
@@ -77,9 +83,9 @@ def test_a_stream_reset_drops_its_waiting_detections_and_its_past():
 
 def test_a_verifier_must_know_the_keywords_and_take_the_spotters_rate():
     with pytest.raises(ValueError, match="must know every keyword; it lacks left"):
-        Verifier(RecordingClassifier(), 1, ("yes", "left"))
+        Verifier(RecordingClassifier(), ("yes", "left"))
     with pytest.raises(ValueError, match=r"delay_s must be in \[0, 1\]"):
-        Verifier(RecordingClassifier(), 1, ("yes",), delay_s=2.0)
+        Verifier(RecordingClassifier(), ("yes",), delay_s=2.0)
     slow = RecordingClassifier(labels=("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"),
                                logits=(0.0,) * 10)
     slow.features = FbankConfig(sample_rate=8000)
@@ -95,7 +101,7 @@ def test_verified_events_are_the_spotters_a_delay_later_and_rejections_are_count
     verified = _events(kws, audio, rate, 1600)
     print("spotted", spotted, "verified", verified)
     shifted = [(k, round(t + 0.3, 3), s) for k, t, s in spotted]
-    assert set(verified) <= set(shifted) and kws.verifier.rejected == len(spotted) - len(verified) > 0
+    assert set(verified) <= set(shifted) and kws.stats.rejected_events == len(spotted) - len(verified) > 0
     spoken = {w["word"] for w in truth["words"]}
     assert {k for k, _, _ in verified} <= spoken
     assert [e[:2] for e in _events(kws, audio, rate, 37)] == [e[:2] for e in verified]
@@ -111,7 +117,7 @@ def test_the_recorded_verifier_keeps_the_events_the_live_one_confirms(demo):
     spotted = replay(posteriors, energy, kws.detector, kws.labels, kws.features)
     recorded = RecordedVerifier(kws.verifier.model, streams, delay_s=0.3, threshold=kws.verifier.threshold)
     kept = recorded(spotted)
-    assert sum(map(len, spotted)) - sum(map(len, kept)) == kws.verifier.rejected > 0
+    assert sum(map(len, spotted)) - sum(map(len, kept)) == kws.stats.rejected_events > 0
     assert [[(e.keyword, round(e.t, 4)) for e in s] for s in kept] == \
         [[(e.keyword, round(e.t, 4)) for e in s] for s in live]
     assert recorded(spotted) == kept  # a second call classifies nothing anew and answers the same

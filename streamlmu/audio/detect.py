@@ -31,7 +31,7 @@ that qualify). A class whose threshold is ``inf`` never fires: the
 ``_unknown_`` and ``_silence_`` labels and every label that is not a keyword.
 
 The logits of the model are first averaged over a sliding window and turned
-into posteriors (:func:`window_posteriors`). The loops run in Numba
+into posteriors (:mod:`streamlmu.audio.window`). The loops run in Numba
 (:mod:`streamlmu.kernels.detect`) over whole chunks of frames.
 
 Shapes: posteriors ``(streams, frames, classes)`` per chunk; state arrays
@@ -44,40 +44,13 @@ from typing import NamedTuple
 
 import numpy as np
 
+from streamlmu.audio.window import WindowState, window_init, window_reset
 from streamlmu.kernels import detect as kernels
 
 NON_KEYWORDS = ("_unknown_", "_silence_")
 ENERGY_UNIT_DB = 20.0 * 5.5654526 / np.log(10.0)  # dB in one unit of normalised log-mel energy (2 std of ln power)
 DEFAULT_THRESHOLD = 0.95
 _LONG_AGO = 1 << 40  # frames since speech of a stream that has heard none
-
-
-class WindowState(NamedTuple):
-    """A moving mean per stream: ring ``(S, W, C)`` float32, total ``(S, C)`` float64, count ``(S,)`` int64."""
-
-    ring: np.ndarray
-    total: np.ndarray
-    count: np.ndarray
-
-
-def window_init(streams: int, frames: int, classes: int) -> WindowState:
-    return WindowState(np.zeros((streams, frames, classes), np.float32), np.zeros((streams, classes), np.float64),
-                       np.zeros(streams, np.int64))
-
-
-def window_reset(state: WindowState, streams: np.ndarray) -> None:
-    state.ring[streams] = 0.0
-    state.total[streams] = 0.0
-    state.count[streams] = 0
-
-
-def window_posteriors(logits: np.ndarray, state: WindowState) -> np.ndarray:
-    """Softmax of the logits averaged over each stream's last ``W`` frames (fewer after a reset):
-    ``(S, T, C) -> (S, T, C)`` float32."""
-    logits = np.ascontiguousarray(logits, np.float32)
-    out = np.empty_like(logits)
-    kernels.window_posteriors(logits, *state, out)
-    return out
 
 
 @dataclass(frozen=True)

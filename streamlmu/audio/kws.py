@@ -42,10 +42,18 @@ from streamlmu.audio.resample import Resample
 from streamlmu.audio.sources import pcm_to_float
 from streamlmu.engine import DEFAULT_BLAS_MIN_BATCH
 from streamlmu.metrics import LatencyHistogram
-from streamlmu.stream import Pipeline, State
+from streamlmu.stream import Pipeline, State, register_state
 
 MAX_QUEUED_EVENTS = 10_000
 DEFAULT_WARMUP_S = 0.8  # a fresh state on background noise can score a keyword near 1.0 for about 0.7 s
+
+
+@register_state
+class KWSState(NamedTuple):
+    """A spotter session's whole stream state: the keyword pipeline's and the verifier's (None without one)."""
+
+    pipeline: State
+    verifier: verify.VerifierState | None
 
 
 class Event(NamedTuple):
@@ -70,6 +78,7 @@ class KWSStats:
     dropped_events: int = 0
     clipped_samples: int = 0
     rejected_chunks: int = 0
+    rejected_events: int = 0  # detections the verifier did not confirm
 
 
 class StreamingKWS:
@@ -153,7 +162,7 @@ class StreamingKWS:
         if rate != self.features.sample_rate:
             raise ValueError(f"the verifier must take {self.features.sample_rate} Hz audio, as the spotter "
                              f"(it takes {rate})")
-        return verify.Verifier(model, self.streams, self.keywords, delay_s, threshold)
+        return verify.Verifier(model, self.keywords, delay_s, threshold)
 
     @classmethod
     def from_pretrained(cls, path_or_name: str | Path, **kwargs) -> "StreamingKWS":
@@ -165,16 +174,15 @@ class StreamingKWS:
         """Start stream ``stream`` (every stream if None) afresh: its time restarts at 0, its history is dropped."""
         if stream is None:
             self.pipeline = Pipeline(*self.pipeline.stages[-3:])  # the model's rate until other audio arrives
-            self.state: State = self.pipeline.init_state(self.streams)
+            self.state = KWSState(self.pipeline.init_state(self.streams),
+                                  None if self.verifier is None else self.verifier.init_state(self.streams))
             self._events: list[Event] = []
-            if self.verifier is not None:
-                self.verifier.reset()
             return
         if not 0 <= stream < self.streams:
             raise ValueError(f"stream must be in [0, {self.streams}) (got {stream})")
-        self.state = self.pipeline.reset(self.state, torch.arange(self.streams) == stream)
-        if self.verifier is not None:
-            self.verifier.reset(stream)
+        mask = torch.arange(self.streams) == stream
+        self.state = KWSState(self.pipeline.reset(self.state.pipeline, mask),
+                              None if self.verifier is None else self.verifier.reset(self.state.verifier, mask))
 
     def _at_rate(self, sample_rate: int) -> None:
         """Put a resampler from ``sample_rate`` in front of the pipeline (or take it away), keeping the rest's state."""
@@ -182,18 +190,18 @@ class StreamingKWS:
         rate = first.orig_rate if isinstance(first, Resample) else self.features.sample_rate
         if sample_rate == rate:
             return
-        core, state = self.pipeline.stages[-3:], self.state[-3:]
+        core, state = self.pipeline.stages[-3:], self.state.pipeline[-3:]
         if sample_rate == self.features.sample_rate:
             self.pipeline = Pipeline(*core)
         else:
             resample = Resample(sample_rate, self.features.sample_rate)
             self.pipeline, state = Pipeline(resample, *core), (resample.init_state(self.streams),) + state
-        self.state = state
+        self.state = self.state._replace(pipeline=state)
 
     @property
     def _frames_heard(self) -> int:
         """Frames every stream has been given on the shared clock of the front end (resets do not restart it)."""
-        return self.features.num_frames(int(self.state[-3][0].samples[0]))
+        return self.features.num_frames(int(self.state.pipeline[-3][0].samples[0]))
 
     # ------------------------------------------------------------ audio in
     def _as_batch(self, samples: object) -> np.ndarray:
@@ -230,14 +238,12 @@ class StreamingKWS:
         self.stats.audio_seconds += audio.shape[1] / sample_rate
         self._at_rate(sample_rate)
         first = self._frames_heard
-        outputs, self.state = self.pipeline.trace(torch.from_numpy(audio), self.state)
+        outputs, spotter = self.pipeline.trace(torch.from_numpy(audio), self.state.pipeline)
         resampled = outputs[0].numpy() if isinstance(self.pipeline[0], Resample) else audio
         scores: SpeechFrames = outputs[-2]
         found: Detections = outputs[-1]
         count = found.keyword.shape[1]
-        if count:
-            self._propose(found, first)
-        self._confirm(resampled)
+        self.state = KWSState(spotter, self._verified(found, first, resampled))
         if not count:
             return 0
         self.stats.frames += count
@@ -246,10 +252,11 @@ class StreamingKWS:
         self.hop_seconds.add((time.perf_counter() - start) / count, count)
         return count
 
-    def _propose(self, found: Detections, first: int) -> None:
-        """Queue the detections of a chunk whose frames start at ``first`` on the shared clock (or hand them to
-        the verifier)."""
+    def _verified(self, found: Detections, first: int, audio: np.ndarray) -> verify.VerifierState | None:
+        """Queue the detections of a chunk whose frames start at ``first`` on the shared clock, or hand them and
+        the chunk's (resampled) ``audio`` to the verifier and queue those it confirms; the verifier's new state."""
         fired, score, frame = found.keyword.numpy(), found.score.numpy(), found.frame.numpy()
+        state = self.state.verifier
         for stream, t in zip(*np.nonzero(fired >= 0)):
             at = self.features.frame_end_s(int(frame[stream, t]))  # the frame's index in its stream
             event = Event(float(at), self.labels[fired[stream, t]], float(score[stream, t]), int(stream))
@@ -257,13 +264,14 @@ class StreamingKWS:
                 self._queue(event)
             else:
                 heard = (first + t) * self.features.hop + self.features.window_size  # on the shared clock
-                self.verifier.propose(int(heard), *event)
-
-    def _confirm(self, audio: np.ndarray) -> None:
-        """Hand the verifier this chunk of (resampled) audio and queue the detections it confirms."""
-        if self.verifier is not None:
-            for c in self.verifier.accept(audio):
-                self._queue(Event(c.t, c.keyword, c.score, c.stream))
+                state = self.verifier.propose(state, int(heard), *event)
+        if self.verifier is None:
+            return None
+        confirmed, rejected, state = self.verifier.accept(audio, state)
+        for c in confirmed:
+            self._queue(Event(c.t, c.keyword, c.score, c.stream))
+        self.stats.rejected_events += len(rejected)
+        return state
 
     def _queue(self, event: Event) -> None:
         self.stats.events += 1
@@ -280,10 +288,10 @@ class StreamingKWS:
 
     def top(self, stream: int = 0) -> tuple[str, float]:
         """The label with the highest smoothed posterior on ``stream`` now, and that posterior."""
-        smoothed = self.state[-1].detector.smoothed[stream]
+        smoothed = self.state.pipeline[-1].detector.smoothed[stream]
         k = int(smoothed.argmax())
         return self.labels[k], float(smoothed[k])
 
     def stream_time(self, stream: int = 0) -> float:
         """Seconds of audio stream ``stream`` has heard since it began or was reset (at the model's rate)."""
-        return float(self.state[-1].frames[stream]) * self.features.hop / self.features.sample_rate
+        return float(self.state.pipeline[-1].frames[stream]) * self.features.hop / self.features.sample_rate

@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from streamlmu.audio.detect import (DetectorConfig, DetectorState, WindowState, detector_init, detector_run,
-                                    frame_energy, level_energy, window_init, window_posteriors)
+from streamlmu.audio.detect import DetectorConfig, DetectorState, detector_init, detector_run, frame_energy, level_energy
 from streamlmu.audio.features import FbankConfig, StreamingLevel
 from streamlmu.audio.frontend import FrontEndConfig, streaming_frontend
 from streamlmu.audio.resample import Resample
+from streamlmu.audio.window import WindowState, window_init, window_posteriors
 from streamlmu.engine import DEFAULT_BLAS_MIN_BATCH
 from streamlmu.stream import SAMPLES, Frame, Pipeline, State, StreamModule, register_state
 

@@ -70,6 +70,7 @@ from tqdm import tqdm
 
 from streamlmu import cpu
 from streamlmu.audio.augment import freq_warp, mixup, spec_augment
+from streamlmu.audio.window import window_logits
 from streamlmu.audio.frontend import FEATURE_KINDS, FrontEndConfig, clip_features, frontend_config, signal_features
 from streamlmu.data.speech_commands import SAMPLE_RATE, SpeechCommands, collate, labels_for
 from streamlmu.data.phrases import PhraseWindows
@@ -194,22 +195,6 @@ def epoch_lr(cfg: TrainConfig, epoch: int) -> float:
     if cfg.lr_schedule == "cosine":  # towards 0 over cfg.epochs (a resumed run with more epochs stretches it)
         return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(epoch, cfg.epochs) / cfg.epochs))
     return cfg.lr * cfg.lr_gamma ** (epoch // cfg.lr_step)
-
-
-def window_logits(running: Tensor, bias: Tensor, frames: int | None) -> Tensor:
-    """Mean logits over the last ``frames`` frames from a model's running-mean logits ``(B, T, C)`` -> ``(B, C)``
-    (``None``: over all of them, the last running mean).
-
-    The head is affine: ``running[t] = W S_t / (t + 1) + bias`` with ``S_t`` the feature sum, so the window's
-    mean is ``(T (running[T-1] - bias) - a (running[a-1] - bias)) / frames + bias`` with ``a = T - frames``.
-    """
-    if frames is None:
-        return running[:, -1]
-    total = running.shape[1]
-    start = total - frames
-    last = (running[:, -1] - bias) * total
-    before = (running[:, start - 1] - bias) * start if start > 0 else 0.0
-    return (last - before) / frames + bias
 
 
 def _seed(*keys: int) -> int:
