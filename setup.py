@@ -7,7 +7,7 @@ setup(
     "LMUFormer and spiking models as exact frame-by-frame stream operators.",
     python_requires=">=3.10",
     packages=["streamlmu", "streamlmu.nn", "streamlmu.models", "streamlmu.audio", "streamlmu.data",
-              "streamlmu.train", "streamlmu.pretrained", "streamlmu.kernels", "streamlmu.apps"],
+              "streamlmu.train", "streamlmu.vision", "streamlmu.pretrained", "streamlmu.kernels", "streamlmu.apps"],
     package_data={"streamlmu.pretrained": ["*.pt", "*.md", "*.json", "*.wav"]},
     package_dir={
         "streamlmu": "streamlmu",
@@ -27,5 +27,9 @@ setup(
         "onnxruntime",
         "openwakeword==0.4.0",
     ],
+    extras_require={
+        # ultralytics is AGPL-3.0: the detector stays an optional extra
+        "vision": ["ultralytics==8.4.190", "torch-pruning==1.6.1", "opencv-python", "scikit-image"],
+    },
     entry_points={"console_scripts": ["streamlmu=streamlmu.apps.cli:main"]},
 )
