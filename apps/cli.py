@@ -18,6 +18,10 @@ APPS = {
     "kws-eval": "streamlmu.apps.kws_eval",
     "truncation": "streamlmu.apps.truncation",
     "ensemble": "streamlmu.apps.ensemble",
+    "synth-detection": "streamlmu.apps.synth_detection",
+    "convert-visdrone": "streamlmu.apps.convert_visdrone",
+    "detect-compress": "streamlmu.apps.detect_compress",
+    "detect": "streamlmu.apps.detect",
 }
 
 

@@ -146,7 +146,8 @@ def _distractor(rng: np.random.Generator, scale: float) -> Image.Image:
     elif choice == 1:
         draw.line((0, rng.uniform(0, size), size, rng.uniform(0, size)), fill=colour, width=max(1, size // 10))
     else:
-        draw.rectangle((1, 1, size - 2, size * rng.uniform(0.3, 1.0) - 2), outline=colour, width=max(1, size // 12))
+        draw.rectangle((1, 1, size - 2, max(2.0, size * rng.uniform(0.3, 1.0) - 2)), outline=colour,
+                       width=max(1, size // 12))
     return canvas
 
 
