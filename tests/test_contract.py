@@ -171,7 +171,17 @@ def _examples() -> dict[type, tuple]:
         KeywordScores: (KeywordScores(lmu, window_frames=5), SpeechFrames(frames, torch.randn(2, 20))),
         KeywordDetector: (KeywordDetector(detector), SpeechFrames(posteriors, torch.randn(2, 60))),
         Pipeline: (keyword_pipeline(lmu, detector, window_frames=5, sample_rate=48000), 0.1 * torch.randn(2, 6000)),
+        **_vision_examples(),
     }
+
+
+def _vision_examples() -> dict[type, tuple]:
+    from streamlmu.vision.detect import Detector
+    from streamlmu.vision.track import Tracker
+    from test_vision import moving_boxes, untrained_detector
+    images = torch.randint(0, 256, (2, 3, 3, 48, 64), dtype=torch.uint8)
+    return {Detector: (Detector(untrained_detector(), conf=0.001, imgsz=64), images),
+            Tracker: (Tracker(max_tracks=4), moving_boxes())}
 
 
 BASES = {"LMUFormerBase", "AudioFrames"}  # shared code of the operators below, not operators
