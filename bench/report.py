@@ -30,6 +30,7 @@ accuracy benchmarks take hours and reuse what their JSON already holds. Narrativ
 | `engines.py` | whole engines no model heard (DECtalk, Piper, Kokoro): clips and word streams | hours |
 | `phrases.py` | keywords said inside sentences | an hour |
 | `streamlmu truncation` | accuracy by frames heard (`results/truncation/truncation.md`) | minutes |
+| `detect.py` | YOLOv8n compressed: sparsity, pruning, three fine-tunings; size, mAP, frames/s; the tracker | < 45 min |
 """
 
 
@@ -101,6 +102,25 @@ def _phrases(report: dict) -> list[str]:
     return _table(["detector", "as bundled", "calibrated on phrase streams", "real-time factor"], rows)
 
 
+def _detect(report: dict) -> list[str]:
+    names = {"baseline": "baseline", "sparse": "sparsity-trained", "pruned": "pruned, no fine-tuning",
+             "plain": "pruned + fine-tuning", "feature": "pruned + feature distillation", "cwd": "pruned + CWD"}
+    rows = [[names[n], f"{r['params'] / 1e6:.2f} M", f"{r['gflops']:.2f}", f"{r['map50']:.3f}", f"{r['map50_95']:.3f}",
+             f"{r['fps_1']:.1f}", f"{r['fps_all']:.1f}"] for n, r in report["rows"].items()]
+    targets = [[t["target"], f"{t['ratio']:.2f}", next(f"{op} {t[k]:g}" for k, op in
+                (("minimum", ">="), ("maximum", "<="), ("above", ">")) if k in t), "met" if t["met"] else "**missed**"]
+               for t in report["targets"]]
+    s, track = report["settings"], report["tracking"]
+    return (_table(["variant", "parameters", "GFLOPs", "mAP50", "mAP50-95", "frames/s, 1 thread", "frames/s, all"],
+                   rows)
+            + ["", f"{s['imgsz']} px, {s['train']} training images, epochs {s['epochs']}, pruning {s['prune']}; "
+                   f"{report['minutes']} minutes on {report['machine']['processor']} "
+                   f"({report['machine']['threads']} threads). GFLOPs as ultralytics counts them (2 x MACs).", ""]
+            + _table(["target", "measured", "required", ""], targets)
+            + ["", f"Tracker (CWD model) on a generated video: MOTA {track['mota']:.3f}, {track['id_switches']} ID "
+                   f"switches, {track['misses']} misses, {track['false_positives']} false positives."])
+
+
 SECTIONS = [
     ("lmu_memory", "Legendre memory (`lmu_memory.py`)", _targets),
     ("model_step", "One model frame (`model_step.py`)", _targets),
@@ -111,6 +131,7 @@ SECTIONS = [
     ("engines_piper", "Piper, a voice learnt from a person (`engines.py --engine piper`)", _engine),
     ("engines_kokoro", "Kokoro, accented neural voices (`engines.py --engine kokoro`)", _engine),
     ("phrases", "Keywords inside sentences (`phrases.py`)", _phrases),
+    ("detect", "YOLOv8 compression (`detect.py`)", _detect),
 ]
 
 

@@ -33,8 +33,8 @@ CLASSES = ("car", "truck", "bus", "pedestrian", "bicycle")
 _BACKGROUNDS = ("grass", "gravel", "brick", "moon", "coffee", "rocket", "astronaut", "chelsea",
                 "immunohistochemistry", "stereo_motorcycle", "hubble_deep_field", "retina", "coins")
 # length range in pixels at a 320 px image, and length / width
-_SIZES = {"car": ((14, 30), 2.0), "truck": ((24, 48), 2.6), "bus": ((32, 60), 3.2),
-          "pedestrian": ((6, 11), 1.0), "bicycle": ((9, 16), 2.2)}
+_SIZES = {"car": ((20, 42), 2.0), "truck": ((34, 66), 2.6), "bus": ((46, 84), 3.2),
+          "pedestrian": ((9, 16), 1.0), "bicycle": ((13, 23), 2.2)}
 
 
 @dataclass(frozen=True)

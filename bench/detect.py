@@ -1,0 +1,180 @@
+"""Benchmark of YOLOv8 compression (arXiv 2509.12918) on the generated aerial-style set, side by side in one run.
+
+Variants: the baseline YOLOv8n trained from scratch; the baseline after sparsity training (L1 on the
+BatchNorm scales); that model pruned (no fine-tuning); and the pruned model fine-tuned three ways for the
+same epochs: plainly, with ultralytics' feature distillation, and with channel-wise distillation (CWD),
+the last two from the sparse model. For each: parameters, GFLOPs (ultralytics' count: 2 x multiply-
+accumulates), mAP50 and mAP50-95 on the validation split, and CPU frames per second at batch 1 (model and
+NMS on one frame, one thread and all threads, models interleaved). Then the CWD model with the tracker on
+a generated video of moving objects: MOTA and ID switches.
+
+Targets: pruned + CWD has >= 3x fewer parameters and >= 2x fewer GFLOPs than the baseline, mAP50 within
+2 points of it, >= 1.5x its frames/s, and beats plain fine-tuning. Every stage is recorded as it ends, so
+an interrupted run resumes. Writes ``bench/results/detect/`` (JSON, Markdown table, PNG) and
+``bench/results/detect.json``.
+
+Usage: ``python bench/detect.py [--quick] [--out DIR]``
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from streamlmu.plots import pyplot, save_figure
+from streamlmu.vision.compress import CompressConfig, _stage, flops, gammas, plot_gammas, train_stage, validate
+from streamlmu.vision.detect import Detector, load_detector, save_detector
+from streamlmu.vision.frames import MovingObjectsConfig, as_batch, moving_objects
+from streamlmu.vision.prune import parameter_count, prune_detector
+from streamlmu.vision.synth import DetectionSetConfig, write_detection_set
+from streamlmu.vision.track import Tracker, clear_mot
+
+RESULTS = Path(__file__).resolve().parent / "results"
+VARIANTS = ("baseline", "sparse", "pruned", "plain", "feature", "cwd")
+LABELS = {"baseline": "baseline", "sparse": "sparsity-trained", "pruned": "pruned, no fine-tuning",
+          "plain": "pruned + fine-tuning", "feature": "pruned + feature distillation", "cwd": "pruned + CWD"}
+
+
+def frames_per_second(paths: dict[str, Path], imgsz: int, threads: int, seconds: float) -> dict[str, float]:
+    """Frames per second of each model (Detector: scaling, model, NMS) on one frame at batch 1, interleaved."""
+    torch.set_num_threads(threads)
+    frame = as_batch(next(moving_objects(MovingObjectsConfig(frames=1, size=imgsz)))[0])
+    detectors = {name: Detector(path, imgsz=imgsz) for name, path in paths.items()}
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    for detector in detectors.values():
+        detector(frame)  # warm up
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        for name, detector in detectors.items():
+            start = time.perf_counter()
+            detector(frame)
+            times[name].append(time.perf_counter() - start)
+    return {name: 1.0 / float(np.median(t)) for name, t in times.items()}
+
+
+def track_video(path: Path, imgsz: int, frames: int) -> dict:
+    detector, tracker = Detector(path, imgsz=imgsz), Tracker()
+    state, tracks_state = detector.init_state(1), tracker.init_state(1)
+    truth, shown = [], []
+    for frame, objects in moving_objects(MovingObjectsConfig(frames=frames, size=imgsz)):
+        boxes, state = detector(as_batch(frame), state)
+        tracks, tracks_state = tracker(boxes, tracks_state)
+        truth.append([(i, b) for i, _, b in objects])
+        shown.append([(int(tracks.ids[0, 0, k]), tuple(tracks.boxes[0, 0, k].tolist()))
+                      for k in range(int(tracks.count[0, 0]))])
+    return clear_mot(truth, shown)
+
+
+def plot(rows: dict[str, dict], path: Path) -> Path:
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 4, figsize=(13, 3.4))
+    names = [n for n in VARIANTS if n in rows]
+    for ax, key, title in zip(axes, ("params", "gflops", "map50", "fps_1"),
+                              ("parameters (M)", "GFLOPs", "mAP50", "frames/s, one thread")):
+        values = [rows[n][key] / (1e6 if key == "params" else 1) for n in names]
+        ax.barh(range(len(names)), values, color=["#888" if n in ("baseline", "sparse") else "#4a7" for n in names])
+        ax.set_yticks(range(len(names)), [LABELS[n] for n in names] if ax is axes[0] else [])
+        ax.invert_yaxis()
+        ax.set_title(title)
+    return save_figure(fig, path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a tiny run (64 px, a few images, one epoch each)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "detect", help="run folder (resumes if it exists)")
+    parser.add_argument("--imgsz", type=int, default=256)
+    parser.add_argument("--train", type=int, default=300, help="training images")
+    parser.add_argument("--val", type=int, default=80, help="validation images")
+    parser.add_argument("--epochs", type=int, nargs=3, default=(40, 20, 15), metavar=("BASE", "SPARSE", "FINETUNE"))
+    parser.add_argument("--prune", type=float, default=0.5)
+    parser.add_argument("--sparsity-rate", type=float, default=0.01)
+    parser.add_argument("--cwd-weight", type=float, default=1.0)
+    parser.add_argument("--device", default="0" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    if args.quick:
+        args.imgsz, args.train, args.val, args.epochs = 64, 8, 4, (1, 1, 1)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    data = out / "data" / "data.yaml"
+    if not data.is_file():
+        write_detection_set(out / "data", DetectionSetConfig(args.train, args.val, args.imgsz), progress=True)
+    cfg = CompressConfig(data=str(data), imgsz=args.imgsz, batch=16, sparsity_rate=args.sparsity_rate,
+                         cwd_weight=args.cwd_weight, device=args.device, progress=True)
+    base_epochs, sparse_epochs, finetune_epochs = args.epochs
+    weights: dict[str, Path] = {}
+
+    def trained(name: str, model: str, epochs: int, **options) -> dict:
+        best = train_stage(cfg, out, name, model, epochs, **options)
+        path = save_detector(load_detector(best), out / f"{name}.pt", variant=name)
+        return {"weights": str(path), "epochs": epochs, **validate(path, cfg)}
+
+    rows = {"baseline": _stage(out, "baseline", lambda: trained("baseline", "yolov8n.yaml", base_epochs))}
+    rows["sparse"] = _stage(out, "sparse", lambda: trained("sparse", rows["baseline"]["weights"], sparse_epochs,
+                                                             sparsity=args.sparsity_rate))
+
+    def pruned() -> dict:
+        plot_gammas({"baseline": gammas(load_detector(rows["baseline"]["weights"])),
+                     "after sparsity training": gammas(load_detector(rows["sparse"]["weights"]))}, out / "gamma.png")
+        path = save_detector(prune_detector(load_detector(rows["sparse"]["weights"]), args.prune, "global",
+                                            args.imgsz), out / "pruned.pt", variant="pruned")
+        return {"weights": str(path), "epochs": 0, **validate(path, cfg)}
+
+    rows["pruned"] = _stage(out, "pruned", pruned)
+    teacher = rows["sparse"]["weights"]
+    rows["plain"] = _stage(out, "plain", lambda: trained("plain", rows["pruned"]["weights"], finetune_epochs))
+    rows["feature"] = _stage(out, "feature", lambda: trained("feature", rows["pruned"]["weights"], finetune_epochs,
+                                                             extra={"distill_model": teacher}))
+    rows["cwd"] = _stage(out, "cwd", lambda: trained("cwd", rows["pruned"]["weights"], finetune_epochs,
+                                                     teacher=load_detector(teacher), cwd_weight=args.cwd_weight))
+    paths = {name: Path(row["weights"]) for name, row in rows.items()}
+    for threads, key in ((1, "fps_1"), (os.cpu_count() or 1, "fps_all")):
+        for name, fps in frames_per_second(paths, args.imgsz, threads, 4.0 if args.quick else 20.0).items():
+            rows[name][key] = fps
+    tracking = track_video(paths["cwd"], args.imgsz, 30 if args.quick else 150)
+    base, cwd = rows["baseline"], rows["cwd"]
+    targets = [
+        {"target": "parameters, baseline / pruned + CWD", "ratio": base["params"] / cwd["params"], "minimum": 3.0},
+        {"target": "GFLOPs, baseline / pruned + CWD", "ratio": base["gflops"] / cwd["gflops"], "minimum": 2.0},
+        {"target": "mAP50 points lost by pruned + CWD", "ratio": 100 * (base["map50"] - cwd["map50"]),
+         "maximum": 2.0},
+        {"target": "frames/s, pruned + CWD / baseline (one thread)", "ratio": cwd["fps_1"] / base["fps_1"],
+         "minimum": 1.5},
+        {"target": "mAP50 points CWD gains over plain fine-tuning",
+         "ratio": 100 * (cwd["map50"] - rows["plain"]["map50"]), "above": 0.0},
+    ]
+    for t in targets:
+        t["met"] = (t["ratio"] >= t["minimum"] if "minimum" in t else t["ratio"] <= t["maximum"] if "maximum" in t
+                    else t["ratio"] > t["above"])
+    report = {"settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items() if k != "out"},
+              "rows": rows, "tracking": tracking, "targets": targets, "minutes": round((time.time() - started) / 60, 1),
+              "machine": {"processor": platform.processor() or platform.machine(), "threads": os.cpu_count(),
+                          "torch": torch.__version__}}
+    table = ["| variant | parameters | GFLOPs | mAP50 | mAP50-95 | frames/s (1 thread) | frames/s (all) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    table += [f"| {LABELS[n]} | {r['params'] / 1e6:.2f} M | {r['gflops']:.2f} | {r['map50']:.3f} | {r['map50_95']:.3f} "
+              f"| {r['fps_1']:.1f} | {r['fps_all']:.1f} |" for n, r in rows.items()]
+    text = "\n".join(table) + "\n"
+    print(text)
+    for t in targets:
+        bound = (f">= {t['minimum']}" if "minimum" in t else f"<= {t['maximum']}" if "maximum" in t
+                 else f"> {t['above']}")
+        print(f"{t['target']}: {t['ratio']:.2f} ({bound}: {'met' if t['met'] else 'MISSED'})")
+    print(f"tracker on a generated video: MOTA {tracking['mota']:.3f}, {tracking['id_switches']} ID switches")
+    (out / "table.md").write_text(text)
+    plot(rows, out / "detect.png")
+    (out / "results.json").write_text(json.dumps(report, indent=1))
+    if not args.quick:
+        (RESULTS / "detect.json").write_text(json.dumps(report, indent=1))
+    print(f"{report['minutes']} minutes; wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
