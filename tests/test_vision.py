@@ -72,7 +72,7 @@ def compressed(detection_set, tmp_path_factory):
     attempts = _no_network(monkeypatch)
     try:
         report = compress(CompressConfig(data=str(detection_set), imgsz=64, batch=4, sparse_epochs=1,
-                                         finetune_epochs=1, progress=False), run)
+                                         finetune_epochs=1, prune_mode="uniform", progress=False), run)
     finally:
         monkeypatch.undo()
     return run, report, attempts
@@ -157,10 +157,19 @@ def test_the_three_stages_compress_offline_and_the_result_reloads(compressed, de
     best = train_stage(cfg, run / "again", "cwd", str(run / "pruned.pt"), 1,
                        teacher=load_detector(report["sparse"]["weights"]), cwd_weight=1.0)
     assert validate(best, cfg)["params"] == report["pruned"]["params"]
+    # ... predicts and exports with ultralytics as any YOLOv8 (ONNX, run by onnxruntime)
+    import onnxruntime
+    from ultralytics import YOLO
+    yolo = YOLO(str(run / "compressed.pt"))
+    assert len(yolo.predict(np.zeros((64, 64, 3), np.uint8), imgsz=64, verbose=False)) == 1
+    exported = yolo.export(format="onnx", imgsz=64, simplify=False)
+    session = onnxruntime.InferenceSession(exported)
+    (out,) = session.run(None, {session.get_inputs()[0].name: np.zeros((1, 3, 64, 64), np.float32)})
+    assert out.shape == (1, 4 + 5, 84)
     # a rerun finds every stage done
     from streamlmu.vision.compress import compress
     again = compress(CompressConfig(data=str(detection_set), imgsz=64, batch=4, sparse_epochs=1, finetune_epochs=1,
-                                    progress=False), run)
+                                    prune_mode="uniform", progress=False), run)
     assert again["finetune"] == report["finetune"]
 
 
