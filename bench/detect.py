@@ -28,10 +28,10 @@ import numpy as np
 import torch
 
 from streamlmu.plots import pyplot, save_figure
-from streamlmu.vision.compress import CompressConfig, _stage, flops, gammas, plot_gammas, train_stage, validate
+from streamlmu.vision.compress import CompressConfig, run_stage, gammas, plot_gammas, train_stage, validate
 from streamlmu.vision.detect import Detector, load_detector, save_detector
 from streamlmu.vision.frames import MovingObjectsConfig, as_batch, moving_objects
-from streamlmu.vision.prune import parameter_count, prune_detector
+from streamlmu.vision.prune import prune_detector
 from streamlmu.vision.synth import DetectionSetConfig, write_detection_set
 from streamlmu.vision.track import Tracker, clear_mot
 
@@ -109,15 +109,14 @@ def main() -> None:
     cfg = CompressConfig(data=str(data), imgsz=args.imgsz, batch=16, sparsity_rate=args.sparsity_rate,
                          cwd_weight=args.cwd_weight, device=args.device, progress=True)
     base_epochs, sparse_epochs, finetune_epochs = args.epochs
-    weights: dict[str, Path] = {}
 
     def trained(name: str, model: str, epochs: int, **options) -> dict:
         best = train_stage(cfg, out, name, model, epochs, **options)
         path = save_detector(load_detector(best), out / f"{name}.pt", variant=name)
         return {"weights": str(path), "epochs": epochs, **validate(path, cfg)}
 
-    rows = {"baseline": _stage(out, "baseline", lambda: trained("baseline", "yolov8n.yaml", base_epochs))}
-    rows["sparse"] = _stage(out, "sparse", lambda: trained("sparse", rows["baseline"]["weights"], sparse_epochs,
+    rows = {"baseline": run_stage(out, "baseline", lambda: trained("baseline", "yolov8n.yaml", base_epochs))}
+    rows["sparse"] = run_stage(out, "sparse", lambda: trained("sparse", rows["baseline"]["weights"], sparse_epochs,
                                                              sparsity=args.sparsity_rate))
 
     def pruned() -> dict:
@@ -127,12 +126,12 @@ def main() -> None:
                                             args.imgsz), out / "pruned.pt", variant="pruned")
         return {"weights": str(path), "epochs": 0, **validate(path, cfg)}
 
-    rows["pruned"] = _stage(out, "pruned", pruned)
+    rows["pruned"] = run_stage(out, "pruned", pruned)
     teacher = rows["sparse"]["weights"]
-    rows["plain"] = _stage(out, "plain", lambda: trained("plain", rows["pruned"]["weights"], finetune_epochs))
-    rows["feature"] = _stage(out, "feature", lambda: trained("feature", rows["pruned"]["weights"], finetune_epochs,
+    rows["plain"] = run_stage(out, "plain", lambda: trained("plain", rows["pruned"]["weights"], finetune_epochs))
+    rows["feature"] = run_stage(out, "feature", lambda: trained("feature", rows["pruned"]["weights"], finetune_epochs,
                                                              extra={"distill_model": teacher}))
-    rows["cwd"] = _stage(out, "cwd", lambda: trained("cwd", rows["pruned"]["weights"], finetune_epochs,
+    rows["cwd"] = run_stage(out, "cwd", lambda: trained("cwd", rows["pruned"]["weights"], finetune_epochs,
                                                      teacher=load_detector(teacher), cwd_weight=args.cwd_weight))
     paths = {name: Path(row["weights"]) for name, row in rows.items()}
     for threads, key in ((1, "fps_1"), (os.cpu_count() or 1, "fps_all")):

@@ -11,7 +11,7 @@ import torch
 
 from streamlmu.stream import load_state, save_state
 from streamlmu.testing import check_stream_op
-from streamlmu.vision.detect import Boxes, Detector, empty_boxes, load_detector, save_detector
+from streamlmu.vision.detect import Boxes, Detector, empty_boxes, load_detector
 from streamlmu.vision.track import Tracker, clear_mot
 
 

@@ -124,7 +124,7 @@ def plot_gammas(curves: dict[str, np.ndarray], path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def _stage(run: Path, name: str, work: Callable[[], dict]) -> dict:
+def run_stage(run: Path, name: str, work: Callable[[], dict]) -> dict:
     """Run a stage once: its record, read back if it is done."""
     record = run / f"{name}.json"
     if record.is_file():
@@ -145,7 +145,7 @@ def compress(cfg: CompressConfig, run: str | Path) -> dict:
         best = train_stage(cfg, run, "sparse", cfg.model, cfg.sparse_epochs, sparsity=cfg.sparsity_rate)
         return {"weights": str(best), **validate(best, cfg)}
 
-    report["sparse"] = _stage(run, "sparse", sparse)
+    report["sparse"] = run_stage(run, "sparse", sparse)
     sparse_model = load_detector(report["sparse"]["weights"])
 
     def prune() -> dict:
@@ -158,7 +158,7 @@ def compress(cfg: CompressConfig, run: str | Path) -> dict:
         path = save_detector(pruned, run / "pruned.pt", stage="pruned", prune=cfg.prune, mode=cfg.prune_mode)
         return {"weights": str(path), **validate(path, cfg)}
 
-    report["pruned"] = _stage(run, "pruned", prune)
+    report["pruned"] = run_stage(run, "pruned", prune)
 
     def finetune() -> dict:
         options: dict = {}
@@ -170,7 +170,7 @@ def compress(cfg: CompressConfig, run: str | Path) -> dict:
         path = save_detector(load_detector(best), run / "compressed.pt", stage=f"pruned + {cfg.finetune} fine-tuning")
         return {"weights": str(path), **validate(path, cfg)}
 
-    report["finetune"] = _stage(run, "finetune", finetune)
+    report["finetune"] = run_stage(run, "finetune", finetune)
     (run / "report.json").write_text(json.dumps(report, indent=1))
     (run / "report.md").write_text(report_table(report))
     return report
