@@ -10,10 +10,10 @@ a generated video of moving objects: MOTA and ID switches.
 
 Targets: pruned + CWD has >= 3x fewer parameters and >= 2x fewer GFLOPs than the baseline, mAP50 within
 2 points of it, >= 1.5x its frames/s, and beats plain fine-tuning. Every stage is recorded as it ends, so
-an interrupted run resumes. Writes ``bench/results/detect/`` (JSON, Markdown table, PNG) and
-``bench/results/detect.json``.
+an interrupted run resumes (data and weights in ``--run``, default ``runs/bench-detect``). Writes the table, the
+figures and ``results.json`` to ``bench/results/detect/`` and the summary to ``bench/results/detect.json``.
 
-Usage: ``python bench/detect.py [--quick] [--out DIR]``
+Usage: ``python bench/detect.py [--quick] [--run DIR]``
 """
 from __future__ import annotations
 
@@ -88,26 +88,29 @@ def plot(rows: dict[str, dict], path: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a tiny run (64 px, a few images, one epoch each)")
-    parser.add_argument("--out", type=Path, default=RESULTS / "detect", help="run folder (resumes if it exists)")
+    parser.add_argument("--run", type=Path, default=Path("runs/bench-detect"),
+                        help="folder for the data and the weights (resumes if it exists)")
     parser.add_argument("--imgsz", type=int, default=256)
     parser.add_argument("--train", type=int, default=300, help="training images")
     parser.add_argument("--val", type=int, default=80, help="validation images")
-    parser.add_argument("--epochs", type=int, nargs=3, default=(40, 20, 15), metavar=("BASE", "SPARSE", "FINETUNE"))
+    parser.add_argument("--epochs", type=int, nargs=3, default=(35, 15, 12), metavar=("BASE", "SPARSE", "FINETUNE"))
     parser.add_argument("--prune", type=float, default=0.5)
     parser.add_argument("--sparsity-rate", type=float, default=0.01)
     parser.add_argument("--cwd-weight", type=float, default=1.0)
+    parser.add_argument("--lr0", type=float, default=0.02, help="SGD learning rate of every stage")
     parser.add_argument("--device", default="0" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     if args.quick:
         args.imgsz, args.train, args.val, args.epochs = 64, 8, 4, (1, 1, 1)
-    out: Path = args.out
+    out: Path = args.run
     out.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    data = out / "data" / "data.yaml"
-    if not data.is_file():
-        write_detection_set(out / "data", DetectionSetConfig(args.train, args.val, args.imgsz), progress=True)
+    results = out / "results" if args.quick else RESULTS / "detect"
+    results.mkdir(parents=True, exist_ok=True)
+    made = run_stage(out, "data", lambda: {"yaml": str(write_detection_set(
+        out / "data", DetectionSetConfig(args.train, args.val, args.imgsz), progress=True))})
+    data = Path(made["yaml"])
     cfg = CompressConfig(data=str(data), imgsz=args.imgsz, batch=16, sparsity_rate=args.sparsity_rate,
-                         cwd_weight=args.cwd_weight, device=args.device, progress=True)
+                         cwd_weight=args.cwd_weight, lr0=args.lr0, device=args.device, progress=True)
     base_epochs, sparse_epochs, finetune_epochs = args.epochs
 
     def trained(name: str, model: str, epochs: int, **options) -> dict:
@@ -121,7 +124,7 @@ def main() -> None:
 
     def pruned() -> dict:
         plot_gammas({"baseline": gammas(load_detector(rows["baseline"]["weights"])),
-                     "after sparsity training": gammas(load_detector(rows["sparse"]["weights"]))}, out / "gamma.png")
+                     "after sparsity training": gammas(load_detector(rows["sparse"]["weights"]))}, results / "gamma.png")
         path = save_detector(prune_detector(load_detector(rows["sparse"]["weights"]), args.prune, "global",
                                             args.imgsz), out / "pruned.pt", variant="pruned")
         return {"weights": str(path), "epochs": 0, **validate(path, cfg)}
@@ -134,10 +137,12 @@ def main() -> None:
     rows["cwd"] = run_stage(out, "cwd", lambda: trained("cwd", rows["pruned"]["weights"], finetune_epochs,
                                                      teacher=load_detector(teacher), cwd_weight=args.cwd_weight))
     paths = {name: Path(row["weights"]) for name, row in rows.items()}
+    measured = time.time()
     for threads, key in ((1, "fps_1"), (os.cpu_count() or 1, "fps_all")):
         for name, fps in frames_per_second(paths, args.imgsz, threads, 4.0 if args.quick else 20.0).items():
             rows[name][key] = fps
     tracking = track_video(paths["cwd"], args.imgsz, 30 if args.quick else 150)
+    minutes = (sum(row["seconds"] for row in rows.values()) + time.time() - measured) / 60
     base, cwd = rows["baseline"], rows["cwd"]
     targets = [
         {"target": "parameters, baseline / pruned + CWD", "ratio": base["params"] / cwd["params"], "minimum": 3.0},
@@ -152,8 +157,8 @@ def main() -> None:
     for t in targets:
         t["met"] = (t["ratio"] >= t["minimum"] if "minimum" in t else t["ratio"] <= t["maximum"] if "maximum" in t
                     else t["ratio"] > t["above"])
-    report = {"settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items() if k != "out"},
-              "rows": rows, "tracking": tracking, "targets": targets, "minutes": round((time.time() - started) / 60, 1),
+    report = {"settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items() if k != "run"},
+              "rows": rows, "tracking": tracking, "targets": targets, "minutes": round(minutes + made["seconds"] / 60, 1),
               "machine": {"processor": platform.processor() or platform.machine(), "threads": os.cpu_count(),
                           "torch": torch.__version__}}
     table = ["| variant | parameters | GFLOPs | mAP50 | mAP50-95 | frames/s (1 thread) | frames/s (all) |",
@@ -167,12 +172,12 @@ def main() -> None:
                  else f"> {t['above']}")
         print(f"{t['target']}: {t['ratio']:.2f} ({bound}: {'met' if t['met'] else 'MISSED'})")
     print(f"tracker on a generated video: MOTA {tracking['mota']:.3f}, {tracking['id_switches']} ID switches")
-    (out / "table.md").write_text(text)
-    plot(rows, out / "detect.png")
-    (out / "results.json").write_text(json.dumps(report, indent=1))
+    (results / "table.md").write_text(text)
+    plot(rows, results / "detect.png")
+    (results / "results.json").write_text(json.dumps(report, indent=1))
     if not args.quick:
         (RESULTS / "detect.json").write_text(json.dumps(report, indent=1))
-    print(f"{report['minutes']} minutes; wrote {out}")
+    print(f"{report['minutes']} minutes; wrote {results}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ and resumes an interrupted training from its last epoch.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -125,11 +126,12 @@ def plot_gammas(curves: dict[str, np.ndarray], path: Path) -> Path:
 
 
 def run_stage(run: Path, name: str, work: Callable[[], dict]) -> dict:
-    """Run a stage once: its record, read back if it is done."""
+    """Run a stage once: its record (with the seconds it took), read back if it is done."""
     record = run / f"{name}.json"
     if record.is_file():
         return json.loads(record.read_text())
-    result = work()
+    start = time.time()
+    result = {**work(), "seconds": round(time.time() - start, 1)}
     record.write_text(json.dumps(result, indent=1))
     return result
 
