@@ -199,6 +199,11 @@ def test_missing_or_corrupt_weights_and_data_are_named(tmp_path):
         Detector(tmp_path / "bad.pt")
     with pytest.raises(FileNotFoundError, match="YOLO dataset yaml"):
         compress(CompressConfig(data=str(tmp_path / "nowhere.yaml")), tmp_path / "run")
+    (tmp_path / "moved.yaml").write_text(f"path: {tmp_path / 'gone'}\ntrain: images/train\nval: images/val\n"
+                                         "names:\n  0: car\n")
+    with pytest.raises(FileNotFoundError, match="train images .* do not exist"):
+        compress(CompressConfig(data=str(tmp_path / "moved.yaml")), tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # nothing was started
 
 
 def test_tracker_keeps_ids_through_a_missed_frame_and_resumes_exactly(tmp_path):

@@ -55,8 +55,7 @@ class CompressConfig:
     extra: dict = field(default_factory=dict)  # more ultralytics training arguments
 
     def check(self) -> None:
-        if not Path(self.data).is_file():
-            raise FileNotFoundError(f"--data must be a YOLO dataset yaml; {self.data} does not exist")
+        check_dataset(self.data)
         if not (self.model.endswith((".yaml", ".yml")) or Path(self.model).is_file()):
             raise FileNotFoundError(f"--model must be a YOLOv8 yaml (e.g. yolov8n.yaml) or an existing .pt "
                                     f"(got {self.model})")
@@ -64,6 +63,27 @@ class CompressConfig:
             raise ValueError(f"prune_mode must be one of {PRUNE_MODES} and finetune one of {FINETUNES}")
         if not 0 < self.prune < 1 or self.sparse_epochs < 0 or self.finetune_epochs < 0 or self.sparsity_rate < 0:
             raise ValueError("prune must be in (0, 1), epochs and the sparsity rate >= 0")
+
+
+def check_dataset(data: str | Path) -> dict:
+    """The YOLO dataset description at ``data``, once its train and val image folders are known to exist."""
+    import yaml
+    path = Path(data)
+    if not path.is_file():
+        raise FileNotFoundError(f"--data must be a YOLO dataset yaml; {path} does not exist")
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path} is not valid YAML ({err})") from err
+    if not isinstance(spec, dict) or not {"train", "val", "names"} <= spec.keys():
+        raise ValueError(f"{path} must give train, val and names (and path), as streamlmu synth-detection writes")
+    root = Path(spec.get("path") or path.parent)
+    root = root if root.is_absolute() else path.parent / root
+    for split in ("train", "val"):
+        for entry in spec[split] if isinstance(spec[split], list) else [spec[split]]:
+            if not (root / entry).exists():
+                raise FileNotFoundError(f"{path}: its {split} images {root / entry} do not exist")
+    return spec
 
 
 def _train_args(cfg: CompressConfig, run: Path, stage: str, model: str, epochs: int) -> dict:
