@@ -98,6 +98,8 @@ def main() -> None:
     parser.add_argument("--sparsity-rate", type=float, default=0.01)
     parser.add_argument("--cwd-weight", type=float, default=1.0)
     parser.add_argument("--lr0", type=float, default=0.02, help="SGD learning rate of every stage")
+    parser.add_argument("--cwd-sweep", type=float, nargs="*", default=(),
+                        help="more CWD weights w to fine-tune with (reported beside the table, not picked from)")
     parser.add_argument("--device", default="0" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     if args.quick:
@@ -136,13 +138,16 @@ def main() -> None:
                                                              extra={"distill_model": teacher}))
     rows["cwd"] = run_stage(out, "cwd", lambda: trained("cwd", rows["pruned"]["weights"], finetune_epochs,
                                                      teacher=load_detector(teacher), cwd_weight=args.cwd_weight))
+    sweep = {str(w): run_stage(out, f"cwd-w{w:g}", lambda w=w: trained(
+        f"cwd-w{w:g}", rows["pruned"]["weights"], finetune_epochs, teacher=load_detector(teacher), cwd_weight=w))
+        for w in args.cwd_sweep}
     paths = {name: Path(row["weights"]) for name, row in rows.items()}
     measured = time.time()
     for threads, key in ((1, "fps_1"), (os.cpu_count() or 1, "fps_all")):
         for name, fps in frames_per_second(paths, args.imgsz, threads, 4.0 if args.quick else 20.0).items():
             rows[name][key] = fps
     tracking = track_video(paths["cwd"], args.imgsz, 30 if args.quick else 150)
-    minutes = (sum(row["seconds"] for row in rows.values()) + time.time() - measured) / 60
+    minutes = (sum(row["seconds"] for row in [*rows.values(), *sweep.values()]) + time.time() - measured) / 60
     base, cwd = rows["baseline"], rows["cwd"]
     targets = [
         {"target": "parameters, baseline / pruned + CWD", "ratio": base["params"] / cwd["params"], "minimum": 3.0},
@@ -158,7 +163,8 @@ def main() -> None:
         t["met"] = (t["ratio"] >= t["minimum"] if "minimum" in t else t["ratio"] <= t["maximum"] if "maximum" in t
                     else t["ratio"] > t["above"])
     report = {"settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items() if k != "run"},
-              "rows": rows, "tracking": tracking, "targets": targets, "minutes": round(minutes + made["seconds"] / 60, 1),
+              "rows": rows, "cwd_sweep": {w: {k: r[k] for k in ("map50", "map50_95")} for w, r in sweep.items()},
+              "tracking": tracking, "targets": targets, "minutes": round(minutes + made["seconds"] / 60, 1),
               "machine": {"processor": platform.processor() or platform.machine(), "threads": os.cpu_count(),
                           "torch": torch.__version__}}
     table = ["| variant | parameters | GFLOPs | mAP50 | mAP50-95 | frames/s (1 thread) | frames/s (all) |",
@@ -172,6 +178,8 @@ def main() -> None:
                  else f"> {t['above']}")
         print(f"{t['target']}: {t['ratio']:.2f} ({bound}: {'met' if t['met'] else 'MISSED'})")
     print(f"tracker on a generated video: MOTA {tracking['mota']:.3f}, {tracking['id_switches']} ID switches")
+    for w, r in report["cwd_sweep"].items():
+        print(f"CWD with w = {w}: mAP50 {r['map50']:.3f}, mAP50-95 {r['map50_95']:.3f} (w = {args.cwd_weight} above)")
     (results / "table.md").write_text(text)
     plot(rows, results / "detect.png")
     (results / "results.json").write_text(json.dumps(report, indent=1))

@@ -117,6 +117,8 @@ def _detect(report: dict) -> list[str]:
                    f"{report['minutes']} minutes on {report['machine']['processor']} "
                    f"({report['machine']['threads']} threads). GFLOPs as ultralytics counts them (2 x MACs).", ""]
             + _table(["target", "measured", "required", ""], targets)
+            + ([""] + [f"CWD with w = {w}: mAP50 {r['map50']:.3f}, mAP50-95 {r['map50_95']:.3f}."
+                       for w, r in report["cwd_sweep"].items()] if report.get("cwd_sweep") else [])
             + ["", f"Tracker (CWD model) on a generated video: MOTA {track['mota']:.3f}, {track['id_switches']} ID "
                    f"switches, {track['misses']} misses, {track['false_positives']} false positives."])
 
