@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", required=True, help="a video file, an image folder, 'webcam' (or "
                         "'webcam:N'), or 'moving' (a generated video with ground truth)")
     parser.add_argument("--weights", required=True, help="detector .pt (streamlmu detect-compress or ultralytics)")
-    parser.add_argument("--out", required=True, help="folder for the annotated frames and detections.jsonl")
+    parser.add_argument("--out", default="runs/detect", help="folder for the annotated frames and detections.jsonl")
     parser.add_argument("--imgsz", type=int, default=320, help="longer side frames are scaled to")
     parser.add_argument("--conf", type=float, default=0.25, help="least score of a box")
     parser.add_argument("--track", action="store_true", help="link boxes across frames (Tracker)")
