@@ -94,7 +94,10 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=300, help="training images")
     parser.add_argument("--val", type=int, default=80, help="validation images")
     parser.add_argument("--epochs", type=int, nargs=3, default=(35, 15, 12), metavar=("BASE", "SPARSE", "FINETUNE"))
-    parser.add_argument("--prune", type=float, default=0.5)
+    parser.add_argument("--prune", type=float, default=0.55)
+    parser.add_argument("--prune-mode", choices=("global", "uniform"), default="uniform",
+                        help="uniform: the paper's per-layer ratio (here a global threshold over the nearly flat "
+                             "|gamma| gave sizes that do not follow the ratio)")
     parser.add_argument("--sparsity-rate", type=float, default=0.01)
     parser.add_argument("--cwd-weight", type=float, default=1.0)
     parser.add_argument("--lr0", type=float, default=0.02, help="SGD learning rate of every stage")
@@ -127,7 +130,7 @@ def main() -> None:
     def pruned() -> dict:
         plot_gammas({"baseline": gammas(load_detector(rows["baseline"]["weights"])),
                      "after sparsity training": gammas(load_detector(rows["sparse"]["weights"]))}, results / "gamma.png")
-        path = save_detector(prune_detector(load_detector(rows["sparse"]["weights"]), args.prune, "global",
+        path = save_detector(prune_detector(load_detector(rows["sparse"]["weights"]), args.prune, args.prune_mode,
                                             args.imgsz), out / "pruned.pt", variant="pruned")
         return {"weights": str(path), "epochs": 0, **validate(path, cfg)}
 

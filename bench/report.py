@@ -113,7 +113,8 @@ def _detect(report: dict) -> list[str]:
     s, track = report["settings"], report["tracking"]
     return (_table(["variant", "parameters", "GFLOPs", "mAP50", "mAP50-95", "frames/s, 1 thread", "frames/s, all"],
                    rows)
-            + ["", f"{s['imgsz']} px, {s['train']} training images, epochs {s['epochs']}, pruning {s['prune']}; "
+            + ["", f"{s['imgsz']} px, {s['train']} training images, epochs {s['epochs']}, pruning {s['prune']} "
+                   f"({s.get('prune_mode', 'global')}); "
                    f"{report['minutes']} minutes on {report['machine']['processor']} "
                    f"({report['machine']['threads']} threads). GFLOPs as ultralytics counts them (2 x MACs).", ""]
             + _table(["target", "measured", "required", ""], targets)
