@@ -274,3 +274,26 @@ def test_the_core_imports_without_the_vision_extra():
             "try:\n    Detector('x.pt')\nexcept ImportError as e:\n    print(e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "pip install 'streamlmu[vision]'" in out
+
+
+def test_video_files_and_image_folders_are_frame_sources(tmp_path):
+    import cv2
+    from PIL import Image
+    from streamlmu.vision.frames import folder_frames, video_frames, video_rate
+    video = cv2.VideoWriter(str(tmp_path / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 12, (64, 48))
+    for i in range(5):
+        video.write(np.full((48, 64, 3), (0, 0, 40 * i), np.uint8))  # BGR: ever redder
+    video.release()
+    frames = list(video_frames(tmp_path / "clip.mp4"))
+    assert len(frames) == 5 and frames[0].shape == (48, 64, 3) and video_rate(tmp_path / "clip.mp4") == 12
+    assert frames[4][..., 0].mean() > 120 > frames[4][..., 2].mean()  # RGB order
+    (tmp_path / "shots").mkdir()
+    Image.new("L", (30, 20), 128).save(tmp_path / "shots" / "b.png")    # grey becomes RGB
+    Image.new("RGB", (30, 20), (9, 9, 9)).save(tmp_path / "shots" / "a.jpg")
+    shots = list(folder_frames(tmp_path / "shots"))
+    assert [f.shape for f in shots] == [(20, 30, 3)] * 2 and shots[1][0, 0].tolist() == [128, 128, 128]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no images"):
+        list(folder_frames(tmp_path / "empty"))
+    with pytest.raises(FileNotFoundError, match="no video"):
+        list(video_frames(tmp_path / "none.mp4"))

@@ -49,8 +49,9 @@ def video_frames(path: str | Path) -> Iterator[np.ndarray]:
 
 def video_rate(path: str | Path, default: float = 25.0) -> float:
     """Frames per second a video file declares (``default`` if none)."""
-    capture = _cv2().VideoCapture(str(path))
-    rate = capture.get(5)  # CAP_PROP_FPS
+    cv2 = _cv2()
+    capture = cv2.VideoCapture(str(path))
+    rate = capture.get(cv2.CAP_PROP_FPS)
     capture.release()
     return rate if rate and rate > 0 else default
 

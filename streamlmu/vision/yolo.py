@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -31,7 +32,7 @@ def require(module: str) -> ModuleType:
 
 def ultralytics() -> ModuleType:
     """The ``ultralytics`` package, set up to work offline (call before any other import of it)."""
-    if "ultralytics" not in importlib.sys.modules:
+    if "ultralytics" not in sys.modules:
         folder = config_dir()
         os.environ.setdefault("YOLO_OFFLINE", "1")
         os.environ.setdefault("YOLO_CONFIG_DIR", str(folder))
