@@ -297,3 +297,12 @@ def test_video_files_and_image_folders_are_frame_sources(tmp_path):
         list(folder_frames(tmp_path / "empty"))
     with pytest.raises(FileNotFoundError, match="no video"):
         list(video_frames(tmp_path / "none.mp4"))
+
+
+def test_detector_then_tracker_is_one_operator():
+    pipe = Detector(untrained_detector(), conf=0.001, imgsz=64) | Tracker(max_tracks=8)
+    frames = torch.randint(0, 256, (2, 4, 3, 48, 64), dtype=torch.uint8)
+    check_stream_op(pipe, frames)
+    tracks, (frames_seen, track_state) = pipe(frames)
+    assert tracks.ids.shape == (2, 4, 8) and frames_seen.tolist() == [4, 4]
+    assert (tracks.ids[:, -1, 0] > 0).all() and track_state.issued.min() >= 1
