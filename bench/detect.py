@@ -22,13 +22,15 @@ import json
 import os
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from streamlmu.plots import pyplot, save_figure
-from streamlmu.vision.compress import CompressConfig, run_stage, gammas, plot_gammas, train_stage, validate
+from streamlmu.vision.compress import (CompressConfig, finetune_options, gammas, plot_gammas, run_stage, trained,
+                                      validate)
 from streamlmu.vision.detect import Detector, load_detector, save_detector
 from streamlmu.vision.frames import MovingObjectsConfig, as_batch, moving_objects
 from streamlmu.vision.prune import prune_detector
@@ -118,14 +120,11 @@ def main() -> None:
                          cwd_weight=args.cwd_weight, lr0=args.lr0, device=args.device, progress=True)
     base_epochs, sparse_epochs, finetune_epochs = args.epochs
 
-    def trained(name: str, model: str, epochs: int, **options) -> dict:
-        best = train_stage(cfg, out, name, model, epochs, **options)
-        path = save_detector(load_detector(best), out / f"{name}.pt", variant=name)
-        return {"weights": str(path), "epochs": epochs, **validate(path, cfg)}
+    def variant(name: str, model: str, epochs: int, options: dict, settings: CompressConfig = cfg) -> dict:
+        return run_stage(out, name, lambda: trained(settings, out, name, model, epochs, out / f"{name}.pt", **options))
 
-    rows = {"baseline": run_stage(out, "baseline", lambda: trained("baseline", "yolov8n.yaml", base_epochs))}
-    rows["sparse"] = run_stage(out, "sparse", lambda: trained("sparse", rows["baseline"]["weights"], sparse_epochs,
-                                                             sparsity=args.sparsity_rate))
+    rows = {"baseline": variant("baseline", "yolov8n.yaml", base_epochs, {})}
+    rows["sparse"] = variant("sparse", rows["baseline"]["weights"], sparse_epochs, {"sparsity": args.sparsity_rate})
 
     def pruned() -> dict:
         plot_gammas({"baseline": gammas(load_detector(rows["baseline"]["weights"])),
@@ -135,15 +134,14 @@ def main() -> None:
         return {"weights": str(path), "epochs": 0, **validate(path, cfg)}
 
     rows["pruned"] = run_stage(out, "pruned", pruned)
-    teacher = rows["sparse"]["weights"]
-    rows["plain"] = run_stage(out, "plain", lambda: trained("plain", rows["pruned"]["weights"], finetune_epochs))
-    rows["feature"] = run_stage(out, "feature", lambda: trained("feature", rows["pruned"]["weights"], finetune_epochs,
-                                                             extra={"distill_model": teacher}))
-    rows["cwd"] = run_stage(out, "cwd", lambda: trained("cwd", rows["pruned"]["weights"], finetune_epochs,
-                                                     teacher=load_detector(teacher), cwd_weight=args.cwd_weight))
-    sweep = {str(w): run_stage(out, f"cwd-w{w:g}", lambda w=w: trained(
-        f"cwd-w{w:g}", rows["pruned"]["weights"], finetune_epochs, teacher=load_detector(teacher), cwd_weight=w))
-        for w in args.cwd_sweep}
+    teacher, pruned_weights = rows["sparse"]["weights"], rows["pruned"]["weights"]
+    for kind in ("plain", "feature", "cwd"):
+        rows[kind] = variant(kind, pruned_weights, finetune_epochs, finetune_options(kind, teacher, cfg))
+    sweep = {}
+    for w in args.cwd_sweep:
+        weighted = replace(cfg, cwd_weight=w)
+        sweep[str(w)] = variant(f"cwd-w{w:g}", pruned_weights, finetune_epochs,
+                                finetune_options("cwd", teacher, weighted), weighted)
     paths = {name: Path(row["weights"]) for name, row in rows.items()}
     measured = time.time()
     for threads, key in ((1, "fps_1"), (os.cpu_count() or 1, "fps_all")):

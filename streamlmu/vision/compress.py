@@ -116,6 +116,22 @@ def flops(model: nn.Module, imgsz: int) -> float:
     return float(get_flops(model, imgsz))
 
 
+def trained(cfg: CompressConfig, run: Path, stage: str, model: str, epochs: int, save_as: Path, **options) -> dict:
+    """:func:`train_stage`, its best model saved whole in float32 at ``save_as``, and that model's figures."""
+    best = train_stage(cfg, run, stage, model, epochs, **options)
+    path = save_detector(load_detector(best), save_as, stage=stage)
+    return {"weights": str(path), "epochs": epochs, **validate(path, cfg)}
+
+
+def finetune_options(kind: str, teacher: str, cfg: CompressConfig) -> dict:
+    """:func:`train_stage` options of a fine-tuning (one of :data:`FINETUNES`) from the model saved at ``teacher``."""
+    if kind == "cwd":
+        return dict(teacher=load_detector(teacher), cwd_weight=cfg.cwd_weight, cwd_tau=cfg.cwd_tau)
+    if kind == "feature":
+        return dict(extra={"distill_model": teacher})
+    return {}
+
+
 def validate(path: str | Path, cfg: CompressConfig) -> dict:
     """mAP50 and mAP50-95 of a saved model on the validation split, with its size."""
     ultralytics()
@@ -168,11 +184,10 @@ def compress(cfg: CompressConfig, run: str | Path) -> dict:
         return {"weights": str(best), **validate(best, cfg)}
 
     report["sparse"] = run_stage(run, "sparse", sparse)
-    sparse_model = load_detector(report["sparse"]["weights"])
 
     def prune() -> dict:
         before = None if cfg.model.endswith((".yaml", ".yml")) else gammas(load_detector(cfg.model))
-        curves = {"after sparsity training": gammas(sparse_model)}
+        curves = {"after sparsity training": gammas(load_detector(report["sparse"]["weights"]))}
         if before is not None:
             curves = {"before": before, **curves}
         plot_gammas(curves, run / "gamma.png")
@@ -182,17 +197,9 @@ def compress(cfg: CompressConfig, run: str | Path) -> dict:
 
     report["pruned"] = run_stage(run, "pruned", prune)
 
-    def finetune() -> dict:
-        options: dict = {}
-        if cfg.finetune == "cwd":
-            options = dict(teacher=sparse_model, cwd_weight=cfg.cwd_weight, cwd_tau=cfg.cwd_tau)
-        elif cfg.finetune == "feature":
-            options = dict(extra={"distill_model": report["sparse"]["weights"]})
-        best = train_stage(cfg, run, "finetune", report["pruned"]["weights"], cfg.finetune_epochs, **options)
-        path = save_detector(load_detector(best), run / "compressed.pt", stage=f"pruned + {cfg.finetune} fine-tuning")
-        return {"weights": str(path), **validate(path, cfg)}
-
-    report["finetune"] = run_stage(run, "finetune", finetune)
+    report["finetune"] = run_stage(run, "finetune", lambda: trained(
+        cfg, run, "finetune", report["pruned"]["weights"], cfg.finetune_epochs, run / "compressed.pt",
+        **finetune_options(cfg.finetune, report["sparse"]["weights"], cfg)))
     (run / "report.json").write_text(json.dumps(report, indent=1))
     (run / "report.md").write_text(report_table(report))
     return report

@@ -37,11 +37,19 @@ def video_frames(path: str | Path) -> Iterator[np.ndarray]:
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise ValueError(f"OpenCV cannot read {path} as a video")
+    yield from _read(capture)
+
+
+def _read(capture, frames: int | None = None) -> Iterator[np.ndarray]:
+    """RGB frames of an opened OpenCV capture, ``frames`` of them or until it ends; then it is released."""
+    cv2 = _cv2()
     try:
-        while True:
+        count = 0
+        while frames is None or count < frames:
             ok, frame = capture.read()
             if not ok:
                 return
+            count += 1
             yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
     finally:
         capture.release()
@@ -74,16 +82,7 @@ def webcam_frames(index: int = 0, frames: int | None = None) -> Iterator[np.ndar
     capture = cv2.VideoCapture(index)
     if not capture.isOpened():
         raise RuntimeError(f"no camera {index} could be opened")
-    try:
-        count = 0
-        while frames is None or count < frames:
-            ok, frame = capture.read()
-            if not ok:
-                return
-            count += 1
-            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-    finally:
-        capture.release()
+    yield from _read(capture, frames)
 
 
 @dataclass(frozen=True)

@@ -103,8 +103,7 @@ class Tracker(StreamModule):
         r = np.diag(np.square([size / 20] * 4))
         return q, r
 
-    def _step_stream(self, s: dict, boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray
-                     ) -> list[tuple[np.ndarray, int, int]]:
+    def _step_stream(self, s: dict, boxes: np.ndarray, classes: np.ndarray) -> list[tuple[np.ndarray, int, int]]:
         """One frame of one stream; ``s`` holds its state arrays (updated in place). Returns the reported tracks."""
         live = np.nonzero(s["ident"] > 0)[0]
         for i in live:  # predict
@@ -158,13 +157,12 @@ class Tracker(StreamModule):
         m = self.max_tracks
         out = Tracks(torch.zeros(batch, time, m, 4), torch.zeros(batch, time, m, dtype=torch.int64),
                      torch.full((batch, time, m), -1, dtype=torch.int64), torch.zeros(batch, time, dtype=torch.int64))
-        boxes, scores, classes, count = (v.numpy() for v in x)
+        boxes, classes, count = x.boxes.numpy(), x.classes.numpy(), x.count.numpy()
         for b in range(batch):
             stream = {name: value[b] for name, value in arrays.items()}
             for t in range(time):
                 n = int(count[b, t])
-                shown = self._step_stream(stream, boxes[b, t, :n].astype(np.float64), scores[b, t, :n],
-                                          classes[b, t, :n])
+                shown = self._step_stream(stream, boxes[b, t, :n].astype(np.float64), classes[b, t, :n])
                 for k, (box, ident, cls) in enumerate(shown):
                     out.boxes[b, t, k] = torch.from_numpy(box.astype(np.float32))
                     out.ids[b, t, k], out.classes[b, t, k] = ident, cls

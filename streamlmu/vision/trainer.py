@@ -107,6 +107,7 @@ class DetectorTrainer(DetectionTrainer):
         self.sparsity, self.teacher, self.cwd_weight, self.cwd_tau = sparsity, teacher, cwd_weight, cwd_tau
         self.adapters: nn.ModuleList | None = None
         self._images = 0  # images since the last optimizer step
+        self._gammas: list[nn.BatchNorm2d] | None = None  # the penalised BatchNorm layers, found once
         self._distillation: _Distillation | None = None
 
     def get_model(self, cfg=None, weights=None, verbose: bool = True):
@@ -146,8 +147,10 @@ class DetectorTrainer(DetectionTrainer):
         self.scaler.unscale_(self.optimizer)
         if self.sparsity:
             rate = sparsity_rate(self.sparsity, self.epoch, self.epochs) * self._images
+            if self._gammas is None:
+                self._gammas = prunable_batchnorms(unwrap_model(self.model))
             with torch.no_grad():
-                for bn in prunable_batchnorms(unwrap_model(self.model)):
+                for bn in self._gammas:
                     if bn.weight.grad is not None:
                         bn.weight.grad.add_(torch.sign(bn.weight), alpha=rate)
         self._images = 0
