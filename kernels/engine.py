@@ -254,3 +254,19 @@ def run_frame(prog, W, x, s_in, f_in, s_out, f_out, ws, y, tmp_in, tmp_out, blas
     if code == OK:
         count_frame(f_in, f_out)
     return code
+
+
+@njit(cache=True, nogil=True)
+def run_frames(prog, W, xs, s_in, f_in, s_out, f_out, s_tmp, f_tmp, ws, ys, tmp_in, tmp_out, blas_min_batch) -> int:
+    """``run_frame`` over a chunk: xs ``(T, B, F)`` -> ys ``(T, B, C)``, the state after the last frame in
+    ``s_out``/``f_out``; ``s_tmp``/``f_tmp`` (shaped as them) hold the frames between. Stops at the first bad frame."""
+    frames = xs.shape[0]
+    s_prev, f_prev = s_in, f_in
+    for t in range(frames):
+        last_is_out = (frames - 1 - t) % 2 == 0  # alternate so that the last frame writes s_out
+        s_next, f_next = (s_out, f_out) if last_is_out else (s_tmp, f_tmp)
+        code = run_frame(prog, W, xs[t], s_prev, f_prev, s_next, f_next, ws, ys[t], tmp_in, tmp_out, blas_min_batch)
+        if code != OK:
+            return code
+        s_prev, f_prev = s_next, f_next
+    return OK

@@ -399,14 +399,31 @@ class StreamRunner(StreamModule):
         return torch.from_numpy(y), new
 
     def forward(self, x: Tensor, state: EngineState | None = None) -> tuple[Tensor, EngineState]:
-        """A chunk, frame by frame: x ``(batch, time, in_features)`` -> ``(batch, time, out_features)``."""
+        """A chunk, frame by frame: x ``(batch, time, in_features)`` -> ``(batch, time, out_features)``.
+
+        Float32 chunks run in one kernel call (:func:`run_frames`); the int8 path steps frame by frame."""
         check_input(x, 3, self.program.in_features)
+        batch, time = x.shape[0], x.shape[1]
         if state is None:
-            state = self.init_state(x.shape[0])
-        ys = []
-        for frame in x.transpose(0, 1).contiguous():  # each (batch, in_features) frame contiguous: the fast path
-            y, state = self.step(frame, state)
-            ys.append(y)
-        if not ys:
-            return x.new_zeros(x.shape[0], 0, self.program.out_features), state
-        return torch.stack(ys, dim=1), state
+            state = self.init_state(batch)
+        if time == 0:
+            return x.new_zeros(batch, 0, self.program.out_features), state
+        if batch >= self.int8_min_batch:
+            ys = []
+            for frame in x.transpose(0, 1).contiguous():  # each (batch, in_features) frame contiguous: the fast path
+                y, state = self.step(frame, state)
+                ys.append(y)
+            return torch.stack(ys, dim=1), state
+        _, s_in, f_in = self._check(x[:, 0], state)
+        p = self.program
+        xs = np.ascontiguousarray(x.detach().numpy().transpose(1, 0, 2))
+        ys = np.empty((time, batch, p.out_features), _F32)
+        s_out, f_out = np.empty_like(s_in), np.empty_like(f_in)
+        buffers = self._workspace(batch)
+        code = ops.run_frames(p.ops, p.weights, xs, s_in, f_in, s_out, f_out, np.empty_like(s_in),
+                              np.empty_like(f_in), buffers[0], ys, buffers[1], buffers[2], self.blas_min_batch)
+        if code:
+            raise_for_status(code, "state.values")
+        new = _new_state(EngineState, (torch.from_numpy(s_out), torch.from_numpy(f_out)))
+        self._last_step[0] = (new, s_out, f_out)
+        return torch.from_numpy(ys).transpose(0, 1), new

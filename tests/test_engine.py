@@ -54,6 +54,23 @@ def test_frame_pooling_averages_to_the_models_output(spiking):
         model.streaming(pooling="max")
 
 
+@pytest.mark.parametrize("blas_min_batch", [None, 1])
+def test_a_chunk_in_one_call_equals_its_frames_stepped(blas_min_batch):
+    runner = build("tiny", spiking=False).streaming(blas_min_batch=blas_min_batch)
+    x = torch.randn(2, 7, 128, generator=torch.Generator().manual_seed(6))
+    y, state = runner(x)
+    stepped = runner.init_state(2)
+    for t in range(7):
+        y_t, stepped = runner.step(x[:, t].contiguous(), stepped)
+        assert torch.equal(y[:, t], y_t)
+    assert torch.equal(state.values, stepped.values) and torch.equal(state.frames, torch.full((2,), 7))
+    bad = x.clone()
+    bad[1, 4, 9] = float("nan")  # a bad frame inside the chunk
+    with pytest.raises(ValueError, match="x contains NaN or Inf"):
+        runner(bad, state)
+    assert torch.equal(state.values, stepped.values)  # the state given is untouched
+
+
 def test_reset_restarts_only_the_masked_stream():
     model = build("tiny", spiking=True)
     runner = model.streaming()
