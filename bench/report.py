@@ -118,6 +118,9 @@ def _detect(report: dict) -> list[str]:
                    f"{report['minutes']} minutes on {report['machine']['processor']} "
                    f"({report['machine']['threads']} threads). GFLOPs as ultralytics counts them (2 x MACs).", ""]
             + _table(["target", "measured", "required", ""], targets)
+            + ([""] + [f"{names[kind]}, mAP50 by seed: {', '.join(f'{m:.3f}' for m in runs)} (mean "
+                       f"{sum(runs) / len(runs):.3f})." for kind, runs in report["seeds"].items()]
+               if report.get("seeds") else [])
             + ([""] + [f"CWD with w = {w}: mAP50 {r['map50']:.3f}, mAP50-95 {r['map50_95']:.3f}."
                        for w, r in report["cwd_sweep"].items()] if report.get("cwd_sweep") else [])
             + ["", f"Tracker (CWD model) on a generated video: MOTA {track['mota']:.3f}, {track['id_switches']} ID "

@@ -115,6 +115,31 @@ def test_c2f_split_computes_the_same_and_pruning_keeps_every_output_shape():
         prune_detector(model, 1.5)
 
 
+def test_cwd_adapters_of_a_pruned_copy_start_as_its_kept_channels():
+    from streamlmu.vision.prune import detect_head, prune_detector
+    from streamlmu.vision.trainer import kept_channels, neck_adapters, neck_channels
+    teacher = untrained_detector()
+    student = prune_detector(copy.deepcopy(teacher), 0.5, "uniform", imgsz=64)
+    kept = kept_channels(student, teacher)
+    assert [len(k) for k in kept] == neck_channels(student) != neck_channels(teacher)
+    adapters = neck_adapters(student, teacher)
+    for level, (index, adapter) in enumerate(zip(kept, adapters)):
+        s_conv, t_conv = detect_head(student).cv2[level][0].conv, detect_head(teacher).cv2[level][0].conv
+        assert torch.equal(s_conv.weight, t_conv.weight[:, index])  # the head reads each kept channel as before
+        features = torch.randn(2, len(index), 4, 4)
+        mapped = adapter(features)
+        assert torch.equal(mapped[:, index], features)
+        others = torch.ones(mapped.shape[1], dtype=torch.bool)
+        others[index] = False
+        assert not mapped[:, others].any()
+    unrelated = copy.deepcopy(teacher)
+    with torch.no_grad():
+        for p in unrelated.parameters():
+            p.add_(torch.randn_like(p))
+    assert kept_channels(unrelated, teacher) is None  # not a copy: PyTorch's initialisation
+    assert neck_adapters(unrelated, teacher)[0].weight.std() > 0
+
+
 def test_cwd_loss_is_zero_for_identical_maps_and_positive_otherwise():
     from streamlmu.vision.trainer import cwd_loss, sparsity_rate
     teacher = torch.randn(2, 8, 5, 7)

@@ -12,7 +12,9 @@ pruning leaves it) without rebuilding it from its yaml, and adds, when asked:
   teacher on the neck outputs P3/P4/P5 (the Detect head's inputs): per channel a
   softmax over the H·W positions at temperature τ, and
   ``w · τ² / (N · C) · Σ KL(teacher ‖ student)`` per level, after a trainable
-  1×1 convolution maps the student's channels onto the teacher's. It is added
+  1×1 convolution maps the student's channels onto the teacher's (for a pruned
+  copy of the teacher it starts as the copy of each kept channel to the one it
+  came from). It is added
   to the detection loss inside the training step (per image, as ultralytics'
   loss terms are) and shown as ``cwd_loss``.
 """
@@ -51,6 +53,40 @@ def cwd_loss(student: Tensor, teacher: Tensor, tau: float = 1.0) -> Tensor:
 def neck_channels(model: nn.Module) -> list[int]:
     """Channels of each neck output the Detect head takes (P3, P4, P5)."""
     return [branch[0].conv.in_channels for branch in detect_head(model).cv2]
+
+
+def kept_channels(student: nn.Module, teacher: nn.Module) -> list[Tensor] | None:
+    """Per neck output (P3, P4, P5), the teacher channel each student channel was kept from, when the student is
+    a pruned copy of the teacher (each of its channels enters the unpruned Detect head through the same weights
+    as one teacher channel); None otherwise."""
+    kept = []
+    for s_branch, t_branch in zip(detect_head(student).cv2, detect_head(teacher).cv2):
+        s_w, t_w = (b[0].conv.weight.detach().float().cpu().transpose(0, 1).flatten(1) for b in (s_branch, t_branch))
+        if s_w.shape[1] != t_w.shape[1]:
+            return None
+        distance, index = torch.cdist(s_w, t_w, compute_mode="donot_use_mm_for_euclid_dist").min(dim=1)
+        copies = bool((distance <= 1e-6 * t_w.norm(dim=1)[index]).all()) and index.unique().numel() == len(index)
+        if not copies:
+            return None
+        kept.append(index)
+    return kept
+
+
+def neck_adapters(student: nn.Module, teacher: nn.Module) -> nn.ModuleList:
+    """The 1x1 convolutions that map the student's neck outputs onto the teacher's channels. For a pruned copy
+    of the teacher (:func:`kept_channels`) each starts as the copy of every kept channel to its origin and zero
+    elsewhere, so CWD first compares each kept channel with the one it came from; otherwise as PyTorch
+    initialises them."""
+    pairs = list(zip(neck_channels(student), neck_channels(teacher)))
+    adapters = nn.ModuleList(nn.Conv2d(s, t, 1) for s, t in pairs)
+    kept = kept_channels(student, teacher)
+    if kept is not None:
+        with torch.no_grad():
+            for adapter, index in zip(adapters, kept):
+                adapter.weight.zero_()
+                adapter.bias.zero_()
+                adapter.weight[index, torch.arange(len(index)), 0, 0] = 1.0
+    return adapters
 
 
 class _Distillation:
@@ -127,8 +163,7 @@ class DetectorTrainer(DetectionTrainer):
             self.teacher = self.teacher.float().to(self.device).eval()
             for p in self.teacher.parameters():
                 p.requires_grad_(False)
-            pairs = zip(neck_channels(unwrap_model(model)), neck_channels(self.teacher))
-            self.adapters = nn.ModuleList(nn.Conv2d(s, t, 1) for s, t in pairs).to(self.device)
+            self.adapters = neck_adapters(unwrap_model(model), self.teacher).to(self.device)
             optimizer.add_param_group({"params": list(self.adapters.parameters()), "weight_decay": 0.0})
         return optimizer
 
