@@ -1,0 +1,126 @@
+"""The building blocks of sparse continual learning (SparCL, DER++): networks, masks, reservoir, forgetting."""
+import pytest
+import torch
+from torch.nn import functional as F
+
+from streamlmu.vision.backbones import ResNet18, SmallCNN
+from streamlmu.vision.forgetting import forgetting_init, least_forgotten, record
+from streamlmu.vision.rehearsal import derpp_loss, empty_buffer, filled, replay, reservoir_add
+from streamlmu.vision.sparse_training import gradient_mask, magnitude_mask, prune_and_regrow, sparsity
+
+
+def test_networks_give_logits_and_name_the_convolutions_sparse_training_masks():
+    resnet, cnn = ResNet18(10, width=8), SmallCNN(4, width=8, channels=1)
+    assert resnet(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert cnn(torch.randn(2, 1, 16, 16)).shape == (2, 4)
+    for model, count in ((resnet, 16), (cnn, 2)):
+        params = dict(model.named_parameters())
+        names = model.masked_weights()
+        assert len(names) == count and all(params[n].dim() == 4 and params[n].shape[-1] == 3 for n in names)
+    assert "stem.0.weight" not in resnet.masked_weights()  # the stem, shortcuts and classifier stay dense
+    with pytest.raises(ValueError, match="classes and width"):
+        ResNet18(0)
+
+
+def test_magnitude_mask_keeps_the_largest_weights():
+    weight = torch.randn(16, 8, 3, 3, generator=torch.Generator().manual_seed(0))
+    mask = magnitude_mask(weight, 0.75)
+    assert int(mask.sum()) == weight.numel() // 4
+    assert weight.abs()[mask].min() > weight.abs()[~mask].max()
+    with pytest.raises(ValueError, match=r"sparsity must be in \[0, 1\)"):
+        magnitude_mask(weight, 1.0)
+
+
+def test_prune_and_regrow_keeps_the_important_weights_and_the_target_sparsity():
+    g = torch.Generator().manual_seed(1)
+    weight, grad = torch.randn(32, 16, 3, 3, generator=g), torch.randn(32, 16, 3, 3, generator=g)
+    n = weight.numel()
+    score = weight.abs() + 0.5 * grad.abs()
+    mask = prune_and_regrow(weight, grad, 0.75, extra=0.01, generator=torch.Generator().manual_seed(2))
+    assert sparsity([mask]) == pytest.approx(0.75, abs=0.5 / n)
+    important = magnitude_mask(score, 0.76)  # the top 24 % by |w| + 0.5 |grad|
+    assert bool(mask[important].all())
+    regrown = mask & ~important
+    assert int(regrown.sum()) == int(mask.sum()) - int(important.sum()) > 0
+    assert score[regrown].mean() < score[important].mean()  # random picks among the rest, not the next best
+    again = prune_and_regrow(weight, grad, 0.75, extra=0.01, generator=torch.Generator().manual_seed(3))
+    assert not torch.equal(again, mask) and torch.equal(again & important, important)
+    assert torch.equal(prune_and_regrow(weight, grad, 0.75, extra=0.0), magnitude_mask(score, 0.75))
+    assert torch.equal(prune_and_regrow(weight, None, 0.75, extra=0.0), magnitude_mask(weight, 0.75))
+
+
+def test_gradient_mask_thins_only_the_kept_weights_gradients():
+    g = torch.Generator().manual_seed(4)
+    weight, grad = torch.randn(64, 32, 3, 3, generator=g), torch.randn(64, 32, 3, 3, generator=g)
+    kept = magnitude_mask(weight, 0.5)
+    mask = gradient_mask(grad, kept, 0.8)
+    assert bool((mask <= kept).all())  # never a pruned weight's gradient
+    assert 1 - sparsity([mask]) == pytest.approx(0.2, abs=0.01)  # the 80th percentile over every entry
+    assert grad.abs()[mask].min() >= grad.abs()[kept & ~mask].max()
+    # a layer already sparser than the percentile keeps every gradient of its kept weights
+    assert torch.equal(gradient_mask(grad, magnitude_mask(weight, 0.9), 0.8), magnitude_mask(weight, 0.9))
+    with pytest.raises(ValueError, match="percentile"):
+        gradient_mask(grad, kept, 80)
+
+
+def _offer(buffer, first, count, generator):
+    labels = torch.arange(first, first + count)
+    return reservoir_add(buffer, labels.float().view(-1, 1, 1, 1), labels, torch.zeros(count, 3), 0, generator)
+
+
+def test_reservoir_fills_in_order_then_keeps_a_uniform_sample():
+    g = torch.Generator().manual_seed(5)
+    buffer = empty_buffer(8, (1, 1, 1), 3)
+    first = _offer(buffer, 0, 5, g)
+    assert filled(buffer) == 0 and int(buffer.seen) == 0  # the state given is untouched
+    assert filled(first) == 5 and first.labels[:5].tolist() == [0, 1, 2, 3, 4] and (first.labels[5:] == -1).all()
+    assert sorted(replay(first, 3, g).tolist())[-1] < 5
+    # 100 slots over 2000 examples, 200 times: every tenth of the stream keeps 10 % of the slots
+    counts = torch.zeros(10)
+    for trial in range(200):
+        buffer = empty_buffer(100, (1, 1, 1), 3)
+        for start in range(0, 2000, 50):
+            buffer = _offer(buffer, start, 50, g)
+        assert filled(buffer) == 100 and int(buffer.seen) == 2000 and buffer.labels.unique().numel() == 100
+        counts += torch.bincount(buffer.labels // 200, minlength=10)
+    expected = 200 * 100 / 10
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 27.9, counts  # chi-square, 9 degrees of freedom, p = 0.001
+
+
+def test_derpp_loss_adds_the_logit_and_label_replays():
+    g = torch.Generator().manual_seed(6)
+    logits, labels = torch.randn(4, 5, generator=g), torch.tensor([0, 1, 2, 3])
+    replayed, stored = torch.randn(3, 5, generator=g), torch.randn(3, 5, generator=g)
+    none = torch.zeros(0, 5)
+    ce = F.cross_entropy(logits, labels)
+    assert derpp_loss(logits, labels, none, none, none, labels[:0], 0.1, 0.5) == ce
+    full = derpp_loss(logits, labels, replayed, stored, replayed, labels[:3], 0.1, 0.5)
+    expected = ce + 0.1 * F.mse_loss(replayed, stored) + 0.5 * F.cross_entropy(replayed, labels[:3])
+    assert full == pytest.approx(float(expected))
+
+
+def test_forgetting_events_and_the_least_forgotten_examples():
+    stats = forgetting_init(5)
+    for correct in ([1, 1, 0, 0, 1], [1, 0, 0, 1, 0], [1, 1, 0, 0, 1], [1, 0, 0, 1, 1]):
+        stats = record(stats, torch.arange(5), torch.tensor(correct, dtype=torch.bool))
+    assert stats.events.tolist() == [0, 2, 0, 1, 1] and stats.learnt.tolist() == [True, True, False, True, True]
+    active = torch.ones(5, dtype=torch.bool)
+    assert least_forgotten(stats, active, 3).tolist() == [0, 3, 4]  # never-learnt example 2 goes last
+    assert least_forgotten(stats, active, 5).tolist() == [0, 3, 4, 1, 2]
+    active[0] = False
+    assert least_forgotten(stats, active, 1).tolist() == [3]
+
+
+def test_training_flops_of_a_small_network_by_hand():
+    from torch import nn
+
+    from streamlmu.vision.train_flops import layer_macs, training_flops
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(48, 4))
+    macs = layer_macs(model, torch.zeros(1, 2, 4, 4))
+    # conv: 3 x 4 x 4 outputs of 2 x 3 x 3 products each; linear: 4 outputs of 48
+    assert macs == {"0.weight": 48 * 18, "3.weight": 4 * 48}
+    dense = training_flops(macs, samples=2)
+    assert dense == 2 * 6 * (864 + 192)  # forward, input and weight gradients: three times 2 M
+    sparse = training_flops(macs, 2, {"0.weight": 0.25}, {"0.weight": 0.1}, first="0.weight")
+    assert sparse == pytest.approx(2 * (2 * 864 * (0.25 + 0.1) + 6 * 192))  # no input gradient for the first
