@@ -124,3 +124,42 @@ def test_training_flops_of_a_small_network_by_hand():
     assert dense == 2 * 6 * (864 + 192)  # forward, input and weight gradients: three times 2 M
     sparse = training_flops(macs, 2, {"0.weight": 0.25}, {"0.weight": 0.1}, first="0.weight")
     assert sparse == pytest.approx(2 * (2 * 864 * (0.25 + 0.1) + 6 * 192))  # no input gradient for the first
+
+
+def test_split_digits_are_real_digits_in_five_tasks_of_two_classes():
+    from streamlmu.vision.splits import split_digits
+    split = split_digits(size=16)
+    images, labels = split.train
+    assert images.shape[1:] == (1, 16, 16) and split.image_shape == (1, 16, 16) and split.classes == 10
+    assert 0 <= images.min() and images.max() <= 1 and len(labels) + len(split.test[1]) == 1797
+    assert split.tasks == ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))
+    x, y = split.task(2, "test")
+    assert set(y.tolist()) == {4, 5} and len(x) == len(y)
+    share = torch.bincount(split.test[1], minlength=10).float() / torch.bincount(labels, minlength=10)
+    assert torch.allclose(share, torch.full((10,), 1 / 3), atol=0.02)  # a stratified quarter
+    assert torch.equal(split_digits(size=16).test[1], split.test[1])
+
+
+def _write_cifar(folder, classes):
+    import pickle
+
+    import numpy as np
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    key = b"labels" if classes == 10 else b"fine_labels"
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"] if classes == 10 else ["train", "test"]
+    for name in names:
+        batch = {b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), key: list(rng.integers(0, classes, 4))}
+        (folder / name).write_bytes(pickle.dumps(batch))
+
+
+def test_cifar_archives_in_the_official_layout_are_read(tmp_path):
+    from streamlmu.vision.splits import split_cifar
+    _write_cifar(tmp_path / "cifar-10-batches-py", 10)
+    split = split_cifar(tmp_path)
+    assert split.train[0].shape == (20, 3, 32, 32) and split.test[0].shape == (4, 3, 32, 32)
+    assert len(split.tasks) == 5 and split.train[0].max() <= 1
+    _write_cifar(tmp_path / "c100", 100)
+    assert len(split_cifar(tmp_path / "c100", classes=100).tasks) == 10
+    with pytest.raises(FileNotFoundError, match="data_batch_1"):
+        split_cifar(tmp_path / "nowhere")
