@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--finetune", choices=("cwd", "plain", "feature"), default="cwd",
                         help="fine-tuning of the pruned model: channel-wise distillation, none, or ultralytics' "
                              "feature distillation")
-    parser.add_argument("--cwd-weight", type=float, default=1.0, help="w of the CWD loss")
+    parser.add_argument("--cwd-weight", type=float, default=4.0,
+                        help="w of the CWD loss (4: chosen on the generated set's validation split; docs/vision.md)")
     parser.add_argument("--cwd-tau", type=float, default=1.0, help="temperature of the CWD softmax")
     parser.add_argument("--lr0", type=float, default=0.01, help="SGD learning rate")
     parser.add_argument("--device", default="cpu", help="cpu, or a CUDA device such as 0")

@@ -44,7 +44,7 @@ class CompressConfig:
     finetune_epochs: int = 10
     sparsity_rate: float = 0.01
     finetune: str = "cwd"
-    cwd_weight: float = 1.0
+    cwd_weight: float = 4.0
     cwd_tau: float = 1.0
     lr0: float = 0.01
     workers: int = 0
