@@ -163,3 +163,84 @@ def test_cifar_archives_in_the_official_layout_are_read(tmp_path):
     assert len(split_cifar(tmp_path / "c100", classes=100).tasks) == 10
     with pytest.raises(FileNotFoundError, match="data_batch_1"):
         split_cifar(tmp_path / "nowhere")
+
+
+def _digits_learner(sparsity=0.0, **options):
+    from streamlmu.vision.backbones import SmallCNN
+    from streamlmu.vision.continual import ContinualConfig, ContinualLearner
+    from streamlmu.vision.splits import split_digits
+    split = split_digits(size=12)
+    torch.manual_seed(0)
+    config = ContinualConfig(sparsity=sparsity, buffer=40, lr=0.05, gradient_every=3, **options)
+    return ContinualLearner(SmallCNN(10, width=8, channels=1), config, (1, 12, 12), split.tasks), split
+
+
+def _batches(split, task, size=16, steps=6):
+    from streamlmu.vision.continual import labelled
+    images, labels = split.task(task)
+    for s in range(steps):
+        rows = torch.arange(s * size, (s + 1) * size) % len(labels)
+        yield labelled(images[rows], labels[rows], task, rows)
+
+
+def test_learner_predicts_before_it_learns_and_learns_its_task():
+    learner, split = _digits_learner()
+    state = learner.init_state()
+    batch = next(_batches(split, 0))
+    logits, after = learner.step(batch, state)
+    assert torch.allclose(logits, learner.predictor(state)(batch.images[:, None])[0][:, 0], atol=1e-6)
+    assert not torch.equal(after.params["classifier.weight"], state.params["classifier.weight"])
+    assert int(after.steps) == 1 and int(after.memory.seen) == 16 and float(after.flops) > 0
+    for epoch in range(4):
+        for batch in _batches(split, 0, steps=12):
+            _, after = learner.step(batch, after)
+    images, labels = split.task(0, "test")
+    predicted = learner.predictor(after)(images[:, None])[0][:, 0].argmax(1)
+    assert (predicted == labels).float().mean() > 0.9  # zeros and ones, told apart
+
+
+def test_sparse_learner_keeps_its_sparsity_and_resumes_bit_exactly(tmp_path):
+    from streamlmu.stream import load_state, save_state
+    from streamlmu.vision.sparse_training import sparsity
+    learner, split = _digits_learner(sparsity=0.75, examples=200)
+    state = learner.init_state()
+    assert sparsity(state.masks) == pytest.approx(0.75, abs=0.01)
+    assert all(float((state.params[n] == 0).float().mean()) >= 0.74 for n in state.masks)
+    batches = list(_batches(split, 0, steps=4)) + list(_batches(split, 1, steps=4))
+    for k, batch in enumerate(batches[:5]):
+        _, state = learner.step(batch, state)
+        if k == 2:
+            state = learner.update_masks(state)
+        for name, mask in state.masks.items():
+            assert not state.params[name][~mask].any()  # pruned weights stay 0
+            assert bool((state.gradient_masks[name] <= mask).all())
+        assert sparsity(state.masks) == pytest.approx(0.75, abs=0.01)
+    assert sparsity(state.gradient_masks) > 0.75  # DGM thins the kept weights' gradients too
+    save_state(state, tmp_path / "learner.pt")
+    resumed = load_state(tmp_path / "learner.pt")
+    for batch in batches[5:]:
+        _, state = learner.step(batch, state)
+        _, resumed = learner.step(batch, resumed)
+    for a, b in zip(state.params.values(), resumed.params.values()):
+        assert torch.equal(a, b)
+    assert torch.equal(state.memory.images, resumed.memory.images) and int(state.forgetting.shown.sum()) > 0
+
+
+def test_learner_names_bad_input_and_its_predictor_keeps_the_contract():
+    from streamlmu.testing import check_stream_op
+    from streamlmu.vision.continual import labelled
+    learner, split = _digits_learner()
+    state = learner.init_state()
+    images, labels = split.task(1)
+    _, state = learner.step(labelled(images[:4], labels[:4], 1), state)
+    with pytest.raises(ValueError, match="images"):
+        learner.step(labelled(torch.rand(4, 1, 8, 8), labels[:4], 1), state)
+    with pytest.raises(ValueError, match=r"labels must be class indices in \[0, 10\)"):
+        learner.step(labelled(images[:4], torch.tensor([0, 1, 2, 10]), 1), state)
+    with pytest.raises(ValueError, match="tasks only move forward"):
+        learner.step(labelled(images[:4], labels[:4], 0), state)
+    with pytest.raises(ValueError, match="empty"):
+        learner.step(labelled(images[:0], labels[:0], 1), state)
+    with pytest.raises(TypeError, match="Labelled"):
+        learner.step(images[:4], state)
+    check_stream_op(learner.predictor(state), images[:6].view(2, 3, 1, 12, 12))
