@@ -1,4 +1,5 @@
 """The building blocks of sparse continual learning (SparCL, DER++): networks, masks, reservoir, forgetting."""
+import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
@@ -202,8 +203,9 @@ def test_learner_predicts_before_it_learns_and_learns_its_task():
 def test_sparse_learner_keeps_its_sparsity_and_resumes_bit_exactly(tmp_path):
     from streamlmu.stream import load_state, save_state
     from streamlmu.vision.sparse_training import sparsity
-    learner, split = _digits_learner(sparsity=0.75, examples=200)
-    state = learner.init_state()
+    from streamlmu.vision.forgetting import forgetting_init
+    learner, split = _digits_learner(sparsity=0.75)
+    state = learner.init_state()._replace(forgetting=forgetting_init(200))
     assert sparsity(state.masks) == pytest.approx(0.75, abs=0.01)
     assert all(float((state.params[n] == 0).float().mean()) >= 0.74 for n in state.masks)
     batches = list(_batches(split, 0, steps=4)) + list(_batches(split, 1, steps=4))
@@ -244,3 +246,20 @@ def test_learner_names_bad_input_and_its_predictor_keeps_the_contract():
     with pytest.raises(TypeError, match="Labelled"):
         learner.step(images[:4], state)
     check_stream_op(learner.predictor(state), images[:6].view(2, 3, 1, 12, 12))
+
+
+def test_a_task_sequence_removes_the_intended_data_and_reports_accuracy_by_task():
+    from streamlmu.vision.task_sequence import Schedule, train_tasks
+    learner, split = _digits_learner(sparsity=0.75)
+    schedule = Schedule(epochs=3, batch=24, mask_every=1, still_epochs=1, removal=0.3, removal_steps=2,
+                        removal_every=1)
+    result = train_tasks(learner, split, schedule)
+    sizes = [len(split.task(t)[1]) for t in range(5)]
+    assert result.kept == [n - 2 * round(0.15 * n) for n in sizes]  # 30 % in two steps
+    assert result.class_il.shape == (5, 5) and np.isnan(result.class_il[0, 1:]).all()
+    assert not np.isnan(np.tril(result.class_il)).any() and result.final_task_il > result.final_class_il
+    assert result.flops == float(result.state.flops) > 0
+    first, last = np.diag(result.class_il)[:-1], result.class_il[-1, :-1]
+    assert result.backward_transfer == pytest.approx(float(np.mean(last - first)))
+    with pytest.raises(ValueError, match="removal"):
+        train_tasks(learner, split, Schedule(removal=1.5))

@@ -16,8 +16,10 @@ gradients are masked (dynamic gradient masking: a new mask at the first step aft
 every ``gradient_every`` steps after it, at ``gradient_percentile``)
 and the weights re-masked after every update; :meth:`ContinualLearner.update_masks` (task-aware dynamic
 masking) is called by the training loop at its epoch boundaries, with the last batch's gradient the state
-keeps. The state also counts each example's forgetting events for dynamic data removal
-(:mod:`streamlmu.vision.forgetting`) and the training FLOPs that ran (:mod:`streamlmu.vision.train_flops`).
+keeps. Where the state's forgetting statistics are sized for a task's training set
+(``state._replace(forgetting=forgetting_init(n))``) it counts each example's forgetting events by its
+``index`` for dynamic data removal (:mod:`streamlmu.vision.forgetting`), and it counts the training FLOPs
+that ran (:mod:`streamlmu.vision.train_flops`).
 
 Unlike the stream contract's per-stream state, a learner's state is shared by the batch: the ``B`` images of
 a time step form one training batch. The predictor has per-stream (empty) state and keeps the contract.
@@ -55,7 +57,6 @@ class ContinualConfig:
     lam: float = 0.5                     # TDM: importance |w| + lam |grad|
     gradient_percentile: float = 0.8     # DGM (with sparsity); 0: weight masks only
     gradient_every: int = 30
-    examples: int = 0                    # training examples per task, for the forgetting statistics (0: none)
     seed: int = 0
 
     def check(self) -> None:
@@ -136,7 +137,7 @@ class ContinualLearner(StreamModule):
         zero = torch.zeros((), dtype=torch.int64)
         return LearnerState(params, {name: b.detach().clone() for name, b in self.model.named_buffers()}, masks,
                             dict(masks), {}, empty_buffer(self.config.buffer, self.image_shape, self.classes),
-                            forgetting_init(self.config.examples), generator.get_state(), zero, zero.clone(),
+                            forgetting_init(0), generator.get_state(), zero, zero.clone(),
                             zero.clone(), torch.zeros((), dtype=torch.float64))
 
     def reset(self, state: LearnerState, mask: Tensor) -> LearnerState:
@@ -218,7 +219,8 @@ class ContinualLearner(StreamModule):
                 new_params[name] = updated * state.masks[name] if name in state.masks else updated
         memory = reservoir_add(state.memory, images, labels, logits, task, generator)
         forgetting = state.forgetting
-        if cfg.examples and bool((index >= 0).all()):
+        tracked = len(state.forgetting.shown)
+        if tracked and bool(((index >= 0) & (index < tracked)).all()):
             forgetting = record(forgetting, index, logits.argmax(1) == labels)
         samples = len(labels) + sum(len(p) for p in picks)
         density = {name: float(state.masks[name].float().mean()) for name in self.masked}

@@ -1,0 +1,130 @@
+"""Training a :class:`ContinualLearner` on a class-incremental split, task after task, as SparCL's code does.
+
+Per task: ``epochs`` passes over the task's training images in shuffled batches. At every
+``mask_every``-th epoch (epoch 0 included, so at every task boundary) the learner's masks are updated
+(TDM), regrowing ``extra`` of each layer except in the last ``still_epochs`` epochs of the task; from epoch
+``removal_every`` on, every ``removal_every`` epochs for ``removal_steps`` times, the ``removal`` fraction
+of the task's images (in equal parts) that were forgotten least since the last removal leaves the
+training set (DDR). After each task the network is tested on the test images of every task: class-IL
+accuracy (all classes compete) and task-IL accuracy (only the task's own classes).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from streamlmu.vision.continual import ContinualLearner, LearnerState, labelled
+from streamlmu.vision.forgetting import forgetting_init, least_forgotten
+from streamlmu.vision.splits import Split
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How a task is trained (SparCL's official run: 50 epochs a task, batch 32, masks every 5 epochs, no
+    regrowth in the last 5, 30 % of the data removed in four steps every 5 epochs)."""
+
+    epochs: int = 50
+    batch: int = 32
+    mask_every: int = 5
+    still_epochs: int = 5
+    removal: float = 0.0
+    removal_steps: int = 4
+    removal_every: int = 5
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.epochs < 1 or self.batch < 1 or self.mask_every < 1 or self.removal_every < 1:
+            raise ValueError("epochs, batch, mask_every and removal_every must be >= 1")
+        if not 0.0 <= self.removal < 1.0:
+            raise ValueError(f"removal must be a fraction in [0, 1) (got {self.removal})")
+
+
+class SequenceResult(NamedTuple):
+    """``class_il[i, j]`` and ``task_il[i, j]``: accuracy on task j's test images after training task i
+    (nan for j > i); ``kept[i]`` task i's training images left after data removal; ``flops`` the training
+    FLOPs, ``seconds`` the wall time of training, ``state`` the learner's last state."""
+
+    class_il: np.ndarray
+    task_il: np.ndarray
+    kept: list[int]
+    flops: float
+    seconds: float
+    state: LearnerState
+
+    @property
+    def final_class_il(self) -> float:
+        return float(np.nanmean(self.class_il[-1]))
+
+    @property
+    def final_task_il(self) -> float:
+        return float(np.nanmean(self.task_il[-1]))
+
+    @property
+    def backward_transfer(self) -> float:
+        """Mean change of each earlier task's class-IL accuracy from just after it was learnt to the end."""
+        last = len(self.class_il) - 1
+        if last == 0:
+            return 0.0
+        return float(np.mean([self.class_il[last, j] - self.class_il[j, j] for j in range(last)]))
+
+
+def evaluate(learner: ContinualLearner, state: LearnerState, split: Split, tasks: int | None = None,
+             batch: int = 256) -> tuple[list, list]:
+    """Class-IL and task-IL accuracy on the test images of each of the first ``tasks`` tasks (default: all)."""
+    predictor = learner.predictor(state)
+    class_il, task_il = [], []
+    for t, classes in enumerate(split.tasks[:tasks]):
+        images, labels = split.task(t, "test")
+        logits = torch.cat([predictor(images[i:i + batch, None])[0][:, 0] for i in range(0, len(labels), batch)])
+        class_il.append(float((logits.argmax(1) == labels).float().mean()))
+        own = torch.tensor(classes)
+        task_il.append(float((own[logits[:, own].argmax(1)] == labels).float().mean()))
+    return class_il, task_il
+
+
+def train_tasks(learner: ContinualLearner, split: Split, schedule: Schedule = Schedule(),
+                state: LearnerState | None = None, progress: bool = False) -> SequenceResult:
+    """Train ``learner`` on every task of ``split`` in order (see the module docstring)."""
+    from tqdm import tqdm
+    schedule.check()
+    tasks = len(split.tasks)
+    class_il, task_il = np.full((tasks, tasks), np.nan), np.full((tasks, tasks), np.nan)
+    state = learner.init_state() if state is None else state
+    rng = np.random.default_rng(schedule.seed)
+    seconds, kept = 0.0, []
+    for t in range(tasks):
+        images, labels = split.task(t)
+        active = torch.ones(len(labels), dtype=torch.bool)
+        per_removal = int(round(schedule.removal * len(labels) / max(schedule.removal_steps, 1)))
+        removals = 0
+        state = state._replace(forgetting=forgetting_init(len(labels)))
+        start = time.perf_counter()
+        for epoch in tqdm(range(schedule.epochs), desc=f"{split.name} task {t + 1}/{tasks}", disable=not progress,
+                          leave=False):
+            if epoch % schedule.mask_every == 0:
+                still = epoch >= schedule.epochs - schedule.still_epochs
+                state = learner.update_masks(state, 0.0 if still else None)
+            if (schedule.removal and epoch and epoch % schedule.removal_every == 0
+                    and removals < schedule.removal_steps):
+                active[least_forgotten(state.forgetting, active, per_removal)] = False
+                state = state._replace(forgetting=forgetting_init(len(labels)))
+                removals += 1
+            state = _epoch(learner, state, images, labels, active, t, schedule.batch, rng)
+        seconds += time.perf_counter() - start
+        kept.append(int(active.sum()))
+        class_il[t, :t + 1], task_il[t, :t + 1] = evaluate(learner, state, split, t + 1)
+    return SequenceResult(class_il, task_il, kept, float(state.flops), seconds, state)
+
+
+def _epoch(learner: ContinualLearner, state: LearnerState, images: Tensor, labels: Tensor, active: Tensor,
+           task: int, batch: int, rng: np.random.Generator) -> LearnerState:
+    order = torch.from_numpy(rng.permutation(active.nonzero().squeeze(1).numpy()))
+    for i in range(0, len(order) - batch + 1, batch):  # full batches, as the official loop
+        rows = order[i:i + batch]
+        _, state = learner.step(labelled(images[rows], labels[rows], task, rows), state)
+    return state
