@@ -263,3 +263,14 @@ def test_a_task_sequence_removes_the_intended_data_and_reports_accuracy_by_task(
     assert result.backward_transfer == pytest.approx(float(np.mean(last - first)))
     with pytest.raises(ValueError, match="removal"):
         train_tasks(learner, split, Schedule(removal=1.5))
+
+
+def test_split_shapes_is_a_deterministic_colour_stream_of_ten_classes():
+    from streamlmu.vision.shapes import SHAPE_CLASSES, split_shapes
+    split = split_shapes(train_per_class=3, test_per_class=2, size=24, seed=1)
+    images, labels = split.train
+    assert images.shape == (30, 3, 24, 24) and split.test[0].shape == (20, 3, 24, 24) and len(SHAPE_CLASSES) == 10
+    assert torch.bincount(labels).tolist() == [3] * 10 and len(split.tasks) == 5
+    assert 0 <= images.min() and images.max() <= 1 and images.std(dim=(1, 2, 3)).min() > 0.02
+    assert torch.equal(split_shapes(3, 2, 24, seed=1).train[0], images)
+    assert not torch.equal(split_shapes(3, 2, 24, seed=2).train[0], images)

@@ -102,7 +102,7 @@ def moving_objects(cfg: MovingObjectsConfig = MovingObjectsConfig()
     ground truth ``[(id, class, (x1, y1, x2, y2)), ...]`` (ids from 1; objects fully inside the frame)."""
     from streamlmu.vision import synth
     rng = np.random.default_rng(cfg.seed)
-    background = synth._background(rng, synth._background_pool(), cfg.size).convert("RGBA")
+    background = synth.photo_background(rng, synth.background_pool(), cfg.size).convert("RGBA")
     things = []
     for ident in range(1, cfg.objects + 1):
         kind = int(rng.integers(len(synth.CLASSES)))

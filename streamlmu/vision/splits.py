@@ -44,7 +44,8 @@ class Split:
         return images[keep], labels[keep]
 
 
-def _tasks(classes: int, per_task: int) -> tuple[tuple[int, ...], ...]:
+def consecutive_tasks(classes: int, per_task: int) -> tuple[tuple[int, ...], ...]:
+    """Classes 0..classes-1 in tasks of ``per_task`` consecutive classes."""
     return tuple(tuple(range(start, start + per_task)) for start in range(0, classes, per_task))
 
 
@@ -63,7 +64,7 @@ def split_digits(size: int = 16, test_fraction: float = 0.25, seed: int = 0) -> 
         test[rng.choice(members, int(round(test_fraction * len(members))), replace=False)] = True
     test_t = torch.from_numpy(test)
     return Split("split-digits", (images[~test_t], labels[~test_t]), (images[test_t], labels[test_t]),
-                 _tasks(10, 2))
+                 consecutive_tasks(10, 2))
 
 
 def _unpickle(path: Path) -> dict:
@@ -92,7 +93,7 @@ def split_cifar(root: str | Path, classes: int = 10) -> Split:
     if classes == 10:
         train = _images([_unpickle(root / f"data_batch_{i}") for i in range(1, 6)], b"labels")
         test = _images([_unpickle(root / "test_batch")], b"labels")
-        return Split("split-cifar10", train, test, _tasks(10, 2))
+        return Split("split-cifar10", train, test, consecutive_tasks(10, 2))
     train = _images([_unpickle(root / "train")], b"fine_labels")
     test = _images([_unpickle(root / "test")], b"fine_labels")
-    return Split("split-cifar100", train, test, _tasks(100, 10))
+    return Split("split-cifar100", train, test, consecutive_tasks(100, 10))

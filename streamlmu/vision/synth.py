@@ -50,7 +50,8 @@ class DetectionSetConfig:
     seed: int = 0
 
 
-def _background_pool() -> list[np.ndarray]:
+def background_pool() -> list[np.ndarray]:
+    """scikit-image's photographs as RGB uint8 arrays ``(H, W, 3)``."""
     from skimage import data
     pool = []
     for name in _BACKGROUNDS:
@@ -62,7 +63,8 @@ def _background_pool() -> list[np.ndarray]:
     return pool
 
 
-def _background(rng: np.random.Generator, pool: list[np.ndarray], size: int) -> Image.Image:
+def photo_background(rng: np.random.Generator, pool: list[np.ndarray], size: int) -> Image.Image:
+    """A random square crop of a photograph of ``pool``, tinted, maybe mirrored and turned, ``size`` pixels."""
     image = pool[rng.integers(len(pool))]
     h, w = image.shape[:2]
     crop = int(rng.uniform(0.4, 1.0) * min(h, w))
@@ -184,7 +186,7 @@ def make_image(rng: np.random.Generator, pool: list[np.ndarray], cfg: DetectionS
     """One picture and its labels ``(class, cx, cy, w, h)`` relative to the image size."""
     size = cfg.imgsz
     scale = size / 320 * rng.uniform(0.7, 1.4)  # flight height
-    image = _background(rng, pool, size).convert("RGBA")
+    image = photo_background(rng, pool, size).convert("RGBA")
     for _ in range(rng.integers(*cfg.distractors, endpoint=True)):
         _place(image, _distractor(rng, scale), rng, None)
     objects = []
@@ -210,7 +212,7 @@ def write_detection_set(out: str | Path, cfg: DetectionSetConfig = DetectionSetC
                         progress: bool = True) -> Path:
     """Write the set under ``out``; returns the path of its ``data.yaml``. The same seed gives the same files."""
     out = Path(out)
-    pool = _background_pool()
+    pool = background_pool()
     for split, count, stream in (("train", cfg.train, 0), ("val", cfg.val, 1)):
         images, labels = out / "images" / split, out / "labels" / split
         images.mkdir(parents=True, exist_ok=True)
