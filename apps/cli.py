@@ -22,6 +22,7 @@ APPS = {
     "convert-visdrone": "streamlmu.apps.convert_visdrone",
     "detect-compress": "streamlmu.apps.detect_compress",
     "detect": "streamlmu.apps.detect",
+    "continual": "streamlmu.apps.continual",
 }
 
 

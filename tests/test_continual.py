@@ -274,3 +274,16 @@ def test_split_shapes_is_a_deterministic_colour_stream_of_ten_classes():
     assert 0 <= images.min() and images.max() <= 1 and images.std(dim=(1, 2, 3)).min() > 0.02
     assert torch.equal(split_shapes(3, 2, 24, seed=1).train[0], images)
     assert not torch.equal(split_shapes(3, 2, 24, seed=2).train[0], images)
+
+
+def test_continual_app_writes_a_report_and_names_bad_data(tmp_path, capsys):
+    import json
+
+    from streamlmu.apps import cli
+    assert cli.main(["continual", "--data", "digits", "--method", "derpp", "--epochs", "1", "--quiet",
+                     "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["method"] == "derpp" and 0 <= report["class_il"] <= report["task_il"] <= 1
+    assert (tmp_path / "accuracy.png").stat().st_size > 0 and "class-IL" in capsys.readouterr().out
+    assert cli.main(["continual", "--data", "mnist", "--out", str(tmp_path)]) == 2
+    assert "digits, shapes, cifar10:DIR or cifar100:DIR" in capsys.readouterr().err

@@ -50,7 +50,7 @@ class ContinualConfig:
 
     lr: float = 0.03
     buffer: int = 500
-    alpha: float = 0.1
+    alpha: float = 0.1                   # alpha = beta = 0: plain fine-tuning
     beta: float = 0.5
     sparsity: float = 0.0                # of the masked layers; 0: dense DER++
     extra: float = 0.01                  # TDM: pruned beyond the target, then regrown
@@ -194,7 +194,7 @@ class ContinualLearner(StreamModule):
             hidden = torch.ones(self.classes, dtype=torch.bool)
             hidden[list(self.tasks[task])] = False
             masked_logits = logits.masked_fill(hidden, float("-inf"))
-        picks = [replay(state.memory, len(labels), generator) for _ in range(2)]
+        picks = [replay(state.memory, len(labels) if weight > 0 else 0, generator) for weight in (cfg.alpha, cfg.beta)]
         replayed = [self._logits(params, statistics, state.memory.images[p], train=True) if len(p) else
                     logits[:0] for p in picks]
         loss = derpp_loss(masked_logits, labels, replayed[0], state.memory.logits[picks[0]], replayed[1],
@@ -217,7 +217,9 @@ class ContinualLearner(StreamModule):
                     kept[name] = g
                 updated = p.detach() - cfg.lr * g
                 new_params[name] = updated * state.masks[name] if name in state.masks else updated
-        memory = reservoir_add(state.memory, images, labels, logits, task, generator)
+        memory = state.memory
+        if cfg.alpha > 0 or cfg.beta > 0:  # plain fine-tuning keeps no buffer
+            memory = reservoir_add(memory, images, labels, logits, task, generator)
         forgetting = state.forgetting
         tracked = len(state.forgetting.shown)
         if tracked and bool(((index >= 0) & (index < tracked)).all()):

@@ -128,3 +128,23 @@ def _epoch(learner: ContinualLearner, state: LearnerState, images: Tensor, label
         rows = order[i:i + batch]
         _, state = learner.step(labelled(images[rows], labels[rows], task, rows), state)
     return state
+
+
+def plot_accuracy(matrices: dict[str, list | np.ndarray], path, title: str = "") -> object:
+    """Mean class-IL accuracy over the tasks seen after each task, one line per method (a one-row matrix,
+    as joint training gives, as a dashed level)."""
+    from streamlmu.plots import pyplot, save_figure
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for name, matrix in matrices.items():
+        m = np.asarray(matrix, dtype=float)
+        if len(m) == 1:
+            ax.axhline(float(np.nanmean(m)), linestyle="--", color="grey", label=name)
+            continue
+        ax.plot(range(1, len(m) + 1), [np.nanmean(m[i, :i + 1]) for i in range(len(m))], marker="o", label=name)
+    ax.set_xlabel("tasks learnt")
+    ax.set_ylabel("class-IL accuracy, tasks seen")
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)

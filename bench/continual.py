@@ -1,0 +1,125 @@
+"""Benchmark of sparse continual learning (SparCL on DER++, arXiv 2209.09476) on class-incremental splits.
+
+Per dataset and seed, side by side: fine-tuning (the lower bound), dense DER++, SparCL-DER++ at 75 % and
+90 % weight sparsity, and joint training (the upper bound), with the same network, schedule and learning
+rate: final class-IL and task-IL accuracy, backward transfer, training FLOPs relative to dense DER++ of the
+same seed (counted from what ran: masks, removed images, replays) and wall time.
+
+Targets: SparCL-DER++ at 75 % within 2 points of dense DER++ class-IL accuracy (or better) at >= 4x fewer
+training FLOPs. Writes ``bench/results/continual.json``, a table and one PNG per dataset (accuracy over the
+task sequence) in ``bench/results/continual/``.
+
+Usage: ``python bench/continual.py [--quick] [--seeds 3] [--data digits shapes]``
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from streamlmu.vision.continual import ContinualConfig
+from streamlmu.vision.methods import load_split, run_method
+from streamlmu.vision.task_sequence import Schedule, plot_accuracy
+
+RESULTS = Path(__file__).resolve().parent / "results"
+VARIANTS = (("finetune", 0.0), ("derpp", 0.0), ("sparcl", 0.75), ("sparcl", 0.9), ("joint", 0.0))
+SETTINGS = {  # network, width, epochs per task, batch
+    "digits": ("small", 32, 10, 32),
+    "shapes": ("small", 32, 5, 32),
+}
+
+
+def label(method: str, sparsity: float) -> str:
+    return f"SparCL-DER++ {sparsity:.0%}" if method == "sparcl" else {
+        "finetune": "fine-tuning", "derpp": "DER++ (dense)", "joint": "joint training"}[method]
+
+
+def summarise(rows: list[dict]) -> dict[str, dict]:
+    """Mean and standard deviation over seeds of each variant's figures, FLOPs relative to dense DER++."""
+    dense = {r["seed"]: r["flops"] for r in rows if r["method"] == "derpp"}
+    out: dict[str, dict] = {}
+    for method, sparsity in VARIANTS:
+        runs = [r for r in rows if r["method"] == method and r["sparsity"] == (sparsity if method == "sparcl" else 0)]
+        if not runs:
+            continue
+        stats = {}
+        for key in ("class_il", "task_il", "bwt", "seconds"):
+            values = np.array([r[key] for r in runs])
+            stats[key], stats[f"{key}_std"] = float(values.mean()), float(values.std())
+        stats["flops_vs_dense"] = float(np.mean([dense[r["seed"]] / r["flops"] for r in runs if r["seed"] in dense]))
+        stats["seeds"] = len(runs)
+        out[label(method, sparsity)] = stats
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one seed, one epoch, few images (a smoke test)")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--data", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    args = parser.parse_args()
+    seeds = 1 if args.quick else args.seeds
+    results = Path("runs/bench-continual-quick") if args.quick else RESULTS / "continual"
+    report: dict = {"settings": {"seeds": seeds, "quick": args.quick}, "datasets": {}, "targets": []}
+    started = time.time()
+    for data in args.data:
+        net, width, epochs, batch = SETTINGS[data]
+        epochs = 1 if args.quick else epochs
+        rows = []
+        with tqdm(total=seeds * len(VARIANTS), desc=data) as bar:
+            for seed in range(seeds):
+                split = load_split(data, seed=seed)
+                if args.quick:
+                    split = type(split)(split.name, tuple(t[::8] for t in split.train), split.test, split.tasks)
+                every = max(1, epochs // 10)
+                schedule = Schedule(epochs=epochs, batch=batch, mask_every=every, still_epochs=every,
+                                    removal=0.3, removal_every=every, seed=seed)
+                for method, sparsity in VARIANTS:
+                    config = ContinualConfig(sparsity=sparsity or 0.75, seed=seed)
+                    rows.append(run_method(method, split, schedule, config, net, width))
+                    bar.update()
+        summary = summarise(rows)
+        report["datasets"][data] = {"network": net, "width": width, "epochs": epochs, "batch": batch,
+                                    "summary": summary, "runs": rows}
+        plot_accuracy({label(r["method"], r["sparsity"]): r["class_il_matrix"] for r in rows if r["seed"] == 0},
+                      results / f"accuracy_{data}.png", title=f"{data}, seed 0")
+        dense, sparse = summary["DER++ (dense)"], summary["SparCL-DER++ 75%"]
+        report["targets"] += [
+            {"target": f"{data}: class-IL points SparCL-DER++ 75 % loses to dense DER++",
+             "ratio": 100 * (dense["class_il"] - sparse["class_il"]), "maximum": 2.0},
+            {"target": f"{data}: training FLOPs, dense DER++ / SparCL-DER++ 75 %",
+             "ratio": sparse["flops_vs_dense"], "minimum": 4.0}]
+    for t in report["targets"]:
+        t["met"] = t["ratio"] >= t["minimum"] if "minimum" in t else t["ratio"] <= t["maximum"]
+    report["minutes"] = round((time.time() - started) / 60, 1)
+    report["machine"] = {"processor": platform.processor() or platform.machine(), "threads": os.cpu_count(),
+                         "torch": torch.__version__}
+    lines = []
+    for data, entry in report["datasets"].items():
+        lines += [f"{data} ({entry['network']} network, width {entry['width']}, {entry['epochs']} epochs a task, "
+                  f"{seeds} seeds)", "",
+                  "| method | class-IL | task-IL | backward transfer | training FLOPs vs dense DER++ | seconds |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {name} | {s['class_il']:.3f} ± {s['class_il_std']:.3f} | {s['task_il']:.3f} | "
+                  f"{s['bwt']:+.3f} | {s['flops_vs_dense']:.2f}x fewer | {s['seconds']:.0f} |"
+                  for name, s in entry["summary"].items()]
+        lines.append("")
+    lines += [f"{t['target']}: {t['ratio']:.2f} ({'met' if t['met'] else 'MISSED'})" for t in report["targets"]]
+    text = "\n".join(lines) + "\n"
+    print(text + f"{report['minutes']} minutes")
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "table.md").write_text(text)
+    (results / "results.json").write_text(json.dumps(report, indent=1))
+    if not args.quick:
+        (RESULTS / "continual.json").write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
