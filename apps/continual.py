@@ -15,7 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default="digits",
                         help="digits (Split-Digits), shapes (Split-Shapes), cifar10:DIR or cifar100:DIR (the "
                              "official python archives in DIR)")
-    parser.add_argument("--method", choices=("finetune", "derpp", "sparcl", "joint"), default="sparcl")
+    parser.add_argument("--method", choices=("finetune", "derpp", "derpp-masked", "sparcl", "joint"), default="sparcl",
+                        help="derpp-masked: the current batch's other-task classes masked, as SparCL's code does")
     parser.add_argument("--sparsity", type=float, default=0.75, help="weight sparsity of sparcl's masked layers")
     parser.add_argument("--network", choices=("small", "resnet18"), default="small")
     parser.add_argument("--width", type=int, default=32, help="channels of the network's first layer")

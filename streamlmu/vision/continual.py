@@ -10,7 +10,8 @@ Each step is prequential: the network first predicts the batch (eval mode), then
 images (label -1: predict only). Learning is DER++ (Buzzega et al. 2020): the cross-entropy on the batch,
 with the classes of other tasks masked when ``tasks`` is given, as SparCL's code does, plus ``alpha`` times
 the MSE between the logits of a replayed batch and those stored with it and ``beta`` times the
-cross-entropy on the labels of another, both drawn from a reservoir buffer; plain SGD, no momentum. With
+cross-entropy on the labels of another, both drawn from a reservoir buffer once it holds images of an earlier
+task (SparCL's code replays from the second task on); plain SGD, no momentum. With
 ``sparsity`` > 0 the layers ``model.masked_weights()`` names are sparse: they start magnitude-pruned, their
 gradients are masked (dynamic gradient masking: a new mask at the first step after each mask update and
 every ``gradient_every`` steps after it, at ``gradient_percentile``)
@@ -35,7 +36,7 @@ from torch.func import functional_call
 
 from streamlmu.stream import Frame, StreamModule, register_state
 from streamlmu.vision.forgetting import Forgetting, forgetting_init, record
-from streamlmu.vision.rehearsal import Buffer, derpp_loss, empty_buffer, replay, reservoir_add
+from streamlmu.vision.rehearsal import Buffer, derpp_loss, empty_buffer, filled, replay, reservoir_add
 from streamlmu.vision.sparse_training import gradient_mask, magnitude_mask, prune_and_regrow
 from streamlmu.vision.train_flops import layer_macs, training_flops
 
@@ -194,7 +195,9 @@ class ContinualLearner(StreamModule):
             hidden = torch.ones(self.classes, dtype=torch.bool)
             hidden[list(self.tasks[task])] = False
             masked_logits = logits.masked_fill(hidden, float("-inf"))
-        picks = [replay(state.memory, len(labels) if weight > 0 else 0, generator) for weight in (cfg.alpha, cfg.beta)]
+        earlier = bool((state.memory.tasks[:filled(state.memory)] < task).any())  # replay from the second task
+        picks = [replay(state.memory, len(labels) if weight > 0 and earlier else 0, generator)
+                 for weight in (cfg.alpha, cfg.beta)]
         replayed = [self._logits(params, statistics, state.memory.images[p], train=True) if len(p) else
                     logits[:0] for p in picks]
         loss = derpp_loss(masked_logits, labels, replayed[0], state.memory.logits[picks[0]], replayed[1],

@@ -1,9 +1,10 @@
 """The continual-learning methods compared by ``streamlmu continual`` and ``bench/continual.py``, built one way.
 
 * ``finetune``: SGD on each task in turn, nothing kept (the lower bound);
-* ``derpp``: dense DER++ with a reservoir buffer, the current batch's other-task classes masked as in SparCL;
-* ``sparcl``: the same with SparCL's three parts: weight masks at ``sparsity`` (TDM), gradient masks (DGM)
-  and dynamic data removal of 30 % of each task's images;
+* ``derpp``: dense DER++ with a reservoir buffer, as mammoth runs it (every class in the cross-entropy);
+* ``derpp-masked``: dense DER++ with the current batch's other-task classes masked, as SparCL's code does;
+* ``sparcl``: ``derpp-masked`` with SparCL's three parts: weight masks at ``sparsity`` (TDM), gradient masks
+  (DGM) and dynamic data removal of each task's images;
 * ``joint``: every task's images at once (the upper bound).
 
 Data: ``digits`` (Split-Digits, 16 px), ``shapes`` (Split-Shapes, 32 px), ``cifar10:DIR`` or ``cifar100:DIR``
@@ -21,7 +22,7 @@ from streamlmu.vision.continual import ContinualConfig, ContinualLearner
 from streamlmu.vision.splits import Split, split_cifar, split_digits
 from streamlmu.vision.task_sequence import Schedule, evaluate, train_tasks
 
-METHODS = ("finetune", "derpp", "sparcl", "joint")
+METHODS = ("finetune", "derpp", "derpp-masked", "sparcl", "joint")
 NETWORKS = ("small", "resnet18")
 
 
@@ -72,7 +73,8 @@ def run_method(method: str, split: Split, schedule: Schedule, config: ContinualC
         class_il, task_il = evaluate(learner, result.state, split)
         matrix, bwt = np.array([class_il]), 0.0
     else:
-        learner = ContinualLearner(model, config, split.image_shape, None if method == "finetune" else split.tasks)
+        masked = method in ("derpp-masked", "sparcl")
+        learner = ContinualLearner(model, config, split.image_shape, split.tasks if masked else None)
         result = train_tasks(learner, split, schedule, progress=progress)
         class_il, task_il, matrix, bwt = result.class_il[-1], result.task_il[-1], result.class_il, \
             result.backward_transfer
