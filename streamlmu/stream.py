@@ -196,7 +196,9 @@ class StreamModule(nn.Module):
     their frames; this class adds ``reset``, ``|`` composition and defaults:
     feature frames of any size in and out, one output per input frame, no
     look-ahead. ``clock_fields`` names state fields that the streams of a batch
-    share (a sample clock), which ``reset`` leaves as they are.
+    share (a sample clock), which ``reset`` leaves as they are. A learner whose
+    frames at one time step form one training batch declares ``shared_state``:
+    its state is one record for the whole batch, not one per stream.
     """
 
     latency_frames: int = 0
@@ -204,6 +206,7 @@ class StreamModule(nn.Module):
     output_frame: Frame = Frame()
     changes_rate: bool = False
     clock_fields: tuple[str, ...] = ()
+    shared_state: bool = False
 
     @property
     def latency_s(self) -> float | None:

@@ -245,6 +245,8 @@ def test_learner_names_bad_input_and_its_predictor_keeps_the_contract():
         learner.step(labelled(images[:0], labels[:0], 1), state)
     with pytest.raises(TypeError, match="Labelled"):
         learner.step(images[:4], state)
+    with pytest.raises(TypeError, match="shared by the batch"):
+        learner.reset(state, torch.tensor([True, False]))
     check_stream_op(learner.predictor(state), images[:6].view(2, 3, 1, 12, 12))
 
 

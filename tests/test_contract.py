@@ -176,12 +176,21 @@ def _examples() -> dict[type, tuple]:
 
 
 def _vision_examples() -> dict[type, tuple]:
+    from streamlmu.vision.backbones import SmallCNN
+    from streamlmu.vision.continual import Classifier, ContinualConfig, ContinualLearner, Labelled
     from streamlmu.vision.detect import Detector
     from streamlmu.vision.track import Tracker
     from test_vision import moving_boxes, untrained_detector
     images = torch.randint(0, 256, (2, 3, 3, 48, 64), dtype=torch.uint8)
+    torch.manual_seed(0)
+    learner = ContinualLearner(SmallCNN(4, width=4), ContinualConfig(sparsity=0.5, buffer=4, gradient_every=2),
+                               (3, 8, 8), ((0, 1), (2, 3)))
+    stream = Labelled(torch.rand(2, 6, 3, 8, 8), torch.tensor([[0, 1, -1, 2, 3, 2]] * 2),
+                      torch.tensor([[0, 0, 0, 1, 1, 1]] * 2), torch.full((2, 6), -1))
     return {Detector: (Detector(untrained_detector(), conf=0.001, imgsz=64), images),
-            Tracker: (Tracker(max_tracks=4), moving_boxes())}
+            Tracker: (Tracker(max_tracks=4), moving_boxes()),
+            ContinualLearner: (learner, stream),  # shared_state: one training batch per time step
+            Classifier: (learner.predictor(learner.init_state()), torch.rand(2, 3, 3, 8, 8))}
 
 
 BASES = {"LMUFormerBase", "AudioFrames"}  # shared code of the operators below, not operators

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from streamlmu.stream import Frame, StreamModule, register_state
+from streamlmu.stream import Frame, Map, StreamModule, register_state
 from streamlmu.vision.forgetting import Forgetting, forgetting_init, record
 from streamlmu.vision.rehearsal import Buffer, derpp_loss, empty_buffer, filled, replay, reservoir_add
 from streamlmu.vision.sparse_training import gradient_mask, magnitude_mask, prune_and_regrow
@@ -114,6 +114,7 @@ class ContinualLearner(StreamModule):
     :class:`Labelled` frames ``(B, T, C, H, W)`` -> logits ``(B, T, classes)``, predicted before learning."""
 
     output_frame = Frame((None,), ("classes",))
+    shared_state = True
 
     def __init__(self, model: nn.Module, config: ContinualConfig = ContinualConfig(),
                  image_shape: tuple[int, int, int] = (3, 32, 32), tasks: tuple[tuple[int, ...], ...] | None = None):
@@ -184,9 +185,14 @@ class ContinualLearner(StreamModule):
         return predicted, self._learn(images[learn], x.labels[learn], int(x.task[0]), x.index[learn], state)
 
     def _learn(self, images: Tensor, labels: Tensor, task: int, index: Tensor, state: LearnerState) -> LearnerState:
-        cfg = self.config
         generator = torch.Generator()
         generator.set_state(state.rng)
+        with torch.enable_grad():  # learning needs gradients even where the caller turned them off
+            return self._learn_batch(images, labels, task, index, state, generator)
+
+    def _learn_batch(self, images: Tensor, labels: Tensor, task: int, index: Tensor, state: LearnerState,
+                     generator: torch.Generator) -> LearnerState:
+        cfg = self.config
         params = {name: p.detach().clone().requires_grad_(True) for name, p in state.params.items()}
         statistics = {name: b.clone() for name, b in state.statistics.items()}  # BatchNorm updates them in place
         logits = self._logits(params, statistics, images, train=True)
@@ -268,31 +274,24 @@ class ContinualLearner(StreamModule):
         return Classifier(self.model, state.params, state.statistics, self.input_frame, self.classes)
 
 
-class Classifier(StreamModule):
+class Classifier(Map):
     """An image classifier frame by frame: ``(B, T, C, H, W)`` -> logits ``(B, T, classes)``; no state."""
 
     output_frame = Frame((None,), ("classes",))
 
     def __init__(self, model: nn.Module, params: dict, statistics: dict, input_frame: Frame, classes: int):
-        super().__init__()
+        super().__init__(self._logits, name=f"{type(model).__name__} classifier")
         self.model, self.weights, self.input_frame, self.classes = model, {**params, **statistics}, input_frame, classes
 
-    def init_state(self, batch_size: int = 1, dtype: torch.dtype = torch.float32,
-                   device: torch.device | str | None = None) -> tuple:
-        return ()
-
-    def reset(self, state: tuple, mask: Tensor) -> tuple:
-        return ()
-
-    def step(self, x: Tensor, state: tuple = ()) -> tuple[Tensor, tuple]:
+    def _logits(self, x: Tensor) -> Tensor:
+        """``(B, C, H, W) -> (B, classes)`` in eval mode."""
         self.input_frame.check(x, time=False)
         self.model.eval()
         with torch.no_grad():
-            return functional_call(self.model, self.weights, (x.float(),)), ()
+            return functional_call(self.model, self.weights, (x.float(),))
 
     def forward(self, x: Tensor, state: tuple | None = None) -> tuple[Tensor, tuple]:
         self.input_frame.check(x)
         if x.shape[1] == 0:
             return x.new_zeros(x.shape[0], 0, self.classes, dtype=torch.float32), ()
-        y, _ = self.step(x.flatten(0, 1), ())
-        return y.view(x.shape[0], x.shape[1], -1), ()
+        return self._logits(x.flatten(0, 1)).view(x.shape[0], x.shape[1], -1), ()
