@@ -289,3 +289,19 @@ def test_continual_app_writes_a_report_and_names_bad_data(tmp_path, capsys):
     assert (tmp_path / "accuracy.png").stat().st_size > 0 and "class-IL" in capsys.readouterr().out
     assert cli.main(["continual", "--data", "mnist", "--out", str(tmp_path)]) == 2
     assert "digits, shapes, cifar10:DIR or cifar100:DIR" in capsys.readouterr().err
+
+
+def test_the_benchmark_runs_reduced(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = Path(__file__).resolve().parents[1] / "bench" / "continual.py"
+    result = subprocess.run([sys.executable, str(script), "--quick", "--data", "digits"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "runs" / "bench-continual-quick" / "results.json").read_text())
+    summary = report["datasets"]["digits"]["summary"]
+    assert {"fine-tuning", "DER++ (dense)", "SparCL-DER++ 75%", "SparCL-DER++ 90%", "joint training"} <= set(summary)
+    assert summary["SparCL-DER++ 90%"]["flops_vs_dense"] > summary["SparCL-DER++ 75%"]["flops_vs_dense"] > 1
+    assert (tmp_path / "runs" / "bench-continual-quick" / "accuracy_digits.png").is_file()
