@@ -1,10 +1,10 @@
 """Benchmark of sparse continual learning (SparCL on DER++, arXiv 2209.09476) on class-incremental splits.
 
-Per dataset and seed, side by side: fine-tuning (the lower bound), dense DER++ as mammoth runs it, the
-same with SparCL's class masking, avalanche-lib's DER on the same split (the peer, when installed),
-SparCL-DER++ at 75 % and 90 % weight sparsity, and joint training (the upper bound), with the same network,
-schedule and learning rate: final class-IL and task-IL accuracy, backward transfer, training FLOPs relative to dense DER++ of the
-same seed (counted from what ran: masks, removed images, replays) and wall time.
+Per dataset and seed, side by side: fine-tuning (the lower bound), dense DER++ as mammoth runs it, the same
+with SparCL's class masking, avalanche-lib's DER on the same split (the peer, when installed), SparCL-DER++
+at 75 % and 90 % weight sparsity, and joint training (the upper bound), with the same network, schedule and
+learning rate: final class-IL and task-IL accuracy, backward transfer, training FLOPs relative to dense
+DER++ of the same seed (counted from what ran: masks, removed images, replays) and wall time.
 
 Targets: SparCL-DER++ at 75 % within 2 points of dense DER++ class-IL accuracy (or better) at >= 4x fewer
 training FLOPs. Writes ``bench/results/continual.json``, a table and one PNG per dataset (accuracy over the

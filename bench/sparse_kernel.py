@@ -46,7 +46,8 @@ def main() -> None:
     args = timing.arguments(__doc__, "sparse_kernel")
     rounds, block = (1, 0.05) if args.quick else (7, 0.3)
     rows = []
-    print(f"{'channels':>8} {'map':>4} {'sparsity':>8} {'dense ms':>9} {'im2col ms':>10} {'csr ms':>8} {'csr speed-up':>12}")
+    print(f"{'channels':>8} {'map':>4} {'sparsity':>8} {'dense ms':>9} {'im2col ms':>10} {'csr ms':>8} "
+          f"{'csr speed-up':>12}")
     for channels, size in SHAPES:
         for sparsity in SPARSITIES:
             ms = {k: v * 1e3 for k, v in timing.measure(calls(channels, size, sparsity), rounds, block).items()}
