@@ -31,6 +31,8 @@ accuracy benchmarks take hours and reuse what their JSON already holds. Narrativ
 | `phrases.py` | keywords said inside sentences | an hour |
 | `streamlmu truncation` | accuracy by frames heard (`results/truncation/truncation.md`) | minutes |
 | `detect.py` | YOLOv8n compressed: sparsity, pruning, three fine-tunings; size, mAP, frames/s; the tracker | < 45 min |
+| `continual.py` | class-incremental learning: fine-tuning, DER++, SparCL-DER++, joint; avalanche's DER | < 45 min |
+| `sparse_kernel.py` | a masked dense convolution against unfold + CSR products at 75 and 90 % sparsity | a minute |
 """
 
 
@@ -127,6 +129,31 @@ def _detect(report: dict) -> list[str]:
                    f"switches, {track['misses']} misses, {track['false_positives']} false positives."])
 
 
+def _continual(report: dict) -> list[str]:
+    lines: list[str] = []
+    for data, entry in report["datasets"].items():
+        rows = [[name, f"{s['class_il']:.3f} ± {s['class_il_std']:.3f}", f"{s['task_il']:.3f}",
+                 "-" if s["bwt"] != s["bwt"] else f"{s['bwt']:+.3f}",
+                 "-" if s["flops_vs_dense"] != s["flops_vs_dense"] else f"{s['flops_vs_dense']:.2f}x",
+                 f"{s['seconds']:.0f}"] for name, s in entry["summary"].items()]
+        lines += [f"{data}: {entry['network']} network (width {entry['width']}), {entry['epochs']} epochs a task, "
+                  f"batch {entry['batch']}, {report['settings']['seeds']} seeds.", ""]
+        lines += _table(["method", "class-IL", "task-IL", "backward transfer", "fewer training FLOPs than DER++",
+                         "seconds"], rows) + [""]
+    targets = [[t["target"], f"{t['ratio']:.2f}",
+                f"<= {t['maximum']:g}" if "maximum" in t else f">= {t['minimum']:g}",
+                "met" if t["met"] else "**missed**"] for t in report["targets"]]
+    return lines + _table(["target", "measured", "required", ""], targets) + [
+        "", f"{report['minutes']} minutes on {report['machine']['processor']} ({report['machine']['threads']} threads)."]
+
+
+def _sparse_kernel(report: dict) -> list[str]:
+    rows = [[r["channels"], r["map"], f"{r['sparsity']:.0%}", f"{r['ms']['dense']:.3f}", f"{r['ms']['im2col']:.3f}",
+             f"{r['ms']['csr']:.3f}", f"{r['csr_speedup']:.2f}x"] for r in report["rows"]]
+    return [f"Batch {report['batch']}, one thread, forward only.", ""] + _table(
+        ["channels", "map", "sparsity", "dense conv ms", "unfold + dense ms", "unfold + CSR ms", "CSR vs dense"], rows)
+
+
 SECTIONS = [
     ("lmu_memory", "Legendre memory (`lmu_memory.py`)", _targets),
     ("model_step", "One model frame (`model_step.py`)", _targets),
@@ -138,6 +165,8 @@ SECTIONS = [
     ("engines_kokoro", "Kokoro, accented neural voices (`engines.py --engine kokoro`)", _engine),
     ("phrases", "Keywords inside sentences (`phrases.py`)", _phrases),
     ("detect", "YOLOv8 compression (`detect.py`)", _detect),
+    ("continual", "Sparse continual learning (`continual.py`)", _continual),
+    ("sparse_kernel", "Sparse convolution on CPU (`sparse_kernel.py`)", _sparse_kernel),
 ]
 
 
