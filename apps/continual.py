@@ -38,9 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from streamlmu.vision.methods import load_split, run_method
     from streamlmu.vision.task_sequence import Schedule, plot_accuracy
     split = load_split(args.data)
-    mask_every = max(1, args.epochs // 10)
-    schedule = Schedule(epochs=args.epochs, batch=args.batch, mask_every=mask_every, still_epochs=mask_every,
-                        removal=args.removal, removal_every=mask_every, seed=args.seed)
+    schedule = Schedule.scaled(args.epochs, args.batch, args.removal, args.seed)
     config = ContinualConfig(lr=args.lr, buffer=args.buffer, sparsity=args.sparsity, seed=args.seed)
     row = run_method(args.method, split, schedule, config, args.network, args.width, progress=not args.quiet)
     out = Path(args.out)

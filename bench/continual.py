@@ -87,9 +87,7 @@ def main() -> None:
                 split = load_split(data, seed=seed)
                 if args.quick:
                     split = type(split)(split.name, tuple(t[::8] for t in split.train), split.test, split.tasks)
-                every = max(1, epochs // 10)
-                schedule = Schedule(epochs=epochs, batch=batch, mask_every=every, still_epochs=every,
-                                    removal=0.3, removal_every=every, seed=seed)
+                schedule = Schedule.scaled(epochs, batch, 0.3, seed)
                 for method, sparsity in VARIANTS:
                     config = ContinualConfig(sparsity=sparsity or 0.75, seed=seed)
                     rows.append(run_method(method, split, schedule, config, net, width))

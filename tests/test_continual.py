@@ -305,3 +305,12 @@ def test_the_benchmark_runs_reduced(tmp_path):
     assert {"fine-tuning", "DER++ (dense)", "SparCL-DER++ 75%", "SparCL-DER++ 90%", "joint training"} <= set(summary)
     assert summary["SparCL-DER++ 90%"]["flops_vs_dense"] > summary["SparCL-DER++ 75%"]["flops_vs_dense"] > 1
     assert (tmp_path / "runs" / "bench-continual-quick" / "accuracy_digits.png").is_file()
+
+
+def test_equally_forgotten_examples_leave_in_random_order():
+    stats = forgetting_init(100)
+    stats = record(stats, torch.arange(100), torch.ones(100, dtype=torch.bool))  # all learnt, none forgotten
+    active = torch.ones(100, dtype=torch.bool)
+    first = least_forgotten(stats, active, 10, torch.Generator().manual_seed(0))
+    assert len(set(first.tolist())) == 10 and first.tolist() != list(range(10))
+    assert torch.equal(first, least_forgotten(stats, active, 10, torch.Generator().manual_seed(0)))

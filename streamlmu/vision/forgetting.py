@@ -43,10 +43,13 @@ def record(stats: Forgetting, index: Tensor, correct: Tensor) -> Forgetting:
     return Forgetting(c, learnt, events, shown)
 
 
-def least_forgotten(stats: Forgetting, active: Tensor, count: int) -> Tensor:
+def least_forgotten(stats: Forgetting, active: Tensor, count: int, generator: torch.Generator | None = None) -> Tensor:
     """Indices of the ``count`` active examples (``active (N,)`` bool) with the fewest forgetting events, the
-    never-learnt ones counted as forgotten at each presentation; ties go to the lower index."""
+    never-learnt ones counted as forgotten at each presentation; ties in random order (``generator``; None:
+    the lower index first)."""
     score = torch.where(stats.learnt, stats.events, stats.shown.clamp(min=1) + stats.events.max() + 1)
     candidates = active.nonzero().squeeze(1)
+    if generator is not None:
+        candidates = candidates[torch.randperm(len(candidates), generator=generator)]
     order = torch.argsort(score[candidates], stable=True)
     return candidates[order[:max(0, min(count, len(candidates)))]]

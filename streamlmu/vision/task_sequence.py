@@ -37,6 +37,15 @@ class Schedule:
     removal_every: int = 5
     seed: int = 0
 
+    @classmethod
+    def scaled(cls, epochs: int, batch: int = 32, removal: float = 0.3, seed: int = 0) -> "Schedule":
+        """The official proportions for ``epochs`` a task: masks every tenth of them and still in the last
+        tenth, data removal every tenth but at least every second epoch (a forgetting event needs two
+        presentations)."""
+        tenth = max(1, round(epochs / 10))
+        return cls(epochs=epochs, batch=batch, mask_every=tenth, still_epochs=tenth, removal=removal,
+                   removal_every=max(2, tenth), seed=seed)
+
     def check(self) -> None:
         if self.epochs < 1 or self.batch < 1 or self.mask_every < 1 or self.removal_every < 1:
             raise ValueError("epochs, batch, mask_every and removal_every must be >= 1")
@@ -96,6 +105,7 @@ def train_tasks(learner: ContinualLearner, split: Split, schedule: Schedule = Sc
     class_il, task_il = np.full((tasks, tasks), np.nan), np.full((tasks, tasks), np.nan)
     state = learner.init_state() if state is None else state
     rng = np.random.default_rng(schedule.seed)
+    ties = torch.Generator().manual_seed(schedule.seed)  # the order of equally forgotten images
     seconds, kept = 0.0, []
     for t in range(tasks):
         images, labels = split.task(t)
@@ -111,7 +121,7 @@ def train_tasks(learner: ContinualLearner, split: Split, schedule: Schedule = Sc
                 state = learner.update_masks(state, 0.0 if still else None)
             if (schedule.removal and epoch and epoch % schedule.removal_every == 0
                     and removals < schedule.removal_steps):
-                active[least_forgotten(state.forgetting, active, per_removal)] = False
+                active[least_forgotten(state.forgetting, active, per_removal, ties)] = False
                 state = state._replace(forgetting=forgetting_init(len(labels)))
                 removals += 1
             state = _epoch(learner, state, images, labels, active, t, schedule.batch, rng)
