@@ -35,7 +35,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = (("finetune", 0.0), ("derpp", 0.0), ("derpp-masked", 0.0), ("sparcl", 0.75), ("sparcl", 0.9),
             ("joint", 0.0))
 SETTINGS = {  # network, width, epochs per task, batch
-    "digits": ("small", 32, 10, 32),
+    "digits": ("small", 64, 10, 32),
     "shapes": ("small", 32, 5, 32),
 }
 
