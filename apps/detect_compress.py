@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="w of the CWD loss (4: chosen on the generated set's validation split; docs/vision.md)")
     parser.add_argument("--cwd-tau", type=float, default=1.0, help="temperature of the CWD softmax")
     parser.add_argument("--lr0", type=float, default=0.01, help="SGD learning rate")
+    parser.add_argument("--nbs", type=int, default=64,
+                        help="images per optimizer step (ultralytics' nominal batch size); with a few hundred "
+                             "training images use the batch size (bench/detect.py uses 16)")
     parser.add_argument("--device", default="cpu", help="cpu, or a CUDA device such as 0")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="less output")
@@ -41,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
                          imgsz=args.imgsz, batch=args.batch, sparse_epochs=args.sparse_epochs,
                          finetune_epochs=args.finetune_epochs, sparsity_rate=args.sparsity_rate,
                          finetune=args.finetune, cwd_weight=args.cwd_weight, cwd_tau=args.cwd_tau, lr0=args.lr0,
-                         device=args.device, seed=args.seed, progress=not args.quiet)
+                         device=args.device, seed=args.seed, progress=not args.quiet, extra={"nbs": args.nbs})
     report = compress(cfg, args.out)
     print(report_table(report), end="")
     print(f"compressed model: {report['finetune']['weights']}")
