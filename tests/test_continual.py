@@ -239,6 +239,8 @@ def test_learner_names_bad_input_and_its_predictor_keeps_the_contract():
         learner.step(labelled(torch.rand(4, 1, 8, 8), labels[:4], 1), state)
     with pytest.raises(ValueError, match=r"labels must be class indices in \[0, 10\)"):
         learner.step(labelled(images[:4], torch.tensor([0, 1, 2, 10]), 1), state)
+    with pytest.raises(ValueError, match=r"labels \[0\] are not classes of task 1 \(2, 3\)"):
+        learner.step(labelled(images[:4], torch.tensor([2, 3, 0, 2]), 1), state)
     with pytest.raises(ValueError, match="tasks only move forward"):
         learner.step(labelled(images[:4], labels[:4], 0), state)
     with pytest.raises(ValueError, match="empty"):

@@ -165,8 +165,12 @@ class ContinualLearner(StreamModule):
         if int(x.task.min()) != task or task < int(state.task):
             raise ValueError(f"a batch holds one task, and tasks only move forward (latest task {int(state.task)}, "
                              f"got {sorted(set(x.task.tolist()))})")
-        if self.tasks is not None and not 0 <= task < len(self.tasks):
-            raise ValueError(f"task ids must be in [0, {len(self.tasks)}) (got {task})")
+        if self.tasks is not None:
+            if not 0 <= task < len(self.tasks):
+                raise ValueError(f"task ids must be in [0, {len(self.tasks)}) (got {task})")
+            foreign = set(x.labels[x.labels >= 0].tolist()) - set(self.tasks[task])
+            if foreign:
+                raise ValueError(f"labels {sorted(foreign)} are not classes of task {task} {self.tasks[task]}")
         return x
 
     def _logits(self, params: dict, statistics: dict, images: Tensor, train: bool) -> Tensor:
