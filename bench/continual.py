@@ -34,9 +34,11 @@ from streamlmu.vision.task_sequence import Schedule, plot_accuracy
 RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = (("finetune", 0.0), ("derpp", 0.0), ("derpp-masked", 0.0), ("sparcl", 0.75), ("sparcl", 0.9),
             ("joint", 0.0))
-SETTINGS = {  # network, width, epochs per task, batch
-    "digits": ("small", 64, 10, 32),
-    "shapes": ("small", 32, 5, 32),
+SETTINGS = {  # network, width, epochs per task, batch, learning rate
+    "digits": ("small", 64, 10, 32, 0.03),
+    # a 32-wide small CNN for 5 epochs left every method near chance; joint training of this ResNet reached
+    # 0.36 at lr 0.03 and 0.56 at lr 0.1 in 10 epochs
+    "shapes": ("resnet18", 8, 10, 32, 0.1),
 }
 
 
@@ -79,7 +81,7 @@ def main() -> None:
     report: dict = {"settings": {"seeds": seeds, "quick": args.quick}, "datasets": {}, "targets": []}
     started = time.time()
     for data in args.data:
-        net, width, epochs, batch = SETTINGS[data]
+        net, width, epochs, batch, lr = SETTINGS[data]
         epochs = 1 if args.quick else epochs
         rows = []
         with tqdm(total=seeds * len(VARIANTS), desc=data) as bar:
@@ -89,13 +91,13 @@ def main() -> None:
                     split = type(split)(split.name, tuple(t[::8] for t in split.train), split.test, split.tasks)
                 schedule = Schedule.scaled(epochs, batch, 0.3, seed)
                 for method, sparsity in VARIANTS:
-                    config = ContinualConfig(sparsity=sparsity or 0.75, seed=seed)
+                    config = ContinualConfig(lr=lr, sparsity=sparsity or 0.75, seed=seed)
                     rows.append(run_method(method, split, schedule, config, net, width))
                     bar.update()
                 if peer:
-                    rows.append(avalanche_der(split, net, width, epochs, batch, seed))
+                    rows.append(avalanche_der(split, net, width, epochs, batch, seed, lr=lr))
         summary = summarise(rows)
-        report["datasets"][data] = {"network": net, "width": width, "epochs": epochs, "batch": batch,
+        report["datasets"][data] = {"network": net, "width": width, "epochs": epochs, "batch": batch, "lr": lr,
                                     "summary": summary, "runs": rows}
         plot_accuracy({label(r["method"], r["sparsity"]): r["class_il_matrix"] for r in rows
                        if r["seed"] == 0 and "class_il_matrix" in r},
