@@ -137,7 +137,7 @@ def _continual(report: dict) -> list[str]:
                  "-" if s["flops_vs_dense"] != s["flops_vs_dense"] else f"{s['flops_vs_dense']:.2f}x",
                  f"{s['seconds']:.0f}"] for name, s in entry["summary"].items()]
         lines += [f"{data}: {entry['network']} network (width {entry['width']}), {entry['epochs']} epochs a task, "
-                  f"batch {entry['batch']}, {report['settings']['seeds']} seeds.", ""]
+                  f"batch {entry['batch']}, lr {entry.get('lr', 0.03)}, {report['settings']['seeds']} seeds.", ""]
         lines += _table(["method", "class-IL", "task-IL", "backward transfer", "fewer training FLOPs than DER++",
                          "seconds"], rows) + [""]
     targets = [[t["target"], f"{t['ratio']:.2f}",
