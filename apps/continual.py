@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=0.03)
     parser.add_argument("--buffer", type=int, default=500, help="rehearsal buffer size")
     parser.add_argument("--removal", type=float, default=0.3, help="fraction of each task's images sparcl removes")
+    parser.add_argument("--separate-forward", action="store_true",
+                        help="pass the batch and its replays through the network one by one, as mammoth and "
+                             "SparCL's code do (default: as one batch, as avalanche-lib's DER)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/continual", help="folder for report.json and accuracy.png")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -39,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from streamlmu.vision.task_sequence import Schedule, plot_accuracy
     split = load_split(args.data)
     schedule = Schedule.scaled(args.epochs, args.batch, args.removal, args.seed)
-    config = ContinualConfig(lr=args.lr, buffer=args.buffer, sparsity=args.sparsity, seed=args.seed)
+    config = ContinualConfig(lr=args.lr, buffer=args.buffer, sparsity=args.sparsity,
+                             joint_forward=not args.separate_forward, seed=args.seed)
     row = run_method(args.method, split, schedule, config, args.network, args.width, progress=not args.quiet)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

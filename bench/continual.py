@@ -1,7 +1,7 @@
 """Benchmark of sparse continual learning (SparCL on DER++, arXiv 2209.09476) on class-incremental splits.
 
-Per dataset and seed, side by side: fine-tuning (the lower bound), dense DER++ as mammoth runs it, the same
-with SparCL's class masking, avalanche-lib's DER on the same split (the peer, when installed), SparCL-DER++
+Per dataset and seed, side by side: fine-tuning (the lower bound), dense DER++ with every class in the
+cross-entropy, the same with SparCL's class masking, avalanche-lib's DER on the same split (the peer, when installed), SparCL-DER++
 at 75 % and 90 % weight sparsity, and joint training (the upper bound), with the same network, schedule and
 learning rate: final class-IL and task-IL accuracy, backward transfer, training FLOPs relative to dense
 DER++ of the same seed (counted from what ran: masks, removed images, replays) and wall time.
@@ -35,7 +35,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = (("finetune", 0.0), ("derpp", 0.0), ("derpp-masked", 0.0), ("sparcl", 0.75), ("sparcl", 0.9),
             ("joint", 0.0))
 SETTINGS = {  # network, width, epochs per task, batch, learning rate
-    "digits": ("small", 64, 10, 32, 0.03),
+    # SparCL's 50 epochs a task: at 10 (20) epochs SparCL-DER++ 75 % trailed dense DER++ by 5 (3) points
+    "digits": ("small", 64, 50, 32, 0.03),
     # a 32-wide small CNN for 5 epochs left every method near chance; joint training of this ResNet reached
     # 0.36 at lr 0.03 and 0.56 at lr 0.1 in 10 epochs
     "shapes": ("resnet18", 8, 10, 32, 0.1),
@@ -107,7 +108,7 @@ def main() -> None:
         report["targets"] += [
             {"target": f"{data}: class-IL points SparCL-DER++ 75 % loses to dense DER++, class-masked as it is",
              "ratio": 100 * (masked["class_il"] - sparse["class_il"]), "maximum": 2.0},
-            {"target": f"{data}: class-IL points SparCL-DER++ 75 % loses to dense DER++ as mammoth runs it",
+            {"target": f"{data}: class-IL points SparCL-DER++ 75 % loses to dense DER++, every class in the CE",
              "ratio": 100 * (dense["class_il"] - sparse["class_il"]), "maximum": 2.0},
             {"target": f"{data}: training FLOPs, dense DER++ / SparCL-DER++ 75 %",
              "ratio": sparse["flops_vs_dense"], "minimum": 4.0}]

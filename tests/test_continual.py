@@ -228,6 +228,25 @@ def test_sparse_learner_keeps_its_sparsity_and_resumes_bit_exactly(tmp_path):
     assert torch.equal(state.memory.images, resumed.memory.images) and int(state.forgetting.shown.sum()) > 0
 
 
+def test_joint_forward_changes_only_the_batch_that_batchnorm_sees():
+    from torch import nn
+    finals = {}
+    for without_norm in (False, True):
+        for joint in (False, True):
+            learner, split = _digits_learner(joint_forward=joint)
+            if without_norm:  # the same network with its BatchNorm layers taken out
+                for index in (1, 4, 7):
+                    learner.model.body[index] = nn.Identity()
+            state = learner.init_state()
+            for batch in list(_batches(split, 0, steps=4)) + list(_batches(split, 1, steps=3)):  # replays in task 1
+                _, state = learner.step(batch, state)
+            finals[without_norm, joint] = state.params
+    for name, value in finals[True, False].items():
+        assert torch.allclose(value, finals[True, True][name], atol=1e-5), name
+    assert not torch.allclose(finals[False, False]["classifier.weight"], finals[False, True]["classifier.weight"],
+                              atol=1e-4)
+
+
 def test_learner_names_bad_input_and_its_predictor_keeps_the_contract():
     from streamlmu.testing import check_stream_op
     from streamlmu.vision.continual import labelled

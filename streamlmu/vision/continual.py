@@ -11,7 +11,9 @@ images (label -1: predict only). Learning is DER++ (Buzzega et al. 2020): the cr
 with the classes of other tasks masked when ``tasks`` is given, as SparCL's code does, plus ``alpha`` times
 the MSE between the logits of a replayed batch and those stored with it and ``beta`` times the
 cross-entropy on the labels of another, both drawn from a reservoir buffer once it holds images of an earlier
-task (SparCL's code replays from the second task on); plain SGD, no momentum. With
+task (SparCL's code replays from the second task on); plain SGD, no momentum. With ``joint_forward`` (the
+default) the batch and its replays pass the network together, so BatchNorm normalises them as one batch,
+as avalanche-lib's DER does; mammoth and SparCL's code pass them one by one (``joint_forward=False``). With
 ``sparsity`` > 0 the layers ``model.masked_weights()`` names are sparse: they start magnitude-pruned, their
 gradients are masked (dynamic gradient masking: a new mask at the first step after each mask update and
 every ``gradient_every`` steps after it, at ``gradient_percentile``)
@@ -47,7 +49,8 @@ register_state(Forgetting)
 @dataclass(frozen=True)
 class ContinualConfig:
     """DER++ and SparCL settings; the defaults are SparCL's runs (``alpha`` 0.1, ``beta`` 0.5, lr 0.03,
-    buffer 500; TDM ``extra`` 0.01 and λ 0.5; DGM every 30 steps at the 80th percentile)."""
+    buffer 500; TDM ``extra`` 0.01 and λ 0.5; DGM every 30 steps at the 80th percentile), except
+    ``joint_forward`` (see the module docstring)."""
 
     lr: float = 0.03
     buffer: int = 500
@@ -58,6 +61,7 @@ class ContinualConfig:
     lam: float = 0.5                     # TDM: importance |w| + lam |grad|
     gradient_percentile: float = 0.8     # DGM (with sparsity); 0: weight masks only
     gradient_every: int = 30
+    joint_forward: bool = True           # current and replayed images in one forward (one BatchNorm batch)
     seed: int = 0
 
     def check(self) -> None:
@@ -199,17 +203,22 @@ class ContinualLearner(StreamModule):
         cfg = self.config
         params = {name: p.detach().clone().requires_grad_(True) for name, p in state.params.items()}
         statistics = {name: b.clone() for name, b in state.statistics.items()}  # BatchNorm updates them in place
-        logits = self._logits(params, statistics, images, train=True)
+        earlier = bool((state.memory.tasks[:filled(state.memory)] < task).any())  # replay from the second task
+        picks = [replay(state.memory, len(labels) if weight > 0 and earlier else 0, generator)
+                 for weight in (cfg.alpha, cfg.beta)]
+        if cfg.joint_forward:
+            batches = [images] + [state.memory.images[p] for p in picks]
+            logits, *replayed = self._logits(params, statistics, torch.cat(batches), train=True).split(
+                [len(b) for b in batches])
+        else:
+            logits = self._logits(params, statistics, images, train=True)
+            replayed = [self._logits(params, statistics, state.memory.images[p], train=True) if len(p) else
+                        logits[:0] for p in picks]
         masked_logits = logits
         if self.tasks is not None:
             hidden = torch.ones(self.classes, dtype=torch.bool)
             hidden[list(self.tasks[task])] = False
             masked_logits = logits.masked_fill(hidden, float("-inf"))
-        earlier = bool((state.memory.tasks[:filled(state.memory)] < task).any())  # replay from the second task
-        picks = [replay(state.memory, len(labels) if weight > 0 and earlier else 0, generator)
-                 for weight in (cfg.alpha, cfg.beta)]
-        replayed = [self._logits(params, statistics, state.memory.images[p], train=True) if len(p) else
-                    logits[:0] for p in picks]
         loss = derpp_loss(masked_logits, labels, replayed[0], state.memory.logits[picks[0]], replayed[1],
                           state.memory.labels[picks[1]], cfg.alpha, cfg.beta)
         grads = dict(zip(params, torch.autograd.grad(loss, list(params.values()), allow_unused=True)))

@@ -1,7 +1,8 @@
 """The continual-learning methods compared by ``streamlmu continual`` and ``bench/continual.py``, built one way.
 
 * ``finetune``: SGD on each task in turn, nothing kept (the lower bound);
-* ``derpp``: dense DER++ with a reservoir buffer, as mammoth runs it (every class in the cross-entropy);
+* ``derpp``: dense DER++ with a reservoir buffer, every class in the cross-entropy (as mammoth and
+  avalanche-lib);
 * ``derpp-masked``: dense DER++ with the current batch's other-task classes masked, as SparCL's code does;
 * ``sparcl``: ``derpp-masked`` with SparCL's three parts: weight masks at ``sparsity`` (TDM), gradient masks
   (DGM) and dynamic data removal of each task's images;
