@@ -29,13 +29,14 @@ def avalanche_der(split: Split, net: str, width: int, epochs: int, batch: int, s
         from avalanche.training import DER
         from avalanche.training.plugins import EvaluationPlugin
     torch.manual_seed(seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     model = network(net, split, width)
     tasks = range(len(split.tasks))
     bench = tensors_benchmark([list(split.task(t)) for t in tasks], [list(split.task(t, "test")) for t in tasks],
                               task_labels=[0] * len(split.tasks))
     strategy = DER(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=lr), mem_size=buffer,
                    batch_size_mem=batch, alpha=alpha, beta=beta, train_mb_size=batch, train_epochs=epochs,
-                   eval_mb_size=256, device="cpu", evaluator=EvaluationPlugin(loggers=[]))
+                   eval_mb_size=256, device=device, evaluator=EvaluationPlugin(loggers=[]))
     start = time.perf_counter()
     for experience in bench.train_stream:
         strategy.train(experience, num_workers=0)
@@ -45,7 +46,7 @@ def avalanche_der(split: Split, net: str, width: int, epochs: int, batch: int, s
     with torch.no_grad():
         for t, classes in enumerate(split.tasks):
             images, labels = split.task(t, "test")
-            logits = model(images)
+            logits = model(images.to(device)).cpu()
             own = torch.tensor(classes)
             class_il.append(float((logits.argmax(1) == labels).float().mean()))
             task_il.append(float((own[logits[:, own].argmax(1)] == labels).float().mean()))

@@ -247,6 +247,23 @@ def test_joint_forward_changes_only_the_batch_that_batchnorm_sees():
                               atol=1e-4)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_learner_on_the_gpu_learns_as_on_the_cpu():
+    from streamlmu.vision.forgetting import forgetting_init
+    learner, split = _digits_learner(sparsity=0.75)
+    states = [learner.init_state(device=device)._replace(forgetting=forgetting_init(200)) for device in ("cpu", "cuda")]
+    for batch in list(_batches(split, 0, steps=3)) + list(_batches(split, 1, steps=3)):
+        states = [learner.step(batch, state)[1] for state in states]
+    states = [learner.update_masks(state) for state in states]
+    cpu, gpu = states
+    assert gpu.params["classifier.weight"].is_cuda and gpu.memory.images.is_cuda
+    for name, value in cpu.params.items():
+        assert torch.allclose(value, gpu.params[name].cpu(), atol=1e-4), name
+    assert torch.equal(cpu.forgetting.shown, gpu.forgetting.shown) and float(cpu.flops) == float(gpu.flops)
+    logits = learner.predictor(gpu)(split.task(0, "test")[0][:8, None])[0]
+    assert logits.is_cuda and logits.shape == (8, 1, 10)
+
+
 def test_learner_names_bad_input_and_its_predictor_keeps_the_contract():
     from streamlmu.testing import check_stream_op
     from streamlmu.vision.continual import labelled

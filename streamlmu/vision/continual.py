@@ -134,15 +134,18 @@ class ContinualLearner(StreamModule):
 
     def init_state(self, batch_size: int = 1, dtype: torch.dtype = torch.float32,
                    device: torch.device | str | None = None) -> LearnerState:
-        """The learner at its start: the model's weights, its masked layers magnitude-pruned to the target."""
-        params = {name: p.detach().clone() for name, p in self.model.named_parameters()}
+        """The learner at its start: the model's weights, its masked layers magnitude-pruned to the target. The
+        network, its masks and the buffer live on ``device`` (default: the CPU); the forgetting statistics,
+        the random generator and the counters stay on the CPU."""
+        params = {name: p.detach().to(device).clone() for name, p in self.model.named_parameters()}
         masks = {name: magnitude_mask(params[name], self.config.sparsity) for name in self.masked}
         for name, mask in masks.items():
             params[name] = params[name] * mask
         generator = torch.Generator().manual_seed(self.config.seed)
         zero = torch.zeros((), dtype=torch.int64)
-        return LearnerState(params, {name: b.detach().clone() for name, b in self.model.named_buffers()}, masks,
-                            dict(masks), {}, empty_buffer(self.config.buffer, self.image_shape, self.classes),
+        statistics = {name: b.detach().to(device).clone() for name, b in self.model.named_buffers()}
+        return LearnerState(params, statistics, masks, dict(masks), {},
+                            empty_buffer(self.config.buffer, self.image_shape, self.classes, device),
                             forgetting_init(0), generator.get_state(), zero, zero.clone(),
                             zero.clone(), torch.zeros((), dtype=torch.float64))
 
@@ -184,19 +187,20 @@ class ContinualLearner(StreamModule):
     def step(self, x: Labelled, state: LearnerState) -> tuple[Tensor, LearnerState]:
         """One batch: ``(B, classes)`` logits predicted before learning, and the state after learning."""
         x = self._check(x, state)
-        images = x.images.float()
+        images = x.images.to(state.memory.images.device).float()
         with torch.no_grad():
             predicted = self._logits(state.params, state.statistics, images, train=False)
         learn = x.labels >= 0
         if not bool(learn.any()):
             return predicted, state._replace(steps=state.steps + 1, task=x.task[0].clone())
-        return predicted, self._learn(images[learn], x.labels[learn], int(x.task[0]), x.index[learn], state)
+        return predicted, self._learn(images[learn.to(images.device)], x.labels[learn], int(x.task[0]),
+                                      x.index[learn].cpu(), state)
 
     def _learn(self, images: Tensor, labels: Tensor, task: int, index: Tensor, state: LearnerState) -> LearnerState:
         generator = torch.Generator()
         generator.set_state(state.rng)
         with torch.enable_grad():  # learning needs gradients even where the caller turned them off
-            return self._learn_batch(images, labels, task, index, state, generator)
+            return self._learn_batch(images, labels.to(images.device), task, index, state, generator)
 
     def _learn_batch(self, images: Tensor, labels: Tensor, task: int, index: Tensor, state: LearnerState,
                      generator: torch.Generator) -> LearnerState:
@@ -204,7 +208,7 @@ class ContinualLearner(StreamModule):
         params = {name: p.detach().clone().requires_grad_(True) for name, p in state.params.items()}
         statistics = {name: b.clone() for name, b in state.statistics.items()}  # BatchNorm updates them in place
         earlier = bool((state.memory.tasks[:filled(state.memory)] < task).any())  # replay from the second task
-        picks = [replay(state.memory, len(labels) if weight > 0 and earlier else 0, generator)
+        picks = [replay(state.memory, len(labels) if weight > 0 and earlier else 0, generator).to(images.device)
                  for weight in (cfg.alpha, cfg.beta)]
         if cfg.joint_forward:
             batches = [images] + [state.memory.images[p] for p in picks]
@@ -216,7 +220,7 @@ class ContinualLearner(StreamModule):
                         logits[:0] for p in picks]
         masked_logits = logits
         if self.tasks is not None:
-            hidden = torch.ones(self.classes, dtype=torch.bool)
+            hidden = torch.ones(self.classes, dtype=torch.bool, device=logits.device)
             hidden[list(self.tasks[task])] = False
             masked_logits = logits.masked_fill(hidden, float("-inf"))
         loss = derpp_loss(masked_logits, labels, replayed[0], state.memory.logits[picks[0]], replayed[1],
@@ -245,7 +249,7 @@ class ContinualLearner(StreamModule):
         forgetting = state.forgetting
         tracked = len(state.forgetting.shown)
         if tracked and bool(((index >= 0) & (index < tracked)).all()):
-            forgetting = record(forgetting, index, logits.argmax(1) == labels)
+            forgetting = record(forgetting, index, (logits.argmax(1) == labels).cpu())
         samples = len(labels) + sum(len(p) for p in picks)
         density = {name: float(state.masks[name].float().mean()) for name in self.masked}
         grad_density = {name: float(gradient_masks[name].float().mean()) for name in self.masked}
@@ -295,16 +299,17 @@ class Classifier(Map):
     def __init__(self, model: nn.Module, params: dict, statistics: dict, input_frame: Frame, classes: int):
         super().__init__(self._logits, name=f"{type(model).__name__} classifier")
         self.model, self.weights, self.input_frame, self.classes = model, {**params, **statistics}, input_frame, classes
+        self.device = next(iter(params.values())).device
 
     def _logits(self, x: Tensor) -> Tensor:
-        """``(B, C, H, W) -> (B, classes)`` in eval mode."""
+        """``(B, C, H, W) -> (B, classes)`` in eval mode, on the device of the weights."""
         self.input_frame.check(x, time=False)
         self.model.eval()
         with torch.no_grad():
-            return functional_call(self.model, self.weights, (x.float(),))
+            return functional_call(self.model, self.weights, (x.to(self.device).float(),))
 
     def forward(self, x: Tensor, state: tuple | None = None) -> tuple[Tensor, tuple]:
         self.input_frame.check(x)
         if x.shape[1] == 0:
-            return x.new_zeros(x.shape[0], 0, self.classes, dtype=torch.float32), ()
+            return torch.zeros(x.shape[0], 0, self.classes, device=self.device), ()
         return self._logits(x.flatten(0, 1)).view(x.shape[0], x.shape[1], -1), ()

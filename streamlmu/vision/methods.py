@@ -52,8 +52,9 @@ def network(kind: str, split: Split, width: int):
 
 def run_method(method: str, split: Split, schedule: Schedule, config: ContinualConfig = ContinualConfig(),
                net: str = "small", width: int = 32, progress: bool = False) -> dict:
-    """Train ``method`` on ``split`` with ``schedule`` and ``config`` (its sparsity used by ``sparcl`` only):
-    final class-IL and task-IL accuracy, backward transfer, training FLOPs, wall time, the accuracy matrix."""
+    """Train ``method`` on ``split`` with ``schedule`` and ``config`` (its sparsity used by ``sparcl`` only), on
+    the GPU when there is one: final class-IL and task-IL accuracy, backward transfer, training FLOPs, wall
+    time, the accuracy matrix."""
     import torch
     if method not in METHODS:
         raise ValueError(f"the method must be one of {', '.join(METHODS)} (got {method!r})")
@@ -67,16 +68,17 @@ def run_method(method: str, split: Split, schedule: Schedule, config: ContinualC
         schedule = replace(schedule, removal=0.0)
     if method in ("finetune", "joint"):
         config = replace(config, alpha=0.0, beta=0.0)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     if method == "joint":
         together = Split(split.name, split.train, split.test, (tuple(range(split.classes)),))
         learner = ContinualLearner(model, config, split.image_shape, None)
-        result = train_tasks(learner, together, schedule, progress=progress)
+        result = train_tasks(learner, together, schedule, learner.init_state(device=device), progress=progress)
         class_il, task_il = evaluate(learner, result.state, split)
         matrix, bwt = np.array([class_il]), 0.0
     else:
         masked = method in ("derpp-masked", "sparcl")
         learner = ContinualLearner(model, config, split.image_shape, split.tasks if masked else None)
-        result = train_tasks(learner, split, schedule, progress=progress)
+        result = train_tasks(learner, split, schedule, learner.init_state(device=device), progress=progress)
         class_il, task_il, matrix, bwt = result.class_il[-1], result.task_il[-1], result.class_il, \
             result.backward_transfer
     return {"method": method, "sparsity": config.sparsity, "seed": config.seed,

@@ -28,12 +28,14 @@ class Buffer(NamedTuple):
     seen: Tensor
 
 
-def empty_buffer(size: int, image_shape: tuple[int, ...], classes: int) -> Buffer:
+def empty_buffer(size: int, image_shape: tuple[int, ...], classes: int,
+                 device: torch.device | str | None = None) -> Buffer:
+    """An empty buffer of ``size`` slots, its images, labels, logits and tasks on ``device`` (``seen`` on the CPU)."""
     if size < 1:
         raise ValueError(f"the buffer needs at least one slot (got {size})")
-    return Buffer(torch.zeros(size, *image_shape), torch.full((size,), -1, dtype=torch.int64),
-                  torch.zeros(size, classes), torch.full((size,), -1, dtype=torch.int64),
-                  torch.zeros((), dtype=torch.int64))
+    empty = torch.full((size,), -1, dtype=torch.int64, device=device)
+    return Buffer(torch.zeros(size, *image_shape, device=device), empty, torch.zeros(size, classes, device=device),
+                  empty.clone(), torch.zeros((), dtype=torch.int64))
 
 
 def filled(buffer: Buffer) -> int:
@@ -54,10 +56,11 @@ def reservoir_add(buffer: Buffer, images: Tensor, labels: Tensor, logits: Tensor
         seen += 1
     if not rows:
         return buffer._replace(seen=torch.tensor(seen))
-    at, pick = torch.tensor(list(rows)), torch.tensor(list(rows.values()))
+    device = buffer.images.device
+    at, pick = torch.tensor(list(rows), device=device), torch.tensor(list(rows.values()), device=device)
     new = [field.clone() for field in buffer[:4]]
     for field, values in zip(new, (images.detach(), labels, logits.detach(), torch.full_like(labels, task))):
-        field[at] = values[pick].to(field.dtype)
+        field[at] = values.to(device)[pick].to(field.dtype)
     return Buffer(*new, torch.tensor(seen))
 
 

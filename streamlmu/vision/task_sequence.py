@@ -89,7 +89,8 @@ def evaluate(learner: ContinualLearner, state: LearnerState, split: Split, tasks
     class_il, task_il = [], []
     for t, classes in enumerate(split.tasks[:tasks]):
         images, labels = split.task(t, "test")
-        logits = torch.cat([predictor(images[i:i + batch, None])[0][:, 0] for i in range(0, len(labels), batch)])
+        logits = torch.cat([predictor(images[i:i + batch, None])[0][:, 0].cpu()
+                            for i in range(0, len(labels), batch)])
         class_il.append(float((logits.argmax(1) == labels).float().mean()))
         own = torch.tensor(classes)
         task_il.append(float((own[logits[:, own].argmax(1)] == labels).float().mean()))
