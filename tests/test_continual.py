@@ -6,7 +6,7 @@ from torch.nn import functional as F
 
 from streamlmu.vision.backbones import ResNet18, SmallCNN
 from streamlmu.vision.forgetting import forgetting_init, least_forgotten, record
-from streamlmu.vision.rehearsal import derpp_loss, empty_buffer, filled, replay, reservoir_add
+from streamlmu.vision.rehearsal import balanced_fill, derpp_loss, empty_buffer, filled, replay, reservoir_add
 from streamlmu.vision.sparse_training import gradient_mask, magnitude_mask, prune_and_regrow, sparsity
 
 
@@ -87,6 +87,40 @@ def test_reservoir_fills_in_order_then_keeps_a_uniform_sample():
     expected = 200 * 100 / 10
     chi2 = float(((counts - expected) ** 2 / expected).sum())
     assert chi2 < 27.9, counts  # chi-square, 9 degrees of freedom, p = 0.001
+
+
+def test_balanced_buffer_gives_every_class_an_equal_share():
+    generator = torch.Generator().manual_seed(0)
+    empty = empty_buffer(10, (1, 2, 2), 4)
+
+    def task(labels):
+        ids = torch.arange(len(labels), dtype=torch.float32) + 100 * labels[0]
+        return ids.view(-1, 1, 1, 1).expand(-1, 1, 2, 2).clone(), labels, ids[:, None].expand(-1, 4).clone()
+
+    first = balanced_fill(empty, *task(torch.tensor([0] * 6 + [1] * 6)), 0, generator)
+    assert filled(first) == 10 and first.labels.bincount().tolist() == [5, 5] and int(empty.seen) == 0
+    assert torch.equal(first.logits[:, 0], first.images[:, 0, 0, 0])  # each image keeps its logits
+    assert not first.tasks.any()
+    second = balanced_fill(first, *task(torch.tensor([2] * 2 + [3] * 6)), 1, generator)
+    # 10 slots over four classes: class 2 has only two images, and its spare slots go to the others
+    assert second.labels.bincount().tolist() == [3, 3, 2, 2] and int(second.seen) == 20
+    assert set(second.images[second.labels < 2, 0, 0, 0].tolist()) <= set(first.images[:, 0, 0, 0].tolist())
+    assert torch.equal(second.tasks, (second.labels >= 2).long())
+
+
+def test_a_balanced_buffer_learner_fills_its_buffer_at_the_end_of_a_task():
+    learner, split = _digits_learner(buffer_policy="balanced")
+    state = learner.init_state()
+    for batch in _batches(split, 0, steps=3):
+        _, state = learner.step(batch, state)
+    assert filled(state.memory) == 0  # nothing stored during the task
+    images, labels = split.task(0)
+    state = learner.end_task(state, images, labels)
+    assert filled(state.memory) == 40 and state.memory.labels.bincount().tolist() == [20, 20]
+    stored = learner.predictor(state)(state.memory.images[:, None])[0][:, 0]
+    assert torch.allclose(stored, state.memory.logits, atol=1e-5)  # the logits of the network at the end
+    with pytest.raises(ValueError, match="buffer_policy"):
+        _digits_learner(buffer_policy="fifo")
 
 
 def test_derpp_loss_adds_the_logit_and_label_replays():
@@ -340,7 +374,8 @@ def test_the_benchmark_runs_reduced(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "runs" / "bench-continual-quick" / "results.json").read_text())
     summary = report["datasets"]["digits"]["summary"]
-    assert {"fine-tuning", "DER++ (dense)", "SparCL-DER++ 75%", "SparCL-DER++ 90%", "joint training"} <= set(summary)
+    assert {"fine-tuning", "DER++ (dense, class-balanced buffer)", "DER++ (dense, class-masked)", "SparCL-DER++ 75%",
+            "SparCL-DER++ 90%", "joint training"} <= set(summary)
     assert summary["SparCL-DER++ 90%"]["flops_vs_dense"] > summary["SparCL-DER++ 75%"]["flops_vs_dense"] > 1
     assert (tmp_path / "runs" / "bench-continual-quick" / "accuracy_digits.png").is_file()
 

@@ -11,7 +11,9 @@ images (label -1: predict only). Learning is DER++ (Buzzega et al. 2020): the cr
 with the classes of other tasks masked when ``tasks`` is given, as SparCL's code does, plus ``alpha`` times
 the MSE between the logits of a replayed batch and those stored with it and ``beta`` times the
 cross-entropy on the labels of another, both drawn from a reservoir buffer once it holds images of an earlier
-task (SparCL's code replays from the second task on); plain SGD, no momentum. With ``joint_forward`` (the
+task (SparCL's code replays from the second task on); plain SGD, no momentum. With ``buffer_policy``
+``"balanced"`` the buffer is avalanche-lib's instead: class-balanced, filled by :meth:`ContinualLearner.end_task`
+at the end of each task with the logits of the network at that point. With ``joint_forward`` (the
 default) the batch and its replays pass the network together, so BatchNorm normalises them as one batch,
 as avalanche-lib's DER does; mammoth and SparCL's code pass them one by one (``joint_forward=False``). With
 ``sparsity`` > 0 the layers ``model.masked_weights()`` names are sparse: they start magnitude-pruned, their
@@ -38,12 +40,15 @@ from torch.func import functional_call
 
 from streamlmu.stream import Frame, Map, StreamModule, register_state
 from streamlmu.vision.forgetting import Forgetting, forgetting_init, record
-from streamlmu.vision.rehearsal import Buffer, derpp_loss, empty_buffer, filled, replay, reservoir_add
+from streamlmu.vision.rehearsal import (Buffer, balanced_fill, derpp_loss, empty_buffer, filled, replay,
+                                        reservoir_add)
 from streamlmu.vision.sparse_training import gradient_mask, magnitude_mask, prune_and_regrow
 from streamlmu.vision.train_flops import layer_macs, training_flops
 
 register_state(Buffer)
 register_state(Forgetting)
+
+BUFFER_POLICIES = ("reservoir", "balanced")
 
 
 @dataclass(frozen=True)
@@ -62,11 +67,14 @@ class ContinualConfig:
     gradient_percentile: float = 0.8     # DGM (with sparsity); 0: weight masks only
     gradient_every: int = 30
     joint_forward: bool = True           # current and replayed images in one forward (one BatchNorm batch)
+    buffer_policy: str = "reservoir"     # or "balanced": class-balanced, filled at the end of each task
     seed: int = 0
 
     def check(self) -> None:
         if self.lr <= 0 or self.buffer < 1 or self.alpha < 0 or self.beta < 0 or self.gradient_every < 1:
             raise ValueError("lr must be > 0, buffer and gradient_every >= 1, alpha and beta >= 0")
+        if self.buffer_policy not in BUFFER_POLICIES:
+            raise ValueError(f"buffer_policy must be one of {', '.join(BUFFER_POLICIES)} (got {self.buffer_policy!r})")
         if not 0 <= self.sparsity < 1 or not 0 <= self.gradient_percentile < 1:
             raise ValueError(f"sparsity and gradient_percentile must be in [0, 1) (got {self.sparsity}, "
                              f"{self.gradient_percentile})")
@@ -244,7 +252,7 @@ class ContinualLearner(StreamModule):
                 updated = p.detach() - cfg.lr * g
                 new_params[name] = updated * state.masks[name] if name in state.masks else updated
         memory = state.memory
-        if cfg.alpha > 0 or cfg.beta > 0:  # plain fine-tuning keeps no buffer
+        if (cfg.alpha > 0 or cfg.beta > 0) and cfg.buffer_policy == "reservoir":  # fine-tuning keeps no buffer
             memory = reservoir_add(memory, images, labels, logits, task, generator)
         forgetting = state.forgetting
         tracked = len(state.forgetting.shown)
@@ -285,6 +293,21 @@ class ContinualLearner(StreamModule):
         params = {name: p * masks[name] if name in masks else p for name, p in state.params.items()}
         return state._replace(params=params, masks=masks, gradient_masks=dict(masks), rng=generator.get_state(),
                               since_masks=torch.zeros((), dtype=torch.int64))
+
+    def end_task(self, state: LearnerState, images: Tensor, labels: Tensor, batch: int = 256) -> LearnerState:
+        """The end of a task whose training images were ``images (N, C, H, W)`` with ``labels (N,)``: with the
+        ``balanced`` buffer policy they are offered to the buffer with the logits of the network as it now is
+        (eval mode), as avalanche-lib's DER stores them; nothing to do with the reservoir."""
+        if self.config.buffer_policy != "balanced" or not (self.config.alpha > 0 or self.config.beta > 0):
+            return state
+        with torch.no_grad():
+            logits = torch.cat([self._logits(state.params, state.statistics,
+                                             images[i:i + batch].to(state.memory.images.device).float(), train=False)
+                                for i in range(0, len(labels), batch)])
+        generator = torch.Generator()
+        generator.set_state(state.rng)
+        memory = balanced_fill(state.memory, images, labels, logits, int(state.task), generator)
+        return state._replace(memory=memory, rng=generator.get_state())
 
     def predictor(self, state: LearnerState) -> "Classifier":
         """The network with ``state``'s weights as a stream operator of its own (eval mode)."""

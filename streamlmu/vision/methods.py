@@ -1,8 +1,8 @@
 """The continual-learning methods compared by ``streamlmu continual`` and ``bench/continual.py``, built one way.
 
 * ``finetune``: SGD on each task in turn, nothing kept (the lower bound);
-* ``derpp``: dense DER++ with a reservoir buffer, every class in the cross-entropy (as mammoth and
-  avalanche-lib);
+* ``derpp``: dense DER++, every class in the cross-entropy (as mammoth and avalanche-lib; the config's
+  ``buffer_policy`` picks mammoth's reservoir or avalanche-lib's class-balanced buffer);
 * ``derpp-masked``: dense DER++ with the current batch's other-task classes masked, as SparCL's code does;
 * ``sparcl``: ``derpp-masked`` with SparCL's three parts: weight masks at ``sparsity`` (TDM), gradient masks
   (DGM) and dynamic data removal of each task's images;
@@ -81,7 +81,8 @@ def run_method(method: str, split: Split, schedule: Schedule, config: ContinualC
         result = train_tasks(learner, split, schedule, learner.init_state(device=device), progress=progress)
         class_il, task_il, matrix, bwt = result.class_il[-1], result.task_il[-1], result.class_il, \
             result.backward_transfer
-    return {"method": method, "sparsity": config.sparsity, "seed": config.seed,
+    return {"method": method, "sparsity": config.sparsity, "buffer_policy": config.buffer_policy,
+            "seed": config.seed,
             "class_il": float(np.mean(class_il)), "task_il": float(np.mean(task_il)), "bwt": bwt,
             "flops": result.flops, "seconds": round(result.seconds, 2), "kept": result.kept,
             "class_il_matrix": np.asarray(matrix).tolist()}

@@ -3,8 +3,9 @@
     Buffer(images (S, C, H, W), labels (S,), logits (S, K), tasks (S,), seen ())
 
 DER++ (Buzzega et al., NeurIPS 2020; mammoth) keeps a uniform sample of every example seen so far (reservoir
-sampling) with its label and the logits the network gave it then, and adds to the loss on the current
-batch ``alpha`` times the mean squared error between the network's logits on one replayed batch and the
+sampling, :func:`reservoir_add`) with its label and the logits the network gave it then (avalanche-lib's DER
+instead fills a class-balanced buffer at the end of each task, :func:`balanced_fill`), and adds to the loss on
+the current batch ``alpha`` times the mean squared error between the network's logits on one replayed batch and the
 stored ones, and ``beta`` times the cross-entropy on the labels of another. Slots not yet filled hold label
 -1. The buffer is a state of tensors: :func:`reservoir_add` returns a new one and leaves its input as it was.
 """
@@ -62,6 +63,27 @@ def reservoir_add(buffer: Buffer, images: Tensor, labels: Tensor, logits: Tensor
     for field, values in zip(new, (images.detach(), labels, logits.detach(), torch.full_like(labels, task))):
         field[at] = values.to(device)[pick].to(field.dtype)
     return Buffer(*new, torch.tensor(seen))
+
+
+def balanced_fill(buffer: Buffer, images: Tensor, labels: Tensor, logits: Tensor, task: int,
+                  generator: torch.Generator) -> Buffer:
+    """Avalanche-lib's class-balanced buffer, filled once at the end of a task: of the examples held and the
+    task's (``images (B, C, H, W)``, ``labels (B,)``, ``logits (B, K)``), every class keeps an equal share of
+    the slots, drawn at random (a class with fewer examples leaves its spare slots to the others)."""
+    held = filled(buffer)
+    pool = [torch.cat([old[:held], new.detach().to(old.device, old.dtype)]) for old, new in
+            zip(buffer[:4], (images, labels, logits, torch.full_like(labels, task)))]
+    classes = pool[1].unique()
+    rank = torch.empty(len(pool[1]), dtype=torch.int64)
+    for c in classes.tolist():  # each class's examples in random order: 0, 1, 2, ...
+        rows = (pool[1] == c).nonzero().squeeze(1).cpu()
+        rank[rows[torch.randperm(len(rows), generator=generator)]] = torch.arange(len(rows))
+    position = torch.searchsorted(classes.cpu(), pool[1].cpu())
+    keep = torch.argsort(rank * len(classes) + position)[:len(buffer.labels)].to(buffer.images.device)
+    new = [field.clone() for field in buffer[:4]]
+    for field, values in zip(new, pool):
+        field[:len(keep)] = values[keep]
+    return Buffer(*new, buffer.seen + len(labels))
 
 
 def replay(buffer: Buffer, batch: int, generator: torch.Generator) -> Tensor:

@@ -126,6 +126,7 @@ def train_tasks(learner: ContinualLearner, split: Split, schedule: Schedule = Sc
                 state = state._replace(forgetting=forgetting_init(len(labels)))
                 removals += 1
             state = _epoch(learner, state, images, labels, active, t, schedule.batch, rng)
+        state = learner.end_task(state, images[active], labels[active])
         seconds += time.perf_counter() - start
         kept.append(int(active.sum()))
         class_il[t, :t + 1], task_il[t, :t + 1] = evaluate(learner, state, split, t + 1)
