@@ -3,10 +3,10 @@
 Per dataset and seed, side by side: fine-tuning (the lower bound), dense DER++ configured as avalanche-lib's
 DER (every class in the cross-entropy, a class-balanced buffer filled at the end of each task), dense DER++
 as SparCL's code runs it (other tasks' classes masked, a reservoir buffer), avalanche-lib's DER on the same
-split (the peer, when installed), SparCL-DER++
-at 75 % and 90 % weight sparsity, and joint training (the upper bound), with the same network, schedule and
-learning rate: final class-IL and task-IL accuracy, backward transfer, training FLOPs relative to SparCL's
-dense DER++ of the same seed (counted from what ran: masks, removed images, replays) and wall time.
+split (the peer, when installed), SparCL-DER++ at 75 % and 90 % weight sparsity, and joint training (the
+upper bound), with the same network, schedule and learning rate: final class-IL and task-IL accuracy,
+backward transfer, training FLOPs relative to SparCL's dense DER++ of the same seed (counted from what ran:
+masks, removed images, replays) and wall time.
 
 Targets: SparCL-DER++ at 75 % within 2 points of dense DER++ class-IL accuracy (or better) at >= 4x fewer
 training FLOPs; our dense DER++ within 2 points of avalanche's DER. Writes ``bench/results/continual.json``,
@@ -54,7 +54,8 @@ def label(method: str, sparsity: float) -> str:
 
 
 def summarise(rows: list[dict]) -> dict[str, dict]:
-    """Mean and standard deviation over seeds of each variant's figures, FLOPs relative to dense DER++."""
+    """Mean and standard deviation over seeds of each variant's figures, FLOPs relative to the class-masked
+    dense DER++ (SparCL's dense counterpart)."""
     dense = {r["seed"]: r["flops"] for r in rows if r["method"] == "derpp-masked"}
     out: dict[str, dict] = {}
     for method, sparsity in VARIANTS + (("avalanche-der", 0.0),):
@@ -129,7 +130,8 @@ def main() -> None:
     for data, entry in report["datasets"].items():
         lines += [f"{data} ({entry['network']} network, width {entry['width']}, {entry['epochs']} epochs a task, "
                   f"{seeds} seeds)", "",
-                  "| method | class-IL | task-IL | backward transfer | training FLOPs vs dense DER++ | seconds |",
+                  "| method | class-IL | task-IL | backward transfer | training FLOPs vs class-masked DER++ "
+                  "| seconds |",
                   "| --- | --- | --- | --- | --- | --- |"]
         lines += [f"| {name} | {s['class_il']:.3f} ± {s['class_il_std']:.3f} | {s['task_il']:.3f} | "
                   f"{s['bwt']:+.3f} | {s['flops_vs_dense']:.2f}x fewer | {s['seconds']:.0f} |"

@@ -138,8 +138,8 @@ def _continual(report: dict) -> list[str]:
                  f"{s['seconds']:.0f}"] for name, s in entry["summary"].items()]
         lines += [f"{data}: {entry['network']} network (width {entry['width']}), {entry['epochs']} epochs a task, "
                   f"batch {entry['batch']}, lr {entry.get('lr', 0.03)}, {report['settings']['seeds']} seeds.", ""]
-        lines += _table(["method", "class-IL", "task-IL", "backward transfer", "fewer training FLOPs than DER++",
-                         "seconds"], rows) + [""]
+        lines += _table(["method", "class-IL", "task-IL", "backward transfer",
+                         "fewer training FLOPs than class-masked DER++", "seconds"], rows) + [""]
     targets = [[t["target"], f"{t['ratio']:.2f}",
                 f"<= {t['maximum']:g}" if "maximum" in t else f">= {t['minimum']:g}",
                 "met" if t["met"] else "**missed**"] for t in report["targets"]]
