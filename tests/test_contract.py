@@ -17,7 +17,7 @@ from streamlmu.audio.resample import Resample
 from streamlmu.engine import StreamRunner
 from streamlmu.models import KWT, Ensemble, KWTConfig, LMUFormer, LMUFormerConfig, SpikingLMUFormer
 from streamlmu.nn import LIF, CausalConv1d, Delay, LMUCell, LMUMemory
-from streamlmu.stream import (IMAGES, SAMPLES, Frame, Map, Pipeline, StreamModule, feature_frame, tree_leaves,
+from streamlmu.stream import (IMAGES, SAMPLES, Frame, Map, Pipeline, State, StreamModule, feature_frame, tree_leaves,
                               tree_map, tree_paths)
 from streamlmu.testing import check_stream_op, randomize_batchnorm
 
@@ -215,6 +215,32 @@ def test_the_detector_example_fires():
     op, x = EXAMPLES[KeywordDetector]
     found, _ = op(x)
     assert (found.keyword >= 0).sum() >= 4 and found.frame[:, -1].tolist() == [59, 59]
+
+
+def _bitwise_equal(a: State, b: State) -> bool:  # NaN (a detector's floor before any frame) equals itself
+    return all(x.shape == y.shape and x.numpy().tobytes() == y.numpy().tobytes()
+               for x, y in zip(tree_leaves(a), tree_leaves(b)))
+
+
+def test_a_donated_keyword_state_is_updated_in_place_with_the_copied_results():
+    lmu, detector = EXAMPLES[LMUFormer][0], EXAMPLES[KeywordDetector][0].config
+    copied, donated = (keyword_pipeline(lmu, detector, window_frames=5, sample_rate=48000, donate_state=d)
+                       for d in (False, True))
+    audio = 0.1 * torch.randn(2, 9000)
+    kept, given = copied.init_state(2), donated.init_state(2)
+    for i, chunk in enumerate(audio.split(700, dim=1)):
+        if i == 6:  # a state the pipeline did not return last: one stream restarted
+            restart = torch.tensor([True, False])
+            kept, given = copied.reset(kept, restart), donated.reset(given, restart)
+        snapshot = tree_map(torch.clone, kept)
+        found, kept_next = copied(chunk, kept)
+        assert _bitwise_equal(snapshot, kept)  # copied: the given state is untouched
+        ring = given[-2][1].ring
+        same, given = donated(chunk, given)
+        assert _bitwise_equal(found, same)
+        assert given[-2][1].ring.data_ptr() == ring.data_ptr()  # donated: the window's memory is reused
+        kept = kept_next
+    assert _bitwise_equal(kept, given)
 
 
 def test_every_operator_of_the_package_has_an_example():

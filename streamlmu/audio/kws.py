@@ -10,7 +10,8 @@ stream operator from samples to detections::
 The session adds what a product needs around it: audio of any dtype and rate, an event queue, an
 optional second-stage verifier, statistics, JSON. Its whole stream state is ``kws.state`` (a pytree of
 tensors: save it with :func:`streamlmu.stream.save_state` mid-word and load it to resume with the same
-events).
+events). The session owns that state and donates it to the pipeline, which updates parts of it in place:
+to keep a snapshot in memory, copy it (``tree_map(torch.clone, kws.state)``).
 
 The model's own head averages its features over every frame since the
 stream began, which suits 1 s clips, not an endless stream. The head is
@@ -147,7 +148,7 @@ class StreamingKWS:
                                        vad_rise=DetectorConfig.vad_rise * self.features.frame_shift_ms / 10.0)
         self.window_frames = frames(window_s, 1)
         self.pipeline = keyword_pipeline(model, self.detector, self.window_frames, blas_min_batch=blas_min_batch,
-                                         int8_min_batch=int8_min_batch)
+                                         int8_min_batch=int8_min_batch, donate_state=True)
         self.verifier = None if verifier is None else self._verifier(verifier, verify_delay_s, verify_threshold)
         self.stats, self.hop_seconds = KWSStats(), LatencyHistogram()
         self.reset()
