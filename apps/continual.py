@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--buffer-policy", choices=("reservoir", "balanced"), default="reservoir",
                         help="reservoir: DER++'s sample of every presentation, logits as they were; balanced: "
                              "class-balanced, filled at the end of each task, as avalanche-lib's DER")
+    parser.add_argument("--shared-replay", action="store_true",
+                        help="one replayed batch for both replay terms, as avalanche-lib's DER (default: two, "
+                             "as DER++ and SparCL's code)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/continual", help="folder for report.json and accuracy.png")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -47,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     schedule = Schedule.scaled(args.epochs, args.batch, args.removal, args.seed)
     config = ContinualConfig(lr=args.lr, buffer=args.buffer, sparsity=args.sparsity,
                              joint_forward=not args.separate_forward, buffer_policy=args.buffer_policy,
-                             seed=args.seed)
+                             shared_replay=args.shared_replay, seed=args.seed)
     row = run_method(args.method, split, schedule, config, args.network, args.width, progress=not args.quiet)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -281,6 +281,20 @@ def test_joint_forward_changes_only_the_batch_that_batchnorm_sees():
                               atol=1e-4)
 
 
+def test_shared_replay_draws_one_batch_for_both_replay_terms():
+    trained = {}
+    for shared in (False, True):
+        learner, split = _digits_learner(shared_replay=shared)
+        state = learner.init_state()
+        for batch in _batches(split, 0, steps=3):
+            _, state = learner.step(batch, state)
+        _, after = learner.step(next(_batches(split, 1, steps=1)), state)  # 16 images and their replays
+        trained[shared] = float(after.flops - state.flops), after.params
+    (two, _), (one, params) = trained[False], trained[True]
+    assert one / two == pytest.approx(2 / 3)  # 16 + 16 images through the network instead of 16 + 2 x 16
+    assert not torch.equal(params["classifier.weight"], trained[False][1]["classifier.weight"])
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_learner_on_the_gpu_learns_as_on_the_cpu():
     from streamlmu.vision.forgetting import forgetting_init
@@ -355,9 +369,10 @@ def test_continual_app_writes_a_report_and_names_bad_data(tmp_path, capsys):
 
     from streamlmu.apps import cli
     assert cli.main(["continual", "--data", "digits", "--method", "derpp", "--epochs", "1", "--quiet",
-                     "--out", str(tmp_path)]) == 0
+                     "--buffer-policy", "balanced", "--shared-replay", "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["method"] == "derpp" and 0 <= report["class_il"] <= report["task_il"] <= 1
+    assert report["buffer_policy"] == "balanced" and report["shared_replay"]
     assert (tmp_path / "accuracy.png").stat().st_size > 0 and "class-IL" in capsys.readouterr().out
     assert cli.main(["continual", "--data", "mnist", "--out", str(tmp_path)]) == 2
     assert "digits, shapes, cifar10:DIR or cifar100:DIR" in capsys.readouterr().err

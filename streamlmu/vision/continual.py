@@ -13,7 +13,8 @@ the MSE between the logits of a replayed batch and those stored with it and ``be
 cross-entropy on the labels of another, both drawn from a reservoir buffer once it holds images of an earlier
 task (SparCL's code replays from the second task on); plain SGD, no momentum. With ``buffer_policy``
 ``"balanced"`` the buffer is avalanche-lib's instead: class-balanced, filled by :meth:`ContinualLearner.end_task`
-at the end of each task with the logits of the network at that point. With ``joint_forward`` (the
+at the end of each task with the logits of the network at that point; with ``shared_replay`` one replayed
+batch serves both replay terms, as in avalanche-lib's DER. With ``joint_forward`` (the
 default) the batch and its replays pass the network together, so BatchNorm normalises them as one batch,
 as avalanche-lib's DER does; mammoth and SparCL's code pass them one by one (``joint_forward=False``). With
 ``sparsity`` > 0 the layers ``model.masked_weights()`` names are sparse: they start magnitude-pruned, their
@@ -68,6 +69,7 @@ class ContinualConfig:
     gradient_every: int = 30
     joint_forward: bool = True           # current and replayed images in one forward (one BatchNorm batch)
     buffer_policy: str = "reservoir"     # or "balanced": class-balanced, filled at the end of each task
+    shared_replay: bool = False          # one replayed batch for both replay terms (avalanche's DER), not two
     seed: int = 0
 
     def check(self) -> None:
@@ -216,8 +218,9 @@ class ContinualLearner(StreamModule):
         params = {name: p.detach().clone().requires_grad_(True) for name, p in state.params.items()}
         statistics = {name: b.clone() for name, b in state.statistics.items()}  # BatchNorm updates them in place
         earlier = bool((state.memory.tasks[:filled(state.memory)] < task).any())  # replay from the second task
+        draws = (cfg.alpha + cfg.beta,) if cfg.shared_replay else (cfg.alpha, cfg.beta)
         picks = [replay(state.memory, len(labels) if weight > 0 and earlier else 0, generator).to(images.device)
-                 for weight in (cfg.alpha, cfg.beta)]
+                 for weight in draws]  # the last one's labels, the first one's logits
         if cfg.joint_forward:
             batches = [images] + [state.memory.images[p] for p in picks]
             logits, *replayed = self._logits(params, statistics, torch.cat(batches), train=True).split(
@@ -231,8 +234,8 @@ class ContinualLearner(StreamModule):
             hidden = torch.ones(self.classes, dtype=torch.bool, device=logits.device)
             hidden[list(self.tasks[task])] = False
             masked_logits = logits.masked_fill(hidden, float("-inf"))
-        loss = derpp_loss(masked_logits, labels, replayed[0], state.memory.logits[picks[0]], replayed[1],
-                          state.memory.labels[picks[1]], cfg.alpha, cfg.beta)
+        loss = derpp_loss(masked_logits, labels, replayed[0], state.memory.logits[picks[0]], replayed[-1],
+                          state.memory.labels[picks[-1]], cfg.alpha, cfg.beta)
         grads = dict(zip(params, torch.autograd.grad(loss, list(params.values()), allow_unused=True)))
         gradient_masks = dict(state.gradient_masks)
         if self.masked and cfg.gradient_percentile > 0 and int(state.since_masks) % cfg.gradient_every == 0:

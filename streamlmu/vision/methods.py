@@ -82,7 +82,7 @@ def run_method(method: str, split: Split, schedule: Schedule, config: ContinualC
         class_il, task_il, matrix, bwt = result.class_il[-1], result.task_il[-1], result.class_il, \
             result.backward_transfer
     return {"method": method, "sparsity": config.sparsity, "buffer_policy": config.buffer_policy,
-            "seed": config.seed,
+            "shared_replay": config.shared_replay, "seed": config.seed,
             "class_il": float(np.mean(class_il)), "task_il": float(np.mean(task_il)), "bwt": bwt,
             "flops": result.flops, "seconds": round(result.seconds, 2), "kept": result.kept,
             "class_il_matrix": np.asarray(matrix).tolist()}
