@@ -7,7 +7,8 @@ setup(
     "LMUFormer and spiking models as exact frame-by-frame stream operators.",
     python_requires=">=3.10",
     packages=["streamlmu", "streamlmu.nn", "streamlmu.models", "streamlmu.audio", "streamlmu.data",
-              "streamlmu.train", "streamlmu.vision", "streamlmu.pretrained", "streamlmu.kernels", "streamlmu.apps"],
+              "streamlmu.train", "streamlmu.vision", "streamlmu.vision.caption", "streamlmu.pretrained",
+              "streamlmu.kernels", "streamlmu.apps"],
     package_data={"streamlmu.pretrained": ["*.pt", "*.md", "*.json", "*.wav"]},
     package_dir={
         "streamlmu": "streamlmu",
@@ -29,7 +30,8 @@ setup(
     ],
     extras_require={
         # ultralytics is AGPL-3.0: the detector stays an optional extra
-        "vision": ["ultralytics==8.4.190", "torch-pruning==1.6.1", "opencv-python", "scikit-image"],
+        "vision": ["ultralytics==8.4.190", "torch-pruning==1.6.1", "opencv-python", "scikit-image",
+                   "open_clip_torch==3.3.0", "pycocoevalcap==1.2"],
     },
     entry_points={"console_scripts": ["streamlmu=streamlmu.apps.cli:main"]},
 )

@@ -1,0 +1,195 @@
+"""The captioner's parts: CLIP towers, concepts, modulator, fusion model, decoding, distillation, checkpoints."""
+import pytest
+import torch
+
+pytest.importorskip("open_clip")
+
+from streamlmu.vision.caption.clip import CLIPConfig, ClipTowers, build_clip, load_clip_weights  # noqa: E402
+from streamlmu.vision.caption.concepts import ChannelModulator, ConceptExtractor  # noqa: E402
+from streamlmu.vision.caption.distill import (attention_distillation, hidden_distillation, layer_map,  # noqa: E402
+                                              token_distillation)
+from streamlmu.vision.caption.fusion import FusionConfig  # noqa: E402
+from streamlmu.vision.caption.model import CaptionConfig, CaptionModel, load_captioner, save_captioner  # noqa: E402
+from streamlmu.vision.caption.vocab import BOS, EOS, PAD, Vocabulary  # noqa: E402
+
+TINY_CLIP = CLIPConfig(embed_dim=32, image_size=64, width=8, text_width=32, text_heads=2, text_layers=1,
+                       context_length=12)
+TINY_FUSION = FusionConfig(hidden=32, layers=2, attention_heads=4, intermediate=64, max_words=12,
+                           prediction_heads=2, dropout=0.0)
+WORDS = ["a", "red", "blue", "green", "circle", "square", "triangle", "left", "of", "right", "two", "small"]
+CONCEPTS = ["red", "blue", "green", "circle", "square", "triangle"]
+
+
+@pytest.fixture(scope="module")
+def towers():
+    torch.manual_seed(0)
+    return ClipTowers(build_clip(TINY_CLIP))
+
+
+def _model(towers, **options):
+    torch.manual_seed(1)
+    config = CaptionConfig(fusion=TINY_FUSION, concepts=3, **options)
+    return CaptionModel(towers, Vocabulary(WORDS), CONCEPTS, config).eval()
+
+
+def test_towers_give_a_grid_and_a_unit_embedding_for_any_image_size(towers):
+    images = torch.randint(0, 256, (2, 3, 50, 70), dtype=torch.uint8)
+    grid, embedding = towers.image(images)
+    assert grid.shape == (2, 8 * 32, 2, 2) and towers.grid_size == (2, 2)
+    assert torch.allclose(embedding.norm(dim=1), torch.ones(2), atol=1e-5)
+    same, _ = towers.image(images.float() / 255)
+    assert torch.allclose(grid, same, atol=1e-4)   # uint8 and [0, 1] floats are the same image
+    text = towers.text(["a red circle", "a blue square"])
+    assert text.shape == (2, 32) and torch.allclose(text.norm(dim=1), torch.ones(2), atol=1e-5)
+
+
+@pytest.mark.parametrize("images, message", [
+    (torch.zeros(1, 1, 64, 64), "convert grayscale to RGB"),
+    (torch.zeros(1, 4, 64, 64), r"\(batch, 3, height, width\)"),
+    (torch.zeros(3, 64, 64), r"\(batch, 3, height, width\)"),
+    (torch.zeros(0, 3, 64, 64), "must not be empty"),
+    (torch.zeros(1, 3, 0, 64), "must not be empty")])
+def test_bad_images_are_named(towers, images, message):
+    with pytest.raises(ValueError, match=message):
+        towers.image(images)
+
+
+def test_a_clip_checkpoint_of_another_architecture_is_refused(towers, tmp_path):
+    torch.save(towers.clip.state_dict(), tmp_path / "same.pt")
+    clip = build_clip(TINY_CLIP)
+    load_clip_weights(clip, tmp_path / "same.pt")
+    assert torch.equal(clip.visual.conv1.weight, towers.clip.visual.conv1.weight)
+    other = build_clip(CLIPConfig(embed_dim=32, image_size=64, width=16, text_width=32, text_heads=2,
+                                  text_layers=1, context_length=12))
+    torch.save(other.state_dict(), tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="another architecture"):
+        load_clip_weights(clip, tmp_path / "other.pt")
+    with pytest.raises(FileNotFoundError):
+        load_clip_weights(clip, tmp_path / "missing.pt")
+    with pytest.raises(ValueError, match="unknown CLIP architecture"):
+        build_clip("RN49")
+
+
+def test_vocabulary_round_trips_and_names_unknown_words():
+    vocab = Vocabulary.from_captions(["A red circle.", "a blue circle, left of a square"])
+    assert vocab.tokens[4:7] == ("a", "circle", "blue")  # most frequent first
+    ids = vocab.encode("a red circle")
+    assert ids[0] == BOS and ids[-1] == EOS and vocab.decode(ids + [PAD, PAD]) == "a red circle"
+    assert vocab.encode("a purple circle")[2] == vocab.index["<unk>"]
+    with pytest.raises(KeyError, match="'purple' is not in the captioner's vocabulary"):
+        vocab.encode("a purple circle", unknown="error")
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        vocab.decode([len(vocab)])
+
+
+def test_concept_extractor_ranks_by_similarity_and_learns_from_present_concepts():
+    text = torch.nn.functional.normalize(torch.randn(6, 8), dim=1)
+    extractor = ConceptExtractor(text, k=2)
+    with torch.no_grad():
+        top, logits = extractor(text[[4, 1]] * 3)
+    assert top[:, 0].tolist() == [4, 1] and logits.shape == (2, 6)
+    present = torch.zeros(2, 6)
+    present[0, 4] = present[1, 1] = 1
+    assert float(ConceptExtractor.loss(logits, present)) < float(ConceptExtractor.loss(logits, 1 - present))
+    with pytest.raises(ValueError, match="k must be in"):
+        ConceptExtractor(text, k=7)
+
+
+def test_modulator_is_the_identity_when_its_gates_are_one():
+    modulator = ChannelModulator(16, channels=10)
+    grid = torch.randn(2, 10, 3, 3)
+    with torch.no_grad():
+        torch.nn.init.constant_(modulator.excite.bias, 50.0)   # sigmoid(50) == 1 in float32
+        gates = modulator(torch.randn(2, 4, 16))
+        assert gates.shape == (2, 10) and torch.equal(ChannelModulator.modulate(grid, gates), grid)
+        torch.nn.init.constant_(modulator.excite.bias, -50.0)
+        assert float(ChannelModulator.modulate(grid, modulator(torch.randn(2, 4, 16))).abs().max()) < 1e-10
+
+
+def test_a_word_sees_the_prefix_and_earlier_words_only(towers):
+    model = _model(towers)
+    prefix = model.encode(torch.rand(2, 3, 64, 64))
+    words = torch.tensor([[BOS, 4, 5, 6], [BOS, 7, 8, 9]])
+    logits = model(prefix, words).logits
+    changed = words.clone()
+    changed[:, 3] = 10
+    again = model(prefix, changed).logits
+    assert torch.allclose(logits[:, :, :3], again[:, :, :3], atol=1e-6)
+    assert not torch.allclose(logits[:, :, 3], again[:, :, 3], atol=1e-4)
+    with pytest.raises(ValueError, match="word ids must be in"):
+        model(prefix, torch.tensor([[BOS, 99]] * 2))
+
+
+def test_beam_one_is_greedy(towers):
+    model = _model(towers)
+    prefix = model.encode(torch.rand(3, 3, 64, 64))
+    greedy_ids, greedy_lengths = model.generate(prefix, beam=1, max_words=8)
+    assert greedy_ids.shape == (3, 9) and (greedy_ids.gather(1, greedy_lengths[:, None]) == EOS).all()
+    from streamlmu.vision.caption.decode import beam_search
+    from streamlmu.vision.caption.fusion import FusionModel
+
+    def next_log_probs(rows, words):
+        return FusionModel.log_probs(model.fusion(prefix.concepts[rows], prefix.grid[rows], words).logits[:, :, -1])
+    beam_ids, beam_lengths = beam_search(next_log_probs, 3, beam=1, max_words=8)
+    assert torch.equal(beam_ids, greedy_ids) and torch.equal(beam_lengths, greedy_lengths)
+
+    assert all(isinstance(c, str) for c in model.captions(torch.rand(2, 3, 64, 64), beam=2, max_words=5))
+
+
+def test_ablations_drop_the_concepts_and_the_modulator(towers):
+    plain = _model(towers, modulator=False)
+    assert plain.modulator is None and plain.extractor is not None
+    none = CaptionModel(towers, Vocabulary(WORDS), CONCEPTS, CaptionConfig(fusion=TINY_FUSION, concepts=0)).eval()
+    prefix = none.encode(torch.rand(2, 3, 64, 64))
+    assert prefix.concepts.shape == (2, 0) and none(prefix, torch.tensor([[BOS]] * 2)).logits.shape == (2, 2, 1, 16)
+
+
+def test_distillation_losses_vanish_for_a_student_equal_to_its_teacher(towers):
+    model = _model(towers)
+    with torch.no_grad():
+        out = model(model.encode(torch.rand(2, 3, 64, 64)), torch.tensor([[BOS, 4, 5], [BOS, 6, 7]]), attentions=True)
+    mask = torch.ones(2, 3)
+    same = token_distillation(out.logits[:1], out.logits[:1], mask)
+    assert float(same) == pytest.approx(0.0, abs=1e-6)
+    assert float(token_distillation(out.logits[:1], out.logits[:1] * 3, mask)) > 1e-4
+    identity = torch.nn.Linear(32, 32, bias=False)
+    torch.nn.init.eye_(identity.weight)
+    assert float(hidden_distillation(out.hidden, out.hidden, identity)) == pytest.approx(0.0, abs=1e-10)
+    assert float(attention_distillation(out.attentions, out.attentions)) == 0.0
+    assert len(out.attentions) == 2 and out.attentions[0].shape == (2, 4, 3 + 4 + 3, 3 + 4 + 3)
+    assert layer_map(4, 12) == [3, 6, 9, 12] and layer_map(2, 6) == [3, 6]
+
+
+def test_a_captioner_checkpoint_round_trips(towers, tmp_path):
+    model = _model(towers)
+    save_captioner(model, tmp_path / "captioner.pt", TINY_CLIP)
+    loaded = load_captioner(tmp_path / "captioner.pt")
+    images = torch.rand(2, 3, 64, 64)
+    assert torch.equal(loaded.generate(loaded.encode(images))[0], model.generate(model.encode(images))[0])
+    assert loaded.concept_words == model.concept_words and loaded.vocab.tokens == model.vocab.tokens
+    torch.save({"something": 1}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a captioner"):
+        load_captioner(tmp_path / "other.pt")
+
+
+def test_beam_search_finds_the_caption_greedy_decoding_misses():
+    from streamlmu.vision.caption.decode import beam_search, greedy
+    x, y = 4, 5
+    after = {BOS: {x: 0.6, y: 0.4}, x: {EOS: 0.35, x: 0.33, y: 0.32}, y: {EOS: 1.0}}
+
+    def next_log_probs(rows, words):
+        table = torch.full((len(rows), 6), 1e-9)
+        for r, last in enumerate(words[:, -1].tolist()):
+            for token, p in after.get(last, {EOS: 1.0}).items():
+                table[r, token] = p
+        return table.log()
+    ids, lengths = greedy(next_log_probs, 1, max_words=3)
+    assert ids[0, :2].tolist() == [x, EOS] and lengths.tolist() == [1]           # 0.6 x 0.35 = 0.21
+    ids, lengths = beam_search(next_log_probs, 1, beam=2, max_words=3)
+    assert ids[0].tolist() == [y, EOS, PAD, PAD] and lengths.tolist() == [1]      # 0.4 x 1.0
+    ids, _ = beam_search(next_log_probs, 1, beam=1, max_words=3)
+    assert ids[0, :2].tolist() == [x, EOS]
+    chatty = torch.tensor([[-9.0, -9.0, -3.0, -9.0, -0.1, -9.0]])   # <eos> is never the likeliest word
+    for ids, lengths in (greedy(lambda rows, words: chatty, 1, max_words=3),
+                         beam_search(lambda rows, words: chatty.expand(len(rows), -1), 1, beam=2, max_words=3)):
+        assert ids[0].tolist() == [x, x, x, EOS] and lengths.tolist() == [3]     # cut after max_words
