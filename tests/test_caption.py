@@ -154,7 +154,7 @@ def test_distillation_losses_vanish_for_a_student_equal_to_its_teacher(towers):
     assert float(token_distillation(out.logits[:1], out.logits[:1] * 3, mask)) > 1e-4
     identity = torch.nn.Linear(32, 32, bias=False)
     torch.nn.init.eye_(identity.weight)
-    assert float(hidden_distillation(out.hidden, out.hidden, identity)) == pytest.approx(0.0, abs=1e-10)
+    assert float(hidden_distillation(out.hidden, out.hidden, identity).detach()) == pytest.approx(0.0, abs=1e-10)
     assert float(attention_distillation(out.attentions, out.attentions)) == 0.0
     assert len(out.attentions) == 2 and out.attentions[0].shape == (2, 4, 3 + 4 + 3, 3 + 4 + 3)
     assert layer_map(4, 12) == [3, 6, 9, 12] and layer_map(2, 6) == [3, 6]
