@@ -23,6 +23,7 @@ APPS = {
     "detect-compress": "streamlmu.apps.detect_compress",
     "detect": "streamlmu.apps.detect",
     "continual": "streamlmu.apps.continual",
+    "synth-captions": "streamlmu.apps.synth_captions",
 }
 
 

@@ -193,3 +193,58 @@ def test_beam_search_finds_the_caption_greedy_decoding_misses():
     for ids, lengths in (greedy(lambda rows, words: chatty, 1, max_words=3),
                          beam_search(lambda rows, words: chatty.expand(len(rows), -1), 1, beam=2, max_words=3)):
         assert ids[0].tolist() == [x, x, x, EOS] and lengths.tolist() == [3]     # cut after max_words
+
+
+def test_generated_scenes_are_deterministic_and_their_captions_name_their_concepts(tmp_path):
+    import json
+
+    from streamlmu.apps import cli
+    from streamlmu.vision.caption.data import CaptionSet
+    from streamlmu.vision.caption.scenes import concept_words
+    assert cli.main(["synth-captions", "--out", str(tmp_path / "a"), "--train", "12", "--val", "3", "--test", "3",
+                     "--size", "48", "--quiet"]) == 0
+    cli.main(["synth-captions", "--out", str(tmp_path / "b"), "--train", "12", "--val", "3", "--test", "3",
+              "--size", "48", "--quiet"])
+    first, second = (json.loads((tmp_path / d / "captions.json").read_text()) for d in "ab")
+    assert first == second and (tmp_path / "a" / "images" / "00000.png").read_bytes() == \
+        (tmp_path / "b" / "images" / "00000.png").read_bytes()
+    captions = CaptionSet.load(tmp_path / "a" / "captions.json")
+    images, references = captions.split("test")
+    assert images.shape == (3, 3, 48, 48) and images.dtype == torch.uint8
+    assert all(len(r) == 5 and len(set(r)) == 5 for r in references)
+    assert captions.concepts == concept_words()
+    targets = captions.concept_targets("train")
+    assert targets.shape == (12, len(concept_words())) and (targets.sum(1) >= 4).all()
+    for item, row in zip(captions.of("train"), targets):
+        said = " ".join(item.references)
+        colours = [c for c, on in zip(captions.concepts[:8], row[:8]) if on]   # every colour shown is said
+        assert colours and all(c in said for c in colours), (colours, said)
+    assert cli.main(["synth-captions", "--out", str(tmp_path / "c"), "--train", "0"]) == 2
+
+
+def test_a_coco_karpathy_folder_is_read_with_its_concepts_from_the_captions(tmp_path):
+    import json
+
+    from PIL import Image
+
+    from streamlmu.vision.caption.data import CaptionSet
+    (tmp_path / "val2014").mkdir()
+    Image.new("L", (40, 30), 128).save(tmp_path / "val2014" / "grey.jpg")          # greyscale is read as RGB
+    Image.new("RGB", (20, 20), (255, 0, 0)).save(tmp_path / "val2014" / "red.jpg")
+    images = [{"filepath": "val2014", "filename": "grey.jpg", "split": "restval", "cocoid": 1,
+               "sentences": [{"raw": "A grey wall.", "tokens": ["a", "grey", "wall"]}]},
+              {"filepath": "val2014", "filename": "red.jpg", "split": "test", "cocoid": 2,
+               "sentences": [{"raw": "A red square on a wall", "tokens": []}, {"raw": "red paint", "tokens": []}]}]
+    (tmp_path / "dataset_coco.json").write_text(json.dumps({"images": images, "dataset": "coco"}))
+    captions = CaptionSet.load(tmp_path / "dataset_coco.json")
+    assert captions.concepts == ["red", "wall", "grey", "paint", "square"]       # by count, function words out
+    train, references = captions.split("train", size=32)
+    assert train.shape == (1, 3, 32, 32) and references == [["A grey wall."]]
+    assert captions.concept_targets("test").tolist() == [[1.0, 1.0, 0.0, 1.0, 1.0]]
+    with pytest.raises(ValueError, match="no 'val' images"):
+        captions.split("val")
+    (tmp_path / "bad.json").write_text(json.dumps({"images": [{"file": "x"}]}))
+    with pytest.raises(ValueError, match="Karpathy split format"):
+        CaptionSet.load(tmp_path / "bad.json")
+    with pytest.raises(FileNotFoundError, match="dataset_coco.json"):
+        CaptionSet.load(tmp_path / "missing.json")

@@ -17,7 +17,9 @@ from PIL import Image, ImageDraw
 from streamlmu.vision.splits import Split, consecutive_tasks
 from streamlmu.vision.synth import background_pool, photo_background
 
-SHAPE_CLASSES = ("disk", "square", "triangle", "star", "cross", "ring", "hexagon", "stripes", "checker", "dots")
+SHAPES = ("disk", "square", "triangle", "star", "cross", "ring", "hexagon")
+TEXTURES = ("stripes", "checker", "dots")
+SHAPE_CLASSES = SHAPES + TEXTURES
 _SPRITE = 64  # sprites are drawn at this size, then scaled
 
 
@@ -31,7 +33,8 @@ def _polygon(corners: int, radius: float, inner: float | None = None) -> list[tu
     return points
 
 
-def _texture(kind: str, a: tuple, b: tuple, rng: np.random.Generator) -> Image.Image:
+def texture(kind: str, a: tuple, b: tuple, rng: np.random.Generator) -> Image.Image:
+    """A ``_SPRITE``-pixel RGBA pattern of colours ``a`` and ``b``: ``stripes``, ``checker`` or ``dots``."""
     period = int(rng.integers(6, 14))
     y, x = np.mgrid[:_SPRITE, :_SPRITE]
     if kind == "stripes":
@@ -44,37 +47,55 @@ def _texture(kind: str, a: tuple, b: tuple, rng: np.random.Generator) -> Image.I
     return Image.fromarray(np.dstack([rgb, np.full((_SPRITE, _SPRITE), 255, np.uint8)]).astype(np.uint8), "RGBA")
 
 
+def shape_mask(kind: str) -> Image.Image:
+    """``kind`` (one of :data:`SHAPES`) as a ``_SPRITE``-pixel mask ("L": 255 inside, 0 outside), upright, centred."""
+    mask = Image.new("L", (_SPRITE, _SPRITE), 0)
+    draw, r, c = ImageDraw.Draw(mask), _SPRITE / 2 - 4, _SPRITE / 2
+    if kind == "disk":
+        draw.ellipse((c - r, c - r, c + r, c + r), fill=255)
+    elif kind == "square":
+        draw.rectangle((c - r * 0.8, c - r * 0.8, c + r * 0.8, c + r * 0.8), fill=255)
+    elif kind == "triangle":
+        draw.polygon(_polygon(3, r), fill=255)
+    elif kind == "star":
+        draw.polygon(_polygon(5, r, r * 0.42), fill=255)
+    elif kind == "cross":
+        w = r * 0.32
+        draw.rectangle((c - w, c - r, c + w, c + r), fill=255)
+        draw.rectangle((c - r, c - w, c + r, c + w), fill=255)
+    elif kind == "ring":
+        draw.ellipse((c - r, c - r, c + r, c + r), fill=255)
+        draw.ellipse((c - r * 0.55, c - r * 0.55, c + r * 0.55, c + r * 0.55), fill=0)
+    elif kind == "hexagon":
+        draw.polygon(_polygon(6, r), fill=255)
+    else:
+        raise ValueError(f"unknown shape {kind!r}; shapes are {', '.join(SHAPES)}")
+    return mask
+
+
+def shape_sprite(kind: str, colour: tuple[int, int, int], texture: Image.Image | None = None) -> Image.Image:
+    """``kind`` on a transparent ``_SPRITE``-pixel canvas (RGBA), filled with ``colour`` or cut out of ``texture``."""
+    mask = shape_mask(kind)
+    if texture is not None:
+        sprite = texture.copy()
+        sprite.putalpha(mask)
+        return sprite
+    sprite = Image.new("RGBA", (_SPRITE, _SPRITE), (0, 0, 0, 0))
+    sprite.paste(colour + (255,), mask=mask)
+    return sprite
+
+
 def _sprite(label: int, rng: np.random.Generator) -> Image.Image:
     kind = SHAPE_CLASSES[label]
     colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-    if kind in ("stripes", "checker", "dots"):
+    if kind in TEXTURES:
         other = tuple(int(c) for c in (np.array(colour) + rng.integers(90, 166, 3)) % 256)
-        sprite = _texture(kind, colour, other, rng)
+        sprite = texture(kind, colour, other, rng)
         mask = Image.new("L", (_SPRITE, _SPRITE), 0)
         ImageDraw.Draw(mask).rectangle((6, 6, _SPRITE - 7, _SPRITE - 7), fill=255)
         sprite.putalpha(mask)
         return sprite
-    sprite = Image.new("RGBA", (_SPRITE, _SPRITE), (0, 0, 0, 0))
-    draw, fill, r = ImageDraw.Draw(sprite), colour + (255,), _SPRITE / 2 - 4
-    c = _SPRITE / 2
-    if kind == "disk":
-        draw.ellipse((c - r, c - r, c + r, c + r), fill=fill)
-    elif kind == "square":
-        draw.rectangle((c - r * 0.8, c - r * 0.8, c + r * 0.8, c + r * 0.8), fill=fill)
-    elif kind == "triangle":
-        draw.polygon(_polygon(3, r), fill=fill)
-    elif kind == "star":
-        draw.polygon(_polygon(5, r, r * 0.42), fill=fill)
-    elif kind == "cross":
-        w = r * 0.32
-        draw.rectangle((c - w, c - r, c + w, c + r), fill=fill)
-        draw.rectangle((c - r, c - w, c + r, c + w), fill=fill)
-    elif kind == "ring":
-        draw.ellipse((c - r, c - r, c + r, c + r), fill=fill)
-        draw.ellipse((c - r * 0.55, c - r * 0.55, c + r * 0.55, c + r * 0.55), fill=(0, 0, 0, 0))
-    else:  # hexagon
-        draw.polygon(_polygon(6, r), fill=fill)
-    return sprite
+    return shape_sprite(kind, colour)
 
 
 def shape_image(label: int, rng: np.random.Generator, pool: list[np.ndarray], size: int = 32) -> np.ndarray:

@@ -50,11 +50,11 @@ class DetectionSetConfig:
     seed: int = 0
 
 
-def background_pool() -> list[np.ndarray]:
-    """scikit-image's photographs as RGB uint8 arrays ``(H, W, 3)``."""
+def background_pool(names: tuple[str, ...] = _BACKGROUNDS) -> list[np.ndarray]:
+    """scikit-image's photographs ``names`` (``skimage.data`` functions) as RGB uint8 arrays ``(H, W, 3)``."""
     from skimage import data
     pool = []
-    for name in _BACKGROUNDS:
+    for name in names:
         image = getattr(data, name)()
         image = np.asarray(image[0] if isinstance(image, tuple) else image)  # a stereo pair: its left view
         if image.ndim == 2:
