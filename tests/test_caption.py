@@ -2,15 +2,12 @@
 import pytest
 import torch
 
-pytest.importorskip("open_clip")
-
-from streamlmu.vision.caption.clip import CLIPConfig, ClipTowers, build_clip, load_clip_weights  # noqa: E402
-from streamlmu.vision.caption.concepts import ChannelModulator, ConceptExtractor  # noqa: E402
-from streamlmu.vision.caption.distill import (attention_distillation, hidden_distillation, layer_map,  # noqa: E402
-                                              token_distillation)
-from streamlmu.vision.caption.fusion import FusionConfig  # noqa: E402
-from streamlmu.vision.caption.model import CaptionConfig, CaptionModel, load_captioner, save_captioner  # noqa: E402
-from streamlmu.vision.caption.vocab import BOS, EOS, PAD, Vocabulary  # noqa: E402
+from streamlmu.vision.caption.clip import CLIPConfig, ClipTowers, build_clip, load_clip_weights
+from streamlmu.vision.caption.concepts import ChannelModulator, ConceptExtractor
+from streamlmu.vision.caption.distill import attention_distillation, hidden_distillation, layer_map, token_distillation
+from streamlmu.vision.caption.fusion import FusionConfig
+from streamlmu.vision.caption.model import CaptionConfig, CaptionModel, load_captioner, save_captioner
+from streamlmu.vision.caption.vocab import BOS, EOS, PAD, Vocabulary
 
 TINY_CLIP = CLIPConfig(embed_dim=32, image_size=64, width=8, text_width=32, text_heads=2, text_layers=1,
                        context_length=12)
@@ -248,3 +245,62 @@ def test_a_coco_karpathy_folder_is_read_with_its_concepts_from_the_captions(tmp_
         CaptionSet.load(tmp_path / "bad.json")
     with pytest.raises(FileNotFoundError, match="dataset_coco.json"):
         CaptionSet.load(tmp_path / "missing.json")
+
+
+class _ColourTowers(ClipTowers):
+    """CLIP towers whose image embedding is the frame's mean colour (centred, unit length): a known distance."""
+
+    def image(self, images):
+        grid, _ = super().image(images)
+        x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+        colour = x.mean(dim=(2, 3)) - 0.5
+        embedding = torch.nn.functional.pad(colour, (0, self.clip.visual.output_dim - 3))
+        return grid, torch.nn.functional.normalize(embedding, dim=-1)
+
+
+def _scene(colour, frames, noise=0.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    base = torch.tensor(colour).view(1, 3, 1, 1).expand(frames, 3, 32, 32)
+    return (base + noise * torch.randn(frames, 3, 32, 32, generator=g)).clamp(0, 1)
+
+
+def _captioner(**options):
+    from streamlmu.vision.caption.captioner import Captioner
+    torch.manual_seed(0)
+    towers = _ColourTowers(build_clip(TINY_CLIP))
+    return Captioner(_model(towers), **options)
+
+
+def test_the_captioner_decodes_on_a_cut_and_not_on_sensor_noise():
+    captioner = _captioner(high=0.3, low=0.05, patience=2)
+    frames = torch.cat([_scene((0.9, 0.1, 0.1), 6, noise=0.05), _scene((0.1, 0.2, 0.9), 6, noise=0.05, seed=1)])
+    out, state = captioner(frames[None])
+    assert out.decoded[0].nonzero().squeeze(1).tolist() == [0, 7]       # the first frame, then the cut + patience
+    assert out.changed[0, 0] and not out.changed[0, 1:7].any()
+    assert (out.tokens[0, 1:7] == out.tokens[0, 0]).all() and out.tokens.shape == (1, 12, 11)
+    assert bool(state.started[0]) and int(state.above[0]) == 0
+
+
+def test_the_captioner_recaptions_once_a_gradual_change_settles():
+    captioner = _captioner(high=0.3, low=0.05, patience=1)
+    red, blue = torch.tensor([0.9, 0.1, 0.1]), torch.tensor([0.1, 0.2, 0.9])
+    fade = torch.stack([(red + (blue - red) * k / 8).view(3, 1, 1).expand(3, 32, 32) for k in range(9)])
+    frames = torch.cat([_scene(red.tolist(), 3), fade, _scene(blue.tolist(), 4)])
+    out, state = captioner(frames[None])
+    decoded = out.decoded[0].nonzero().squeeze(1).tolist()
+    assert decoded[0] == 0 and 3 <= decoded[1] <= 3 + 6 and len(decoded) <= 4     # noticed during the fade
+    _, ends = captioner.model.towers.image(torch.cat([_scene(blue.tolist(), 1), _scene(red.tolist(), 1)]))
+    distance = 1 - ends @ state.reference[0]
+    assert float(distance[0]) < 0.05 < float(distance[1])     # the last caption is of the scene it settled on
+    still, _ = captioner(_scene(red.tolist(), 8)[None])
+    assert still.decoded[0].tolist() == [True] + [False] * 7
+
+
+def test_the_captioner_names_bad_frames():
+    captioner = _captioner()
+    with pytest.raises(ValueError, match=r"\(batch, time, channels=3"):
+        captioner(torch.zeros(1, 2, 1, 32, 32))
+    with pytest.raises(ValueError, match="must not be empty"):
+        captioner(torch.zeros(1, 2, 3, 0, 32))
+    with pytest.raises(ValueError, match="CaptionerState of 2 streams"):
+        captioner(torch.zeros(2, 1, 3, 32, 32), captioner.init_state(1))

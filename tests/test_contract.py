@@ -177,9 +177,11 @@ def _examples() -> dict[type, tuple]:
 
 def _vision_examples() -> dict[type, tuple]:
     from streamlmu.vision.backbones import SmallCNN
+    from streamlmu.vision.caption.captioner import Captioner
     from streamlmu.vision.continual import Classifier, ContinualConfig, ContinualLearner, Labelled
     from streamlmu.vision.detect import Detector
     from streamlmu.vision.track import Tracker
+    from test_caption import _captioner
     from test_vision import moving_boxes, untrained_detector
     images = torch.randint(0, 256, (2, 3, 3, 48, 64), dtype=torch.uint8)
     torch.manual_seed(0)
@@ -190,7 +192,8 @@ def _vision_examples() -> dict[type, tuple]:
     return {Detector: (Detector(untrained_detector(), conf=0.001, imgsz=64), images),
             Tracker: (Tracker(max_tracks=4), moving_boxes()),
             ContinualLearner: (learner, stream),  # shared_state: one training batch per time step
-            Classifier: (learner.predictor(learner.init_state()), torch.rand(2, 3, 3, 8, 8))}
+            Classifier: (learner.predictor(learner.init_state()), torch.rand(2, 3, 3, 8, 8)),
+            Captioner: (_captioner(high=0.01, low=0.005, patience=1), torch.rand(2, 4, 3, 32, 32))}
 
 
 BASES = {"LMUFormerBase", "AudioFrames"}  # shared code of the operators below, not operators

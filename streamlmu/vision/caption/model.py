@@ -68,8 +68,13 @@ class CaptionModel(nn.Module):
         return self
 
     def encode(self, images: Tensor) -> Prefix:
+        """``(B, 3, H, W)`` images -> their :class:`Prefix`."""
         with torch.no_grad():
             grid, embedding = self.towers.image(images)
+        return self.prefix(grid, embedding)
+
+    def prefix(self, grid: Tensor, embedding: Tensor) -> Prefix:
+        """The prefix of CLIP's ``grid (B, C, h, w)`` and ``embedding (B, D)``: concepts, modulated grid."""
         if self.extractor is None:
             concepts, logits = grid.new_zeros(grid.shape[0], 0, dtype=torch.int64), grid.new_zeros(grid.shape[0], 0)
         else:
