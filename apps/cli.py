@@ -24,6 +24,8 @@ APPS = {
     "detect": "streamlmu.apps.detect",
     "continual": "streamlmu.apps.continual",
     "synth-captions": "streamlmu.apps.synth_captions",
+    "caption-train": "streamlmu.apps.caption_train",
+    "caption": "streamlmu.apps.caption",
 }
 
 

@@ -27,31 +27,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _source(spec: str, frames: int | None):
-    from streamlmu.vision import frames as sources
-    if spec == "moving":
-        return sources.moving_objects(sources.MovingObjectsConfig(frames=frames or 120)), 25.0, True
-    if spec.startswith("webcam"):
-        index = int(spec.partition(":")[2] or 0)
-        return ((f, None) for f in sources.webcam_frames(index, frames)), 25.0, False
-    path = Path(spec)
-    if path.is_dir():
-        return ((f, None) for f in sources.folder_frames(path)), 10.0, False
-    if path.is_file():
-        return ((f, None) for f in sources.video_frames(path)), sources.video_rate(path), False
-    raise FileNotFoundError(f"--source {spec}: no such video file or image folder (or use webcam, moving)")
-
-
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from streamlmu.vision.annotate import FrameWriter, draw
     from streamlmu.vision.detect import Detector
-    from streamlmu.vision.frames import as_batch
+    from streamlmu.vision.frames import as_batch, frame_source
     from streamlmu.vision.track import Tracker, clear_mot
     detector = Detector(args.weights, conf=args.conf, imgsz=args.imgsz)
     tracker = Tracker() if args.track else None
-    frames, rate, has_truth = _source(args.source, args.frames)
+    frames, rate, has_truth = frame_source(args.source, args.frames)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     state, track_state = detector.init_state(1), None if tracker is None else tracker.init_state(1)

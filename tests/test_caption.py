@@ -304,3 +304,30 @@ def test_the_captioner_names_bad_frames():
         captioner(torch.zeros(1, 2, 3, 0, 32))
     with pytest.raises(ValueError, match="CaptionerState of 2 streams"):
         captioner(torch.zeros(2, 1, 3, 32, 32), captioner.init_state(1))
+
+
+def test_caption_train_runs_in_stages_resumes_and_captions_a_scene_video(tmp_path, capsys):
+    import json
+
+    from streamlmu.apps import cli
+    data, run = tmp_path / "scenes", tmp_path / "run"
+    assert cli.main(["synth-captions", "--out", str(data), "--train", "32", "--val", "8", "--test", "4", "--size", "48",
+                     "--quiet"]) == 0
+    train = ["caption-train", "--data", str(data / "captions.json"), "--out", str(run), "--clip-epochs", "1",
+             "--teacher-epochs", "1", "--student-epochs", "1", "--concepts", "5", "--batch", "16", "--quiet"]
+    assert cli.main(train) == 0
+    report = json.loads((run / "report.json").read_text())
+    assert report["student"]["parameters"] * 3 < report["teacher"]["parameters"]
+    assert set(report["student"]["scores"]) == {"BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D"}
+    assert report["student"]["scores"]["CIDEr-D"] >= 0 and len(report["student"]["samples"]) == 5
+    stamps = {name: (run / name).stat().st_mtime_ns for name in ("clip.pt", "teacher.pt", "student.pt")}
+    assert cli.main(train) == 0                                            # every stage is there: nothing retrains
+    assert stamps == {name: (run / name).stat().st_mtime_ns for name in stamps}
+    capsys.readouterr()
+    assert cli.main(["caption", "--source", "scenes", "--model", str(run / "student.pt"), "--frames", "30",
+                     "--scene-seconds", "0.4"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    events = [json.loads(line) for line in lines[:-1]]
+    assert events[0]["frame"] == 0 and all({"t", "caption", "scene"} <= set(e) for e in events)
+    assert lines[-1].startswith("30 frames,") and "decoder runs" in lines[-1]
+    assert cli.main(["caption", "--source", str(tmp_path / "nothing"), "--model", str(run / "student.pt")]) == 2

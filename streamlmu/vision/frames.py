@@ -130,3 +130,19 @@ def moving_objects(cfg: MovingObjectsConfig = MovingObjectsConfig()
                     velocity[axis] = -velocity[axis]
                     position[axis] = np.clip(position[axis], 0, cfg.size - extent)
         yield np.asarray(image.convert("RGB")), truth
+
+
+def frame_source(spec: str, frames: int | None = None) -> tuple[Iterator[tuple[np.ndarray, object]], float, bool]:
+    """Frames of a ``--source``: a video file, an image folder, ``webcam`` (or ``webcam:N``) or ``moving`` (the
+    generated video): ``(frame, ground truth or None)`` pairs, frames per second, and whether truth comes."""
+    if spec == "moving":
+        return moving_objects(MovingObjectsConfig(frames=frames or 120)), 25.0, True
+    if spec.startswith("webcam"):
+        index = int(spec.partition(":")[2] or 0)
+        return ((f, None) for f in webcam_frames(index, frames)), 25.0, False
+    path = Path(spec)
+    if path.is_dir():
+        return ((f, None) for f in folder_frames(path)), 10.0, False
+    if path.is_file():
+        return ((f, None) for f in video_frames(path)), video_rate(path), False
+    raise FileNotFoundError(f"--source {spec}: no such video file or image folder (or use webcam, moving)")

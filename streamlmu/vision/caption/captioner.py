@@ -12,6 +12,8 @@ change trigger compares each frame's embedding with that of the frame last capti
   least ``low``), the stream re-captions once it settles (distance to the previous frame below ``low``) unless
   it settled where it was captioned (distance to that frame below ``low``);
 * sensor noise, lighting flicker and slow drift below ``high`` change nothing.
+
+``trigger=False`` decodes every frame (the baseline the trigger is measured against).
 """
 from __future__ import annotations
 
@@ -56,12 +58,12 @@ class Captioner(StreamModule):
     output_frame = Frame((None,), ("words",), "float", "frames")
 
     def __init__(self, model: CaptionModel, high: float = 0.15, low: float = 0.05, patience: int = 2,
-                 beam: int = 1, max_words: int | None = None):
+                 beam: int = 1, max_words: int | None = None, trigger: bool = True):
         super().__init__()
         if not 0 <= low < high or patience < 1:
             raise ValueError(f"need 0 <= low < high and patience >= 1 (got low {low}, high {high}, patience {patience})")
         self.model = model.eval()
-        self.high, self.low, self.patience, self.beam = high, low, patience, beam
+        self.high, self.low, self.patience, self.beam, self.trigger = high, low, patience, beam, trigger
         self.max_words = model.config.fusion.max_words - 2 if max_words is None else max_words
 
     def init_state(self, batch_size: int = 1, dtype: torch.dtype = torch.float32,
@@ -100,7 +102,7 @@ class Captioner(StreamModule):
         to_previous = 1 - (embedding * state.previous).sum(-1)
         above = torch.where(to_reference > self.high, state.above + 1, torch.zeros_like(state.above))
         settled = state.unsettled & (to_previous < self.low)
-        fire = ~state.started | (above >= self.patience) | (settled & (to_reference >= self.low))
+        fire = ~state.started | (above >= self.patience) | (settled & (to_reference >= self.low)) | (not self.trigger)
         unsettled = torch.where(fire, state.started & (to_previous >= self.low), state.unsettled & ~settled)
         tokens, length = state.tokens, state.length
         if bool(fire.any()):

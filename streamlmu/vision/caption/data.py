@@ -73,7 +73,10 @@ class CaptionSet:
     def split(self, split: str, size: int | None = None) -> tuple[Tensor, list[list[str]]]:
         """Images ``(N, 3, S, S)`` uint8 (resized to ``size`` if given) and their references."""
         chosen = self.of(split)
-        return torch.stack([read_image(i.path, size) for i in chosen]), [list(i.references) for i in chosen]
+        return torch.stack([read_image(i.path, size) for i in chosen]), self.split_references(split)
+
+    def split_references(self, split: str) -> list[list[str]]:
+        return [list(i.references) for i in self.of(split)]
 
     def concept_targets(self, split: str) -> Tensor:
         """``(N, concepts)`` float: 1 where an image has the concept."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -211,3 +212,17 @@ def write_scene_set(out: str | Path, cfg: SceneSetConfig = SceneSetConfig(), pro
     path.write_text(json.dumps({"dataset": "synth-captions", "concepts": concept_words(), "images": entries}))
     return path
 
+
+
+def scene_video(scenes: int = 10, seconds: float = 3.0, rate: float = 25.0, size: int = 96, noise: float = 3.0,
+                seed: int = 0) -> Iterator[tuple[np.ndarray, int]]:
+    """A video of generated scenes, each held ``seconds`` under sensor noise (Gaussian, ``noise`` grey levels)
+    and a one-pixel camera shake, with cuts between: ``(frame (size, size, 3) uint8 RGB, scene index)``."""
+    rng = np.random.default_rng(seed)
+    pool = background_pool(tuple(PHOTOS.values()))
+    cfg = SceneSetConfig(size=size, seed=seed)
+    for scene in range(scenes):
+        image = make_scene(rng, pool, cfg)[0].astype(np.float32)
+        for _ in range(max(1, round(seconds * rate))):
+            shaken = np.roll(image, tuple(int(v) for v in rng.integers(-1, 2, 2)), axis=(0, 1))
+            yield np.clip(shaken + rng.normal(0, noise, shaken.shape), 0, 255).astype(np.uint8), scene

@@ -1,0 +1,191 @@
+"""Training a captioner in stages: a small CLIP (contrastive), a teacher, then the student distilled from it.
+
+    clip = train_clip(build_clip(CLIPConfig()), images, references, TrainConfig(epochs=10))
+    features = encode_images(ClipTowers(clip), images)          # CLIP is frozen from here on: encoded once
+    train_captioner(teacher, features, references, concept_targets, TrainConfig())
+    train_captioner(student, features, references, concept_targets, TrainConfig(), teacher=teacher)
+    captions = generate_captions(student, features, beam=1)
+
+A captioner learns the next word of a reference (one of the image's references, drawn anew each epoch; teacher
+forcing, cross-entropy for each prediction head) and its concepts (binary cross-entropy of the concept head).
+With a teacher it also learns the teacher's word distributions, hidden states and attention maps
+(:mod:`~streamlmu.vision.caption.distill`). AdamW with a cosine learning rate.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from streamlmu.vision.caption.clip import ClipTowers
+from streamlmu.vision.caption.concepts import ConceptExtractor
+from streamlmu.vision.caption.distill import attention_distillation, hidden_distillation, token_distillation
+from streamlmu.vision.caption.model import CaptionModel
+from streamlmu.vision.caption.vocab import PAD, Vocabulary
+from streamlmu.vision.yolo import require
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch: int = 64
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    concept_weight: float = 1.0        # the concept head's BCE
+    token_weight: float = 1.0          # distillation, with a teacher
+    hidden_weight: float = 1.0
+    attention_weight: float = 1.0
+    temperature: float = 1.0
+    seed: int = 0
+
+
+class Features(NamedTuple):
+    """CLIP's outputs for a set of images: ``grid (N, C, h, w)`` and ``embedding (N, D)``."""
+
+    grid: Tensor
+    embedding: Tensor
+
+
+def _schedule(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    warmup = max(1, steps // 20)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+
+
+def _batches(count: int, batch: int, rng: np.random.Generator) -> list[np.ndarray]:
+    order = rng.permutation(count)
+    return [order[i:i + batch] for i in range(0, count, batch)]
+
+
+def train_clip(clip: nn.Module, images: Tensor, references: list[list[str]], cfg: TrainConfig,
+               progress: bool = True) -> list[float]:
+    """Contrastive training of an open_clip ``clip`` on ``images (N, 3, H, W)`` and one of each image's references
+    per epoch (open_clip's ``ClipLoss``); returns the mean loss of each epoch."""
+    open_clip = require("open_clip")
+    towers = ClipTowers(clip)
+    tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=clip.context_length)
+    loss_fn = open_clip.loss.ClipLoss()
+    rng = np.random.default_rng(cfg.seed)
+    optimizer = torch.optim.AdamW(clip.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = cfg.epochs * math.ceil(len(images) / cfg.batch)
+    scheduler, history = _schedule(optimizer, steps), []
+    clip.train()
+    with tqdm(total=steps, desc="CLIP", disable=not progress) as bar:
+        for _ in range(cfg.epochs):
+            losses = []
+            for rows in _batches(len(images), cfg.batch, rng):
+                texts = [references[i][rng.integers(len(references[i]))] for i in rows]
+                image_features = F.normalize(clip.encode_image(towers.prepare(images[rows])), dim=-1)
+                text_features = F.normalize(clip.encode_text(tokenizer(texts)), dim=-1)
+                loss = loss_fn(image_features, text_features, clip.logit_scale.exp())
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                with torch.no_grad():
+                    clip.logit_scale.clamp_(0, math.log(100))
+                losses.append(float(loss.detach()))
+                bar.update()
+                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            history.append(float(np.mean(losses)))
+    clip.eval()
+    return history
+
+
+def encode_images(towers: ClipTowers, images: Tensor, batch: int = 256) -> Features:
+    """CLIP's grid and embedding of every image, in batches."""
+    grids, embeddings = [], []
+    with torch.no_grad():
+        for start in range(0, len(images), batch):
+            grid, embedding = towers.image(images[start:start + batch])
+            grids.append(grid)
+            embeddings.append(embedding)
+    return Features(torch.cat(grids), torch.cat(embeddings))
+
+
+def word_batch(references: list[str], vocab: Vocabulary, max_words: int) -> Tensor:
+    """``<bos> words <eos>`` of each caption, cut to ``max_words`` words and padded: ``(B, T)`` int64."""
+    rows = [vocab.encode(r) for r in references]
+    rows = [r[:max_words + 1] + [r[-1]] if len(r) > max_words + 2 else r for r in rows]
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [PAD] * (width - len(r)) for r in rows], dtype=torch.int64)
+
+
+def train_captioner(model: CaptionModel, features: Features, references: list[list[str]], concept_targets: Tensor,
+                    cfg: TrainConfig, teacher: CaptionModel | None = None, progress: bool = True,
+                    name: str = "captioner") -> list[float]:
+    """Train ``model``'s concept head, modulator and fusion model (with ``teacher``: distilled from it too);
+    returns the mean loss of each epoch."""
+    if len(features.grid) != len(references) or len(references) != len(concept_targets):
+        raise ValueError(f"need features, references and concept targets of the same images (got "
+                         f"{len(features.grid)}, {len(references)}, {len(concept_targets)})")
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    project = None
+    if teacher is not None:
+        teacher.eval()
+        project = nn.Linear(model.config.fusion.hidden, teacher.config.fusion.hidden)
+    trainable = [p for p in model.parameters() if p.requires_grad] + (list(project.parameters()) if project else [])
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = cfg.epochs * math.ceil(len(references) / cfg.batch)
+    scheduler, history = _schedule(optimizer, steps), []
+    max_words = model.config.fusion.max_words - 2
+    model.train()
+    with tqdm(total=steps, desc=name, disable=not progress) as bar:
+        for _ in range(cfg.epochs):
+            losses = []
+            for rows in _batches(len(references), cfg.batch, rng):
+                texts = [references[i][rng.integers(len(references[i]))] for i in rows]
+                words = word_batch(texts, model.vocab, max_words)
+                inputs, targets = words[:, :-1], words[:, 1:]
+                prefix = model.prefix(features.grid[rows], features.embedding[rows])
+                out = model(prefix, inputs, attentions=teacher is not None and cfg.attention_weight > 0)
+                loss = sum(F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=PAD)
+                           for logits in out.logits) / len(out.logits)
+                if model.extractor is not None and cfg.concept_weight:
+                    loss = loss + cfg.concept_weight * ConceptExtractor.loss(prefix.concept_logits, concept_targets[rows])
+                if teacher is not None:
+                    loss = loss + _distillation(out, teacher, features, rows, inputs, targets != PAD, project, cfg)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                losses.append(float(loss.detach()))
+                bar.update()
+                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            history.append(float(np.mean(losses)))
+    model.eval()
+    return history
+
+
+def _distillation(out, teacher: CaptionModel, features: Features, rows: np.ndarray, inputs: Tensor, mask: Tensor,
+                  project: nn.Linear, cfg: TrainConfig) -> Tensor:
+    with torch.no_grad():
+        taught = teacher(teacher.prefix(features.grid[rows], features.embedding[rows]), inputs,
+                         attentions=cfg.attention_weight > 0)
+    loss = cfg.token_weight * token_distillation(out.logits, taught.logits, mask.float(), cfg.temperature)
+    if cfg.hidden_weight:
+        loss = loss + cfg.hidden_weight * hidden_distillation(out.hidden, taught.hidden, project)
+    if cfg.attention_weight:
+        if out.attentions[0].shape[2:] != taught.attentions[0].shape[2:]:
+            raise ValueError("attention distillation needs the teacher's and the student's sequences to line up "
+                             "(the same number of concepts and grid cells)")
+        loss = loss + cfg.attention_weight * attention_distillation(out.attentions, taught.attentions)
+    return loss
+
+
+def generate_captions(model: CaptionModel, features: Features, beam: int = 1, batch: int = 128) -> list[str]:
+    """One caption per image of ``features``."""
+    model.eval()
+    captions = []
+    for start in range(0, len(features.grid), batch):
+        prefix = model.prefix(features.grid[start:start + batch], features.embedding[start:start + batch])
+        ids, _ = model.generate(prefix, beam)
+        captions += [model.vocab.decode(row) for row in ids.tolist()]
+    return captions
