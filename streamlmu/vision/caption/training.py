@@ -52,10 +52,25 @@ class Features(NamedTuple):
     embedding: Tensor
 
 
-def _schedule(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    warmup = max(1, steps // 20)
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+class _Optimizer:
+    """AdamW with a linear warm-up and a cosine learning rate over ``steps``, and a progress bar."""
+
+    def __init__(self, parameters: list[Tensor], cfg: TrainConfig, steps: int, name: str, progress: bool):
+        self.optimizer = torch.optim.AdamW(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        warmup = max(1, steps // 20)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warmup)
+                                                          * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+        self.bar = tqdm(total=steps, desc=name, disable=not progress)
+
+    def step(self, loss: Tensor) -> float:
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        self.schedule.step()
+        value = float(loss.detach())
+        self.bar.update()
+        self.bar.set_postfix(loss=f"{value:.3f}")
+        return value
 
 
 def _batches(count: int, batch: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -72,27 +87,20 @@ def train_clip(clip: nn.Module, images: Tensor, references: list[list[str]], cfg
     tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=clip.context_length)
     loss_fn = open_clip.loss.ClipLoss()
     rng = np.random.default_rng(cfg.seed)
-    optimizer = torch.optim.AdamW(clip.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps = cfg.epochs * math.ceil(len(images) / cfg.batch)
-    scheduler, history = _schedule(optimizer, steps), []
+    optimizer = _Optimizer(list(clip.parameters()), cfg, cfg.epochs * math.ceil(len(images) / cfg.batch), "CLIP",
+                           progress)
+    history = []
     clip.train()
-    with tqdm(total=steps, desc="CLIP", disable=not progress) as bar:
+    with optimizer.bar:
         for _ in range(cfg.epochs):
             losses = []
             for rows in _batches(len(images), cfg.batch, rng):
                 texts = [references[i][rng.integers(len(references[i]))] for i in rows]
                 image_features = F.normalize(clip.encode_image(towers.prepare(images[rows])), dim=-1)
                 text_features = F.normalize(clip.encode_text(tokenizer(texts)), dim=-1)
-                loss = loss_fn(image_features, text_features, clip.logit_scale.exp())
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
+                losses.append(optimizer.step(loss_fn(image_features, text_features, clip.logit_scale.exp())))
                 with torch.no_grad():
                     clip.logit_scale.clamp_(0, math.log(100))
-                losses.append(float(loss.detach()))
-                bar.update()
-                bar.set_postfix(loss=f"{losses[-1]:.3f}")
             history.append(float(np.mean(losses)))
     clip.eval()
     return history
@@ -132,12 +140,10 @@ def train_captioner(model: CaptionModel, features: Features, references: list[li
         teacher.eval()
         project = nn.Linear(model.config.fusion.hidden, teacher.config.fusion.hidden)
     trainable = [p for p in model.parameters() if p.requires_grad] + (list(project.parameters()) if project else [])
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps = cfg.epochs * math.ceil(len(references) / cfg.batch)
-    scheduler, history = _schedule(optimizer, steps), []
-    max_words = model.config.fusion.max_words - 2
+    optimizer = _Optimizer(trainable, cfg, cfg.epochs * math.ceil(len(references) / cfg.batch), name, progress)
+    history, max_words = [], model.config.fusion.max_words - 2
     model.train()
-    with tqdm(total=steps, desc=name, disable=not progress) as bar:
+    with optimizer.bar:
         for _ in range(cfg.epochs):
             losses = []
             for rows in _batches(len(references), cfg.batch, rng):
@@ -152,13 +158,7 @@ def train_captioner(model: CaptionModel, features: Features, references: list[li
                     loss = loss + cfg.concept_weight * ConceptExtractor.loss(prefix.concept_logits, concept_targets[rows])
                 if teacher is not None:
                     loss = loss + _distillation(out, teacher, features, rows, inputs, targets != PAD, project, cfg)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                losses.append(float(loss.detach()))
-                bar.update()
-                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+                losses.append(optimizer.step(loss))
             history.append(float(np.mean(losses)))
     model.eval()
     return history
