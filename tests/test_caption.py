@@ -331,3 +331,18 @@ def test_caption_train_runs_in_stages_resumes_and_captions_a_scene_video(tmp_pat
     assert events[0]["frame"] == 0 and all({"t", "caption", "scene"} <= set(e) for e in events)
     assert lines[-1].startswith("30 frames,") and "decoder runs" in lines[-1]
     assert cli.main(["caption", "--source", str(tmp_path / "nothing"), "--model", str(run / "student.pt")]) == 2
+
+
+def test_the_caption_benchmark_runs_reduced(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = Path(__file__).resolve().parents[1] / "bench" / "caption.py"
+    done = subprocess.run([sys.executable, str(script), "--quick"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "decoder runs without / with the trigger" in done.stdout
+    table = (tmp_path / "runs" / "bench-caption-quick" / "table.md").read_text()
+    for name in ("teacher", "student", "without concepts", "without modulator", "without distillation", "trigger"):
+        assert f"| {name} |" in table
+    assert not (tmp_path / "bench").exists()       # a reduced run publishes nothing

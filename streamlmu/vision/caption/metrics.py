@@ -4,6 +4,7 @@ penalty and clipping of CIDEr-D), on captions tokenised by :func:`~streamlmu.vis
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import shutil
 
@@ -29,6 +30,12 @@ def caption_scores(predictions: list[str], references: list[list[str]], meteor: 
                                        "ROUGE-L": float(Rouge().compute_score(gts, res)[0]),
                                        "CIDEr-D": float(Cider().compute_score(gts, res)[0])}
     if meteor and shutil.which("java"):
-        from pycocoevalcap.meteor.meteor import Meteor
-        scores["METEOR"] = float(Meteor().compute_score(gts, res)[0])  # a Java process, ended when collected
+        scores["METEOR"] = float(_meteor().compute_score(gts, res)[0])
     return scores
+
+
+@functools.cache
+def _meteor():
+    """pycocoevalcap's METEOR scorer: a Java process (seconds to start), kept for the next call."""
+    from pycocoevalcap.meteor.meteor import Meteor
+    return Meteor()

@@ -66,9 +66,10 @@ class CaptionStages:
         return self._features[split]
 
     def captioner_stage(self, name: str, epochs: int, concepts: int = 20, teacher: CaptionModel | None = None,
-                        modulator: bool = True) -> CaptionModel:
+                        modulator: bool = True, seed: int | None = None) -> CaptionModel:
         """The ``teacher`` (a larger fusion model) or any other captioner (TinyBERT-size), trained on the training
-        split (distilled from ``teacher`` if given) and saved as ``OUT/<name>.pt``; loaded if that file exists."""
+        split (distilled from ``teacher`` if given; ``seed``: the run's unless given) and saved as
+        ``OUT/<name>.pt``; loaded if that file exists."""
         path = self.out / f"{name}.pt"
         if path.is_file():
             return load_captioner(path)
@@ -77,7 +78,8 @@ class CaptionStages:
         model = CaptionModel(self.towers or self.clip_stage(0), self.vocab, self.concepts, config)
         features, references = self.features("train")
         train_captioner(model, features, references, self.data.concept_targets("train")[:, self._concept_columns()],
-                        replace(self.train, epochs=epochs), teacher, self.progress, name)
+                        replace(self.train, epochs=epochs, seed=self.train.seed if seed is None else seed), teacher,
+                        self.progress, name)
         save_captioner(model, path, self.clip_arch)
         return model
 
