@@ -346,3 +346,19 @@ def test_the_caption_benchmark_runs_reduced(tmp_path):
     for name in ("teacher", "student", "without concepts", "without modulator", "without distillation", "trigger"):
         assert f"| {name} |" in table
     assert not (tmp_path / "bench").exists()       # a reduced run publishes nothing
+
+
+def test_distillation_lines_up_a_student_without_concepts_with_its_teacher(towers):
+    teacher = _model(towers)
+    plain = CaptionModel(towers, Vocabulary(WORDS), CONCEPTS, CaptionConfig(fusion=TINY_FUSION, concepts=0)).eval()
+    images, words = torch.rand(2, 3, 64, 64), torch.tensor([[BOS, 4, 5], [BOS, 6, 7]])
+    with torch.no_grad():
+        taught = teacher(teacher.encode(images), words, attentions=True)
+        out = plain(plain.encode(images), words, attentions=True)
+    assert taught.hidden[0].shape[1] == 3 + 4 + 3 and out.hidden[0].shape[1] == 4 + 3
+    identity = torch.nn.Linear(32, 32, bias=False)
+    torch.nn.init.eye_(identity.weight)
+    shared = [h[:, -7:] for h in taught.hidden]
+    assert float(hidden_distillation(shared, taught.hidden, identity).detach()) == pytest.approx(0.0, abs=1e-10)
+    assert float(hidden_distillation(out.hidden, taught.hidden, identity).detach()) > 0
+    assert float(attention_distillation(out.attentions, taught.attentions)) > 0

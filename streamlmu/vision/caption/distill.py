@@ -1,6 +1,8 @@
 """Distillation of a student captioner from a teacher (LightCap's sequential and ensemble distillation).
 
-Both run on the same prefix (concepts and grid cells) and the same words, so their sequences line up.
+Both read the same grid cells and words; their sequences ``[concepts | grid cells | words]`` line up from the
+end, so where one has fewer concepts (an ablation without them) hidden states and attention maps are compared
+over the tokens both have (the last ``min(L_student, L_teacher)``).
 
 * :func:`token_distillation`: each student prediction head's word distribution against the teacher's
   (KL divergence at ``temperature``, over the word positions ``mask`` keeps);
@@ -32,12 +34,14 @@ def token_distillation(student_logits: Tensor, teacher_logits: Tensor, mask: Ten
 def hidden_distillation(student_hidden: list[Tensor], teacher_hidden: list[Tensor], project: nn.Linear) -> Tensor:
     """MSE of the student's layers 1..n (``project``-ed) against the teacher's mapped layers."""
     pairs = layer_map(len(student_hidden) - 1, len(teacher_hidden) - 1)
-    return sum(F.mse_loss(project(student_hidden[i + 1]), teacher_hidden[j].detach())
+    n = min(student_hidden[0].shape[1], teacher_hidden[0].shape[1])
+    return sum(F.mse_loss(project(student_hidden[i + 1][:, -n:]), teacher_hidden[j][:, -n:].detach())
                for i, j in enumerate(pairs)) / len(pairs)
 
 
 def attention_distillation(student_attentions: list[Tensor], teacher_attentions: list[Tensor]) -> Tensor:
     """MSE of each student layer's head-averaged attention ``(B, heads, L, L)`` against the mapped teacher layer's."""
     pairs = layer_map(len(student_attentions), len(teacher_attentions))
-    return sum(F.mse_loss(student_attentions[i].mean(1), teacher_attentions[j - 1].mean(1).detach())
-               for i, j in enumerate(pairs)) / len(pairs)
+    n = min(student_attentions[0].shape[-1], teacher_attentions[0].shape[-1])
+    return sum(F.mse_loss(student_attentions[i][..., -n:, -n:].mean(1), teacher_attentions[j - 1][..., -n:, -n:]
+                          .mean(1).detach()) for i, j in enumerate(pairs)) / len(pairs)
