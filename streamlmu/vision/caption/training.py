@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -73,9 +73,13 @@ class _Optimizer:
         return value
 
 
-def _batches(count: int, batch: int, rng: np.random.Generator) -> list[np.ndarray]:
-    order = rng.permutation(count)
-    return [order[i:i + batch] for i in range(0, count, batch)]
+def _epochs(references: list[list[str]], cfg: TrainConfig, rng: np.random.Generator
+            ) -> Iterator[list[tuple[np.ndarray, list[str]]]]:
+    """Per epoch, batches of image rows in a new order, each row with one of its references drawn anew."""
+    for _ in range(cfg.epochs):
+        order = rng.permutation(len(references))
+        batches = [order[i:i + cfg.batch] for i in range(0, len(order), cfg.batch)]
+        yield [(rows, [references[i][rng.integers(len(references[i]))] for i in rows]) for rows in batches]
 
 
 def train_clip(clip: nn.Module, images: Tensor, references: list[list[str]], cfg: TrainConfig,
@@ -92,10 +96,9 @@ def train_clip(clip: nn.Module, images: Tensor, references: list[list[str]], cfg
     history = []
     clip.train()
     with optimizer.bar:
-        for _ in range(cfg.epochs):
+        for epoch in _epochs(references, cfg, rng):
             losses = []
-            for rows in _batches(len(images), cfg.batch, rng):
-                texts = [references[i][rng.integers(len(references[i]))] for i in rows]
+            for rows, texts in epoch:
                 image_features = F.normalize(clip.encode_image(towers.prepare(images[rows])), dim=-1)
                 text_features = F.normalize(clip.encode_text(tokenizer(texts)), dim=-1)
                 losses.append(optimizer.step(loss_fn(image_features, text_features, clip.logit_scale.exp())))
@@ -144,10 +147,9 @@ def train_captioner(model: CaptionModel, features: Features, references: list[li
     history, max_words = [], model.config.fusion.max_words - 2
     model.train()
     with optimizer.bar:
-        for _ in range(cfg.epochs):
+        for epoch in _epochs(references, cfg, rng):
             losses = []
-            for rows in _batches(len(references), cfg.batch, rng):
-                texts = [references[i][rng.integers(len(references[i]))] for i in rows]
+            for rows, texts in epoch:
                 words = word_batch(texts, model.vocab, max_words)
                 inputs, targets = words[:, :-1], words[:, 1:]
                 prefix = model.prefix(features.grid[rows], features.embedding[rows])
