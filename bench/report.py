@@ -33,6 +33,7 @@ accuracy benchmarks take hours and reuse what their JSON already holds. Narrativ
 | `detect.py` | YOLOv8n compressed: sparsity, pruning, three fine-tunings; size, mAP, frames/s; the tracker | < 45 min |
 | `continual.py` | class-incremental learning: fine-tuning, DER++, SparCL-DER++, joint; avalanche's DER | < 45 min |
 | `sparse_kernel.py` | a masked dense convolution against unfold + CSR products at 75 and 90 % sparsity | a minute |
+| `caption.py` | the captioner: teacher, student, three ablations; a scene video with and without the trigger | < 45 min |
 """
 
 
@@ -154,6 +155,24 @@ def _sparse_kernel(report: dict) -> list[str]:
         ["channels", "map", "sparsity", "dense conv ms", "unfold + dense ms", "unfold + CSR ms", "CSR vs dense"], rows)
 
 
+def _caption(report: dict) -> list[str]:
+    rows = [[name, f"{s['cider']:.3f} ± {s['cider_std']:.3f}", f"{s['BLEU-4']:.3f}", f"{s['METEOR']:.3f}",
+             f"{s['ROUGE-L']:.3f}", f"{s['parameters'] / 1e6:.2f} M", f"{s['gflops']:.3f}", f"{s['latency_ms']:.1f}"]
+            for name, s in report["summary"].items()]
+    video = [[name, v["frames"], v["decoder_runs"], f"{v['frames_per_second']:.1f}", f"{v['longest_wait_s']:.2f} s"]
+             for name, v in report["video"].items()]
+    targets = [[t["target"], f"{t['ratio']:.3f}", f"<= {t['maximum']:g}" if "maximum" in t else f">= {t['minimum']:g}",
+                "met" if t["met"] else "**missed**"] for t in report["targets"]]
+    settings = report["settings"]
+    return ([f"{settings['train']} training and {settings['test']} test images of the generated set, "
+             f"{settings['seeds']} seed(s), beam 1; parameters after the shared frozen CLIP.", ""]
+            + _table(["model", "CIDEr-D", "BLEU-4", "METEOR", "ROUGE-L", "parameters", "GFLOPs / image",
+                      "ms / image (1 thread)"], rows) + [""]
+            + _table(["scene video", "frames", "decoder runs", "frames / s", "longest wait for a new caption"], video)
+            + [""] + _table(["target", "measured", "required", ""], targets)
+            + ["", f"{report['minutes']} minutes on {report['machine']['processor']}."])
+
+
 SECTIONS = [
     ("lmu_memory", "Legendre memory (`lmu_memory.py`)", _targets),
     ("model_step", "One model frame (`model_step.py`)", _targets),
@@ -167,6 +186,7 @@ SECTIONS = [
     ("detect", "YOLOv8 compression (`detect.py`)", _detect),
     ("continual", "Sparse continual learning (`continual.py`)", _continual),
     ("sparse_kernel", "Sparse convolution on CPU (`sparse_kernel.py`)", _sparse_kernel),
+    ("caption", "Image captioning (`caption.py`)", _caption),
 ]
 
 
