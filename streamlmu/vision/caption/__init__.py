@@ -8,5 +8,10 @@ arXiv 2212.08985; no official code), on CLIP towers built by open_clip (the ``vi
 * :mod:`~streamlmu.vision.caption.decode`: greedy and beam-search decoding;
 * :mod:`~streamlmu.vision.caption.distill`: distillation losses from a teacher captioner;
 * :mod:`~streamlmu.vision.caption.model`: the parts joined, saved and loaded;
-* :mod:`~streamlmu.vision.caption.vocab`: the word vocabulary.
+* :mod:`~streamlmu.vision.caption.captioner`: ``Captioner``, the stream operator that re-captions on scene changes;
+* :mod:`~streamlmu.vision.caption.vocab`, :mod:`~streamlmu.vision.caption.metrics`: words and caption scores;
+* :mod:`~streamlmu.vision.caption.scenes`, :mod:`~streamlmu.vision.caption.data`: the generated caption set
+  and the Karpathy-format loader (COCO);
+* :mod:`~streamlmu.vision.caption.training`, :mod:`~streamlmu.vision.caption.stages`: CLIP, teacher and
+  student training, stage by stage.
 """
