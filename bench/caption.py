@@ -7,7 +7,8 @@ ROUGE-L, CIDEr-D, parameters after CLIP (and with it), FLOPs and CPU latency per
 thread). Then a generated video whose scene changes every 3 s, captioned by the student with and without the
 change trigger: decoder runs, frames per second, and how long each scene change waits for a new caption.
 
-Targets: the student beats each ablation on CIDEr-D; it has <= 25 % of the teacher's parameters (after CLIP)
+Each stage's checkpoint stays in ``runs/bench-caption-<training images>/run/`` and an interrupted run resumes
+from them. Targets: the student beats each ablation on CIDEr-D; it has <= 25 % of the teacher's parameters (after CLIP)
 and is within 5 % of its CIDEr-D; the trigger cuts decoder runs >= 10x while every scene change gets a new
 caption within 0.5 s. Writes ``bench/results/caption.json`` and ``bench/results/caption/table.md``.
 
@@ -32,7 +33,7 @@ from streamlmu.vision.caption.stages import CaptionStages
 from streamlmu.vision.frames import as_batch
 
 RESULTS = Path(__file__).resolve().parent / "results"
-FULL = {"train": 4000, "val": 200, "test": 400, "clip_epochs": 8, "teacher_epochs": 8, "student_epochs": 8}
+FULL = {"train": 3000, "val": 200, "test": 400, "clip_epochs": 8, "teacher_epochs": 8, "student_epochs": 8}
 QUICK = {"train": 48, "val": 8, "test": 8, "clip_epochs": 1, "teacher_epochs": 1, "student_epochs": 1}
 CONCEPTS = 10          # of the set's 29 (the paper's 20 is for COCO's vocabulary)
 VARIANTS = {"student": {}, "without concepts": {"concepts": 0}, "without modulator": {"modulator": False},
@@ -90,7 +91,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=1)
     args = parser.parse_args()
     settings = QUICK if args.quick else FULL
-    work = Path("runs/bench-caption-quick" if args.quick else "runs/bench-caption")
+    work = Path("runs/bench-caption-quick" if args.quick else f"runs/bench-caption-{settings['train']}")
     started = time.time()
     data = work / "data" / "captions.json"
     if not data.is_file():
