@@ -51,22 +51,14 @@ class Detections(NamedTuple):
     frame: Tensor
 
 
-def _cloned(state: State) -> tuple[State, State]:
-    """Copies of the tensors of a state of (named) tuples, and NumPy views of those copies."""
+def _arrays(state: State, copy: bool) -> tuple[State, State]:
+    """A state of (named) tuples as tensors sharing memory with C-contiguous NumPy arrays, and those arrays:
+    copies of its tensors (``copy``) or, where already contiguous, their own memory."""
     if isinstance(state, Tensor):
-        view = state.numpy().copy()
+        view = state.numpy().copy() if copy else np.ascontiguousarray(state.numpy())
         return torch.from_numpy(view), view
-    pairs = [_cloned(part) for part in state]
-    return type(state)(*(copy for copy, _ in pairs)), type(state)(*(view for _, view in pairs))
-
-
-def _viewed(state: State) -> tuple[State, State]:
-    """A state of (named) tuples as tensors sharing memory with C-contiguous NumPy arrays, and those arrays."""
-    if isinstance(state, Tensor):
-        view = np.ascontiguousarray(state.numpy())
-        return torch.from_numpy(view), view
-    pairs = [_viewed(part) for part in state]
-    return type(state)(*(copy for copy, _ in pairs)), type(state)(*(view for _, view in pairs))
+    pairs = [_arrays(part, copy) for part in state]
+    return type(state)(*(tensor for tensor, _ in pairs)), type(state)(*(view for _, view in pairs))
 
 
 class _KernelState:
@@ -83,9 +75,9 @@ class _KernelState:
 
     def __call__(self, state: State) -> tuple[State, State]:
         if not self.donated:
-            return _cloned(state)
+            return _arrays(state, copy=True)
         if self._last is None or self._last[0] is not state:
-            self._last = _viewed(state)
+            self._last = _arrays(state, copy=False)
         return self._last
 
 

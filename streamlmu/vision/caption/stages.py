@@ -56,13 +56,17 @@ class CaptionStages:
         size = clip.visual.image_size
         return size[0] if isinstance(size, (tuple, list)) else size
 
-    def features(self, split: str) -> tuple[Features, list[list[str]]]:
-        """CLIP's outputs for a split's images (computed once) and their references."""
+    def _clip(self) -> ClipTowers:
         if self.towers is None:
             raise RuntimeError("run clip_stage first")
+        return self.towers
+
+    def features(self, split: str) -> tuple[Features, list[list[str]]]:
+        """CLIP's outputs for a split's images (computed once) and their references."""
         if split not in self._features:
-            images, references = self.data.split(split, self.towers.image_size[0])
-            self._features[split] = encode_images(self.towers, images), references
+            towers = self._clip()
+            images, references = self.data.split(split, towers.image_size[0])
+            self._features[split] = encode_images(towers, images), references
         return self._features[split]
 
     def captioner_stage(self, name: str, epochs: int, concepts: int = 20, teacher: CaptionModel | None = None,
@@ -75,7 +79,7 @@ class CaptionStages:
             return load_captioner(path)
         fusion = FusionConfig.teacher() if name == "teacher" else FusionConfig()
         config = CaptionConfig(fusion, min(concepts, len(self.concepts)), modulator)
-        model = CaptionModel(self.towers or self.clip_stage(0), self.vocab, self.concepts, config)
+        model = CaptionModel(self._clip(), self.vocab, self.concepts, config)
         features, references = self.features("train")
         train_captioner(model, features, references, self.data.concept_targets("train")[:, self._concept_columns()],
                         replace(self.train, epochs=epochs, seed=self.train.seed if seed is None else seed), teacher,
