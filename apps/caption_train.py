@@ -2,9 +2,9 @@
 
 Each stage writes its result into OUT (clip.pt, teacher.pt, student.pt) and is skipped when that file is
 there, so an interrupted run resumes at the stage it was in. The student learns from the references and is
-distilled from the teacher (word distributions, hidden states, attention). At the end OUT/report.json holds
-BLEU-4, METEOR, ROUGE-L and CIDEr-D of teacher and student on the validation split, their parameters and sample
-captions. See streamlmu.vision.caption and docs/vision.md.
+distilled from the teacher's word distributions (and, with their weights, its hidden states and attention maps).
+At the end OUT/report.json holds BLEU-4, METEOR, ROUGE-L and CIDEr-D of teacher and student on the validation
+split, their parameters and sample captions. See streamlmu.vision.caption and docs/vision.md.
 """
 from __future__ import annotations
 
@@ -29,6 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "no modulator)")
     parser.add_argument("--no-modulator", action="store_true")
     parser.add_argument("--no-distillation", action="store_true", help="train the student on the references only")
+    parser.add_argument("--token-weight", type=float, default=1.0, help="distillation of the teacher's word "
+                        "distributions (KL)")
+    parser.add_argument("--hidden-weight", type=float, default=0.0, help="distillation of its hidden states (MSE)")
+    parser.add_argument("--attention-weight", type=float, default=0.0, help="distillation of its attention maps "
+                        "(MSE)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="of the word distributions' KL")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--seed", type=int, default=0)
@@ -42,11 +48,15 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from streamlmu.vision.caption.stages import CaptionStages
+    from streamlmu.vision.caption.training import TrainConfig
     if min(args.clip_epochs, args.teacher_epochs, args.student_epochs) < 0 or args.concepts < 0 or args.batch < 1:
         raise ValueError("epochs and --concepts must be >= 0 and --batch >= 1")
     torch.manual_seed(args.seed)
-    stages = CaptionStages(Path(args.out), args.data, args.images, args.clip, args.clip_weights, args.batch, args.lr,
-                           args.seed, progress=not args.quiet)
+    train = TrainConfig(batch=args.batch, lr=args.lr, token_weight=args.token_weight,
+                        hidden_weight=args.hidden_weight, attention_weight=args.attention_weight,
+                        temperature=args.temperature, seed=args.seed)
+    stages = CaptionStages(Path(args.out), args.data, args.images, args.clip, args.clip_weights, train,
+                           progress=not args.quiet)
     stages.clip_stage(args.clip_epochs)
     teacher = None if args.no_distillation else stages.captioner_stage("teacher", args.teacher_epochs, args.concepts)
     student = stages.captioner_stage("student", args.student_epochs, args.concepts, teacher=teacher,

@@ -33,7 +33,7 @@ from streamlmu.vision.caption.stages import CaptionStages
 from streamlmu.vision.frames import as_batch
 
 RESULTS = Path(__file__).resolve().parent / "results"
-FULL = {"train": 3000, "val": 200, "test": 400, "clip_epochs": 8, "teacher_epochs": 8, "student_epochs": 8}
+FULL = {"train": 3000, "val": 200, "test": 400, "clip_epochs": 24, "teacher_epochs": 8, "student_epochs": 8}
 QUICK = {"train": 48, "val": 8, "test": 8, "clip_epochs": 1, "teacher_epochs": 1, "student_epochs": 1}
 CONCEPTS = 10          # of the set's 29 (the paper's 20 is for COCO's vocabulary)
 VARIANTS = {"student": {}, "without concepts": {"concepts": 0}, "without modulator": {"modulator": False},

@@ -314,7 +314,10 @@ def test_caption_train_runs_in_stages_resumes_and_captions_a_scene_video(tmp_pat
     assert cli.main(["synth-captions", "--out", str(data), "--train", "32", "--val", "8", "--test", "4", "--size", "48",
                      "--quiet"]) == 0
     train = ["caption-train", "--data", str(data / "captions.json"), "--out", str(run), "--clip-epochs", "1",
-             "--teacher-epochs", "1", "--student-epochs", "1", "--concepts", "5", "--batch", "16", "--quiet"]
+             "--teacher-epochs", "1", "--student-epochs", "1", "--concepts", "5", "--batch", "16", "--quiet",
+             "--hidden-weight", "0.5", "--attention-weight", "0.5"]             # every distillation term
+    assert cli.main(train[:-4] + ["--temperature", "0"]) == 2                # named, before any stage runs
+    assert not run.exists()
     assert cli.main(train) == 0
     report = json.loads((run / "report.json").read_text())
     assert report["student"]["parameters"] * 3 < report["teacher"]["parameters"]

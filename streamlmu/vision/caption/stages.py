@@ -25,13 +25,14 @@ from streamlmu.vision.caption.vocab import Vocabulary
 
 class CaptionStages:
     def __init__(self, out: Path, data: str | Path, images: str | Path | None = None, clip: str = "small",
-                 clip_weights: str | Path | None = None, batch: int = 64, lr: float = 5e-4, seed: int = 0,
-                 progress: bool = True):
+                 clip_weights: str | Path | None = None, train: TrainConfig = TrainConfig(), progress: bool = True):
+        """``train``: batch, learning rate, seed and distillation weights of every stage (the epochs are each
+        stage's own)."""
         self.out, self.progress = Path(out), progress
         self.out.mkdir(parents=True, exist_ok=True)
         self.data = CaptionSet.load(data, images)
         self.clip_arch: str | CLIPConfig = CLIPConfig() if clip == "small" else clip
-        self.clip_weights, self.train = clip_weights, TrainConfig(batch=batch, lr=lr, seed=seed)
+        self.clip_weights, self.train = clip_weights, train
         references = self.data.split_references("train")
         self.vocab = Vocabulary.from_captions(r for refs in references for r in refs)
         self.concepts = [c for c in self.data.concepts if c in self.vocab]

@@ -8,8 +8,8 @@
 
 A captioner learns the next word of a reference (one of the image's references, drawn anew each epoch; teacher
 forcing, cross-entropy for each prediction head) and its concepts (binary cross-entropy of the concept head).
-With a teacher it also learns the teacher's word distributions, hidden states and attention maps
-(:mod:`~streamlmu.vision.caption.distill`). AdamW with a cosine learning rate.
+With a teacher it also learns the teacher's word distributions and, if their weights are set, its hidden states
+and attention maps (:mod:`~streamlmu.vision.caption.distill`). AdamW with a cosine learning rate.
 """
 from __future__ import annotations
 
@@ -38,11 +38,16 @@ class TrainConfig:
     lr: float = 5e-4
     weight_decay: float = 0.01
     concept_weight: float = 1.0        # the concept head's BCE
-    token_weight: float = 1.0          # distillation, with a teacher
-    hidden_weight: float = 1.0
-    attention_weight: float = 1.0
+    token_weight: float = 1.0          # distillation, with a teacher: word distributions (KL)
+    hidden_weight: float = 0.0         # hidden states (MSE); 0: off (it hurt on the scene set, docs/vision.md)
+    attention_weight: float = 0.0      # attention maps (MSE); 0: off (likewise)
     temperature: float = 1.0
     seed: int = 0
+
+    def __post_init__(self):
+        weights = (self.concept_weight, self.token_weight, self.hidden_weight, self.attention_weight)
+        if self.epochs < 0 or self.batch < 1 or self.lr <= 0 or min(weights) < 0 or self.temperature <= 0:
+            raise ValueError(f"need epochs >= 0, batch >= 1, lr > 0, weights >= 0 and temperature > 0 (got {self})")
 
 
 class Features(NamedTuple):
