@@ -39,7 +39,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     concept_weight: float = 1.0        # the concept head's BCE
     token_weight: float = 1.0          # distillation, with a teacher: word distributions (KL)
-    hidden_weight: float = 0.0         # hidden states (MSE); 0: off (it hurt on the scene set, docs/vision.md)
+    hidden_weight: float = 0.0         # hidden states (MSE); 0: off (it hurt on the scene set: docs/benchmarks.md)
     attention_weight: float = 0.0      # attention maps (MSE); 0: off (likewise)
     temperature: float = 1.0
     seed: int = 0
