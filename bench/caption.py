@@ -93,6 +93,7 @@ def main() -> None:
     settings = QUICK if args.quick else FULL
     work = Path("runs/bench-caption-quick" if args.quick else f"runs/bench-caption-{settings['train']}")
     started = time.time()
+    reused = sorted(path.stem for path in (work / "run").glob("*.pt"))     # stages a resumed run did not train
     data = work / "data" / "captions.json"
     if not data.is_file():
         write_scene_set(data.parent, SceneSetConfig(settings["train"], settings["val"], settings["test"]))
@@ -118,6 +119,7 @@ def main() -> None:
     streams = {"trigger": video(models["student"], scenes, True), "every frame": video(models["student"], scenes, False)}
     report = summarise(rows, streams, args.seeds, settings)
     report["minutes"] = round((time.time() - started) / 60, 1)
+    report["reused_checkpoints"] = reused
     report["machine"] = {"processor": platform.processor() or platform.machine(), "threads": os.cpu_count(),
                          "torch": torch.__version__}
     write(report, work if args.quick else RESULTS / "caption", None if args.quick else RESULTS / "caption.json")
@@ -165,7 +167,8 @@ def write(report: dict, folder: Path, published: Path | None) -> None:
               f"{v['longest_wait_s']:.2f} s |" for name, v in report["video"].items()]
     lines += [""] + [f"{t['target']}: {t['ratio']:.3f} ({'met' if t['met'] else 'MISSED'})" for t in report["targets"]]
     text = "\n".join(lines) + "\n"
-    print(text + f"{report['minutes']} minutes")
+    reused = f" (resumed: {len(report['reused_checkpoints'])} stages loaded)" if report["reused_checkpoints"] else ""
+    print(text + f"{report['minutes']} minutes{reused}")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "table.md").write_text(text)
     if published is not None:

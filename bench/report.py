@@ -170,7 +170,12 @@ def _caption(report: dict) -> list[str]:
                       "ms / image (1 thread)"], rows) + [""]
             + _table(["scene video", "frames", "decoder runs", "frames / s", "longest wait for a new caption"], video)
             + [""] + _table(["target", "measured", "required", ""], targets)
-            + ["", f"{report['minutes']} minutes on {report['machine']['processor']}."])
+            + ["", f"{report['minutes']} minutes on {report['machine']['processor']}" + _resumed(report) + "."])
+
+
+def _resumed(report: dict) -> str:
+    reused = report.get("reused_checkpoints")
+    return f", resumed: {len(reused)} trained stages loaded from an earlier run ({', '.join(reused)})" if reused else ""
 
 
 SECTIONS = [
