@@ -38,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: the GPU if there is one)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
                         hidden_weight=args.hidden_weight, attention_weight=args.attention_weight,
                         temperature=args.temperature, seed=args.seed)
     stages = CaptionStages(Path(args.out), args.data, args.images, args.clip, args.clip_weights, train,
-                           progress=not args.quiet)
+                           progress=not args.quiet, device=args.device)
     stages.clip_stage(args.clip_epochs)
     teacher = None if args.no_distillation else stages.captioner_stage("teacher", args.teacher_epochs, args.concepts)
     student = stages.captioner_stage("student", args.student_epochs, args.concepts, teacher=teacher,

@@ -4,8 +4,9 @@ One run: the caption set (``streamlmu synth-captions``), a small CLIP trained co
 and per seed the student (concepts, modulator, distillation) and three ablations (without the concept
 extractor, without the modulator, without distillation). On the test split, side by side: BLEU-4, METEOR,
 ROUGE-L, CIDEr-D, parameters after CLIP (and with it), FLOPs and CPU latency per image at beam 1 (one
-thread). Then a generated video whose scene changes every 3 s, captioned by the student with and without the
-change trigger: decoder runs, frames per second, and how long each scene change waits for a new caption.
+thread). Then a generated video whose scene changes every 3 s, captioned on the CPU by the student with and
+without the change trigger: decoder runs, frames per second, and how long each scene change waits for a new
+caption. Training and scoring use a GPU when there is one.
 
 Each stage's checkpoint stays in ``runs/bench-caption-<training images>/run/`` and an interrupted run resumes
 from them. Targets: the student beats each ablation on CIDEr-D; it has <= 25 % of the teacher's parameters (after CLIP)
@@ -17,6 +18,7 @@ Usage: ``python bench/caption.py [--quick] [--seeds 1]``
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -41,8 +43,14 @@ VARIANTS = {"student": {}, "without concepts": {"concepts": 0}, "without modulat
 SCENE_SECONDS, RATE = 3.0, 25.0
 
 
+def on_cpu(model):
+    """``model`` itself on the CPU, or a CPU copy of one trained on a GPU (timings are the CPU's)."""
+    return model if next(model.parameters()).device.type == "cpu" else copy.deepcopy(model).cpu()
+
+
 def per_image(model, images: torch.Tensor, repeats: int) -> tuple[float, float]:
     """FLOPs (torch's counter) and median CPU seconds, one thread, of captioning one image at beam 1."""
+    model = on_cpu(model)
     from torch.utils.flop_counter import FlopCounterMode
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -61,7 +69,9 @@ def per_image(model, images: torch.Tensor, repeats: int) -> tuple[float, float]:
 
 
 def video(model, scenes: int, trigger: bool) -> dict:
-    """Caption the generated scene video: decoder runs, frames per second, seconds from each cut to a new caption."""
+    """Caption the generated scene video on the CPU: decoder runs, frames per second, seconds from each cut to a new
+    caption."""
+    model = on_cpu(model)
     captioner = Captioner(model, trigger=trigger)
     state, decoded, waits, cut, frames = captioner.init_state(1), 0, [], None, 0
     last_scene, start = -1, time.perf_counter()
@@ -121,7 +131,7 @@ def main() -> None:
     report["minutes"] = round((time.time() - started) / 60, 1)
     report["reused_checkpoints"] = reused
     report["machine"] = {"processor": platform.processor() or platform.machine(), "threads": os.cpu_count(),
-                         "torch": torch.__version__}
+                         "torch": torch.__version__, "training_device": str(stages.device)}
     write(report, work if args.quick else RESULTS / "caption", None if args.quick else RESULTS / "caption.json")
 
 

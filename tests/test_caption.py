@@ -317,6 +317,8 @@ def test_caption_train_runs_in_stages_resumes_and_captions_a_scene_video(tmp_pat
              "--teacher-epochs", "1", "--student-epochs", "1", "--concepts", "5", "--batch", "16", "--quiet",
              "--hidden-weight", "0.5", "--attention-weight", "0.5"]             # every distillation term
     assert cli.main(train[:-4] + ["--temperature", "0"]) == 2                # named, before any stage runs
+    if not torch.cuda.is_available():
+        assert cli.main(train[:-4] + ["--device", "cuda"]) == 2
     assert not run.exists()
     assert cli.main(train) == 0
     report = json.loads((run / "report.json").read_text())
@@ -365,3 +367,24 @@ def test_distillation_lines_up_a_student_without_concepts_with_its_teacher(tower
     assert float(hidden_distillation(shared, taught.hidden, identity).detach()) == pytest.approx(0.0, abs=1e-10)
     assert float(hidden_distillation(out.hidden, taught.hidden, identity).detach()) > 0
     assert float(attention_distillation(out.attentions, taught.attentions)) > 0
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a GPU"))])
+def test_caption_stages_train_on_a_device_and_save_checkpoints_the_cpu_loads(tmp_path, device):
+    from streamlmu.vision.caption.scenes import SceneSetConfig, write_scene_set
+    from streamlmu.vision.caption.stages import CaptionStages
+    from streamlmu.vision.caption.training import TrainConfig
+    write_scene_set(tmp_path / "data", SceneSetConfig(16, 4, 4, size=48), progress=False)
+    stages = CaptionStages(tmp_path / "run", tmp_path / "data" / "captions.json", train=TrainConfig(batch=8),
+                           progress=False, device=device)
+    stages.clip_stage(1)
+    teacher = stages.captioner_stage("teacher", 1, 3)
+    student = stages.captioner_stage("student", 1, 3, teacher=teacher)
+    assert next(student.parameters()).device.type == device
+    assert stages.evaluate(student, "test")["scores"]["CIDEr-D"] >= 0
+    loaded = load_captioner(tmp_path / "run" / "student.pt")                # on the CPU, whatever trained it
+    assert next(loaded.parameters()).device.type == "cpu"
+    images = torch.rand(2, 3, 48, 48)
+    with torch.no_grad():
+        assert torch.allclose(loaded.encode(images).grid, student.encode(images.to(device)).grid.cpu(), atol=1e-4)

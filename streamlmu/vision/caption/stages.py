@@ -25,9 +25,13 @@ from streamlmu.vision.caption.vocab import Vocabulary
 
 class CaptionStages:
     def __init__(self, out: Path, data: str | Path, images: str | Path | None = None, clip: str = "small",
-                 clip_weights: str | Path | None = None, train: TrainConfig = TrainConfig(), progress: bool = True):
+                 clip_weights: str | Path | None = None, train: TrainConfig = TrainConfig(), progress: bool = True,
+                 device: str | torch.device | None = None):
         """``train``: batch, learning rate, seed and distillation weights of every stage (the epochs are each
-        stage's own)."""
+        stage's own); ``device``: where models train and caption (default: the GPU if there is one)."""
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asked for, but torch sees no GPU here (use cpu)")
         self.out, self.progress = Path(out), progress
         self.out.mkdir(parents=True, exist_ok=True)
         self.data = CaptionSet.load(data, images)
@@ -48,8 +52,9 @@ class CaptionStages:
             load_clip_weights(clip, path)
         else:
             images, references = self.data.split("train", self._image_size(clip))
-            train_clip(clip, images, references, replace(self.train, epochs=epochs), self.progress)
-            torch.save(clip.state_dict(), path)
+            train_clip(clip.to(self.device), images, references, replace(self.train, epochs=epochs), self.progress)
+            torch.save({name: value.cpu() for name, value in clip.state_dict().items()}, path)
+        clip.to(self.device)
         self.towers = ClipTowers(clip.eval())
         return self.towers
 
@@ -77,10 +82,10 @@ class CaptionStages:
         ``OUT/<name>.pt``; loaded if that file exists."""
         path = self.out / f"{name}.pt"
         if path.is_file():
-            return load_captioner(path)
+            return load_captioner(path).to(self.device)
         fusion = FusionConfig.teacher() if name == "teacher" else FusionConfig()
         config = CaptionConfig(fusion, min(concepts, len(self.concepts)), modulator)
-        model = CaptionModel(self._clip(), self.vocab, self.concepts, config)
+        model = CaptionModel(self._clip(), self.vocab, self.concepts, config).to(self.device)
         features, references = self.features("train")
         train_captioner(model, features, references, self.data.concept_targets("train")[:, self._concept_columns()],
                         replace(self.train, epochs=epochs, seed=self.train.seed if seed is None else seed), teacher,

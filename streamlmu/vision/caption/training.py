@@ -105,7 +105,7 @@ def train_clip(clip: nn.Module, images: Tensor, references: list[list[str]], cfg
             losses = []
             for rows, texts in epoch:
                 image_features = F.normalize(clip.encode_image(towers.prepare(images[rows])), dim=-1)
-                text_features = F.normalize(clip.encode_text(tokenizer(texts)), dim=-1)
+                text_features = F.normalize(clip.encode_text(tokenizer(texts).to(clip.logit_scale.device)), dim=-1)
                 losses.append(optimizer.step(loss_fn(image_features, text_features, clip.logit_scale.exp())))
                 with torch.no_grad():
                     clip.logit_scale.clamp_(0, math.log(100))
@@ -143,10 +143,11 @@ def train_captioner(model: CaptionModel, features: Features, references: list[li
                          f"{len(features.grid)}, {len(references)}, {len(concept_targets)})")
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
+    device = features.grid.device
     project = None
     if teacher is not None:
         teacher.eval()
-        project = nn.Linear(model.config.fusion.hidden, teacher.config.fusion.hidden)
+        project = nn.Linear(model.config.fusion.hidden, teacher.config.fusion.hidden).to(device)
     trainable = [p for p in model.parameters() if p.requires_grad] + (list(project.parameters()) if project else [])
     optimizer = _Optimizer(trainable, cfg, cfg.epochs * math.ceil(len(references) / cfg.batch), name, progress)
     history, max_words = [], model.config.fusion.max_words - 2
@@ -155,14 +156,15 @@ def train_captioner(model: CaptionModel, features: Features, references: list[li
         for epoch in _epochs(references, cfg, rng):
             losses = []
             for rows, texts in epoch:
-                words = word_batch(texts, model.vocab, max_words)
+                words = word_batch(texts, model.vocab, max_words).to(device)
                 inputs, targets = words[:, :-1], words[:, 1:]
                 prefix = model.prefix(features.grid[rows], features.embedding[rows])
                 out = model(prefix, inputs, attentions=teacher is not None and cfg.attention_weight > 0)
                 loss = sum(F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=PAD)
                            for logits in out.logits) / len(out.logits)
                 if model.extractor is not None and cfg.concept_weight:
-                    loss = loss + cfg.concept_weight * ConceptExtractor.loss(prefix.concept_logits, concept_targets[rows])
+                    loss = loss + cfg.concept_weight * ConceptExtractor.loss(prefix.concept_logits,
+                                                                             concept_targets[rows].to(device))
                 if teacher is not None:
                     loss = loss + _distillation(out, teacher, features, rows, inputs, targets != PAD, project, cfg)
                 losses.append(optimizer.step(loss))
