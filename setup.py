@@ -7,9 +7,9 @@ setup(
     "LMUFormer and spiking models as exact frame-by-frame stream operators.",
     python_requires=">=3.10",
     packages=["streamlmu", "streamlmu.nn", "streamlmu.models", "streamlmu.audio", "streamlmu.data",
-              "streamlmu.train", "streamlmu.vision", "streamlmu.vision.caption", "streamlmu.pretrained",
+              "streamlmu.train", "streamlmu.serve", "streamlmu.vision", "streamlmu.vision.caption", "streamlmu.pretrained",
               "streamlmu.kernels", "streamlmu.apps"],
-    package_data={"streamlmu.pretrained": ["*.pt", "*.md", "*.json", "*.wav"]},
+    package_data={"streamlmu.pretrained": ["*.pt", "*.md", "*.json", "*.wav"], "streamlmu.serve": ["page/*"]},
     package_dir={
         "streamlmu": "streamlmu",
         "streamlmu.kernels": "kernels",
@@ -32,6 +32,8 @@ setup(
         # ultralytics is AGPL-3.0: the detector stays an optional extra
         "vision": ["ultralytics==8.4.190", "torch-pruning==1.6.1", "opencv-python", "scikit-image",
                    "open_clip_torch==3.3.0", "pycocoevalcap==1.2"],
+        # streamlmu serve: the WebSocket service (one process) and its scale-out
+        "serve": ["fastapi==0.163.2", "uvicorn==0.54.0", "websockets==17.4", "ray[serve]==2.60.0"],
     },
     entry_points={"console_scripts": ["streamlmu=streamlmu.apps.cli:main"]},
 )

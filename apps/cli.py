@@ -26,6 +26,7 @@ APPS = {
     "synth-captions": "streamlmu.apps.synth_captions",
     "caption-train": "streamlmu.apps.caption_train",
     "caption": "streamlmu.apps.caption",
+    "serve": "streamlmu.apps.serve",
 }
 
 

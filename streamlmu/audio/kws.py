@@ -69,6 +69,15 @@ class Event(NamedTuple):
         return {"t": round(self.t, 3), "keyword": self.keyword, "score": round(self.score, 4), "stream": self.stream}
 
 
+def detection_events(found: Detections, labels: tuple[str, ...], features: FrontEndConfig) -> list[tuple[int, Event]]:
+    """The detections of a chunk as ``(column, Event)``: the column of the firing frame in the chunk, and the
+    event with its stream time and its row as ``stream``; row by row, in time order."""
+    fired, score, frame = found.keyword.numpy(), found.score.numpy(), found.frame.numpy()
+    return [(int(t), Event(float(features.frame_end_s(int(frame[row, t]))), labels[fired[row, t]],
+                           float(score[row, t]), int(row)))
+            for row, t in zip(*np.nonzero(fired >= 0))]
+
+
 @dataclass
 class KWSStats:
     """What the spotter has processed: per-hop compute times are in ``hop_seconds``."""
@@ -256,11 +265,8 @@ class StreamingKWS:
     def _verified(self, found: Detections, first: int, audio: np.ndarray) -> verify.VerifierState | None:
         """Queue the detections of a chunk whose frames start at ``first`` on the shared clock, or hand them and
         the chunk's (resampled) ``audio`` to the verifier and queue those it confirms; the verifier's new state."""
-        fired, score, frame = found.keyword.numpy(), found.score.numpy(), found.frame.numpy()
         state = self.state.verifier
-        for stream, t in zip(*np.nonzero(fired >= 0)):
-            at = self.features.frame_end_s(int(frame[stream, t]))  # the frame's index in its stream
-            event = Event(float(at), self.labels[fired[stream, t]], float(score[stream, t]), int(stream))
+        for t, event in detection_events(found, self.labels, self.features):
             if self.verifier is None:
                 self._queue(event)
             else:
