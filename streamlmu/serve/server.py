@@ -30,7 +30,7 @@ def server(model: str, keywords: tuple[str, ...] | None = None, threshold: float
            log_level: str = "info") -> Server:
     """A server of ``model`` (not started: ``.run()`` blocks, or run it in a thread and set ``should_exit``)."""
     app = create_app(spotter(model, keywords, threshold), options)
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, ws="websockets",
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, ws="websockets-sansio",
                             ws_max_size=4 * options.max_message_bytes)  # ours answers first, with the limit
     return Server(config, app.state.service)
 

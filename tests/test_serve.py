@@ -1,0 +1,222 @@
+"""streamlmu serve over real sockets: a uvicorn server in a thread, clients of the websockets library."""
+import asyncio
+import contextlib
+import json
+import threading
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+import websockets
+
+from streamlmu.audio.kws import StreamingKWS
+from streamlmu.serve.client import pcm_bytes, stream_audio
+from streamlmu.serve.protocol import CLOSE
+from streamlmu.serve.server import server
+from streamlmu.serve.service import ServeOptions
+
+MODEL = "lmuformer-tiny-synth12-kws"  # the filterbank spotter: the fastest to step
+
+
+@contextlib.contextmanager
+def running(**options):
+    """A server of MODEL on a free loopback port with ``options``; yields its ws:// base URL."""
+    s = server(MODEL, options=ServeOptions(**options), port=0, log_level="warning")
+    thread = threading.Thread(target=s.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not s.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.02)
+    port = s.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"ws://127.0.0.1:{port}", s
+    finally:
+        s.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def url():
+    with running(max_message_bytes=64 * 1024) as (base, _):
+        yield base
+
+
+def expected_events(audio: np.ndarray, rate: int) -> list[tuple]:
+    kws = StreamingKWS.from_pretrained(MODEL)
+    kws.accept_waveform(audio, rate)
+    return [(e.t, e.keyword, round(e.score, 4)) for e in kws.poll_events()]
+
+
+def heard(result) -> list[tuple]:
+    return [(e["t"], e["keyword"], e["score"]) for e in result.events]
+
+
+def test_concurrent_streams_get_the_events_of_streamingkws(url, demo):
+    """Three clients at once, in three formats (int16 at 16 kHz, stereo float32 at 48 kHz, int32): each gets
+    the events StreamingKWS gives its (decoded, mono) audio, a ready message and a normal close."""
+    audio, rate, _ = demo
+    from streamlmu.audio.resample import Resample
+    import torch
+    audio48 = Resample(rate, 48000)(torch.from_numpy(audio)[None])[0][0].numpy()
+    int16 = np.round(audio * 32768).clip(-32768, 32767).astype(np.int16)
+    stereo = np.stack([audio48, audio48 * 0.5], axis=1).astype(np.float32)
+    int32 = int16.astype(np.int32) << 16
+
+    async def main():
+        return await asyncio.gather(
+            stream_audio(f"{url}/v1/kws", int16, rate, realtime=False, hello={"level": 1.0}),
+            stream_audio(f"{url}/v1/kws", stereo, 48000, chunk_s=0.05, realtime=False),
+            stream_audio(f"{url}/v1/kws", int32, rate, chunk_s=0.3, realtime=False, hello={"keywords": ["yes"]}))
+
+    plain, mixed, only_yes = asyncio.run(main())
+    expected = expected_events(int16.astype(np.float32) / 32768, rate)
+    assert len(expected) >= 3
+    assert heard(plain) == expected
+    assert heard(mixed) == expected_events(stereo.mean(axis=1), 48000)
+    assert heard(only_yes) == [e for e in expected if e[1] == "yes"] != []
+    for result in (plain, mixed, only_yes):
+        assert result.ready["type"] == "ready" and not result.ready["resumed"]
+        assert result.close_code == CLOSE["normal"]
+        assert {e["stream"] for e in result.events} <= {result.ready["stream"]}
+    assert len(plain.levels) >= 25 and {"t", "level", "top", "top_score"} <= set(plain.levels[0])
+    assert not mixed.levels
+
+
+async def close_of(url: str, first, *then) -> tuple[int, str]:
+    """Send ``first`` and ``then`` (text or bytes); the close code and reason the server answers with."""
+    async with websockets.connect(url, max_size=None) as socket:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await socket.send(first)
+            for message in then:
+                await socket.send(message)
+            async for _ in socket:
+                pass
+        return socket.close_code, socket.close_reason
+
+
+HELLO = json.dumps({"sample_rate": 16000, "dtype": "float32"})
+NAN = np.zeros(160, np.float32)
+NAN[3] = np.nan
+
+
+@pytest.mark.parametrize("first, then, code, reason", [
+    ("not json", (), "invalid", "not JSON"),
+    (b"\x00\x01", (), "invalid", "must be JSON text"),
+    ('["a"]', (), "invalid", "JSON object"),
+    ('{"sample_rate": 16000, "colour": 1}', (), "invalid", "unknown field"),
+    ('{"dtype": "int16"}', (), "invalid", "sample_rate must be an integer"),
+    ('{"sample_rate": 12345}', (), "unsupported", "12345 Hz is not supported"),
+    ('{"sample_rate": 16000, "dtype": "int8"}', (), "unsupported", "dtype 'int8' is not supported"),
+    ('{"sample_rate": 16000, "channels": 0}', (), "unsupported", "channels must be"),
+    ('{"sample_rate": 16000, "keywords": ["banana"]}', (), "invalid", "unknown keyword"),
+    ('{"sample_rate": 16000, "stream": "a b"}', (), "invalid", "stream must be an id"),
+    (HELLO, (b"\x00" * 7,), "invalid", "7 bytes is not a multiple of 4"),
+    (HELLO, (NAN.tobytes(),), "invalid", "NaN or Inf (sample 3"),
+    (HELLO, (b"\x00" * (64 * 1024 + 4),), "too_big", "at most 65536 bytes"),
+    (HELLO, ("hello again",), "unsupported", "send binary PCM"),
+])
+def test_bad_input_gets_a_clear_close_code_and_reason(url, first, then, code, reason):
+    got_code, got_reason = asyncio.run(close_of(f"{url}/v1/kws", first, *then))
+    assert got_code == CLOSE[code] and reason in got_reason
+
+
+def test_a_token_is_required_when_the_server_has_one(demo):
+    audio, rate, _ = demo
+    clip = audio[:rate]
+    with running(token="s3cret") as (base, _):
+        no_token = asyncio.run(close_of(f"{base}/v1/kws", HELLO))
+        wrong = asyncio.run(close_of(f"{base}/v1/kws?token=guess", HELLO))
+        by_query = asyncio.run(stream_audio(f"{base}/v1/kws?token=s3cret", clip, rate, realtime=False))
+        by_hello = asyncio.run(stream_audio(f"{base}/v1/kws", clip, rate, realtime=False, hello={"token": "s3cret"}))
+    for code, reason in (no_token, wrong):
+        assert code == CLOSE["policy"] and "a valid token is required" in reason
+    for result in (by_query, by_hello):
+        assert result.ready is not None and result.close_code == CLOSE["normal"]
+
+
+def test_too_many_streams_are_refused_and_the_others_go_on(demo):
+    audio, rate, _ = demo
+
+    async def main(base):
+        first = asyncio.ensure_future(stream_audio(f"{base}/v1/kws", audio[:rate * 3], rate, realtime=True))
+        second = asyncio.ensure_future(stream_audio(f"{base}/v1/kws", audio[:rate * 3], rate, realtime=True))
+        await asyncio.sleep(1.0)
+        refused = await close_of(f"{base}/v1/kws", HELLO)
+        return refused, await first, await second
+
+    with running(max_streams=2) as (base, _):
+        (code, reason), first, second = asyncio.run(main(base))
+    assert code == CLOSE["try_later"] and "maximum of 2 streams" in reason
+    assert first.close_code == second.close_code == CLOSE["normal"]
+
+
+def test_a_dropped_stream_resumes_without_a_gap_or_a_duplicate_and_disturbs_no_other(url, demo):
+    """One client drops its socket 22.2 s into the recording, between the two keywords 21 and 23 s in, and
+    reconnects with its stream id: its events before and after equal StreamingKWS on the whole recording.
+    Another client streaming meanwhile gets exactly its own events."""
+    audio, rate, _ = demo
+    int16 = np.round(audio * 32768).clip(-32768, 32767).astype(np.int16)
+    expected = expected_events(int16.astype(np.float32) / 32768, rate)
+    cut = int(22.2 * rate)
+
+    async def dropped():
+        async with websockets.connect(f"{url}/v1/kws") as socket:
+            await socket.send(json.dumps({"sample_rate": rate, "stream": "dropper"}))
+            for at in range(0, cut, 1600):
+                await socket.send(pcm_bytes(int16[at:min(at + 1600, cut)], "int16"))
+            await asyncio.sleep(0.3)
+            before = []
+            with contextlib.suppress(asyncio.TimeoutError):
+                while True:
+                    before.append(json.loads(await asyncio.wait_for(socket.recv(), 0.5)))
+            socket.transport.abort()  # no close handshake: the network went away
+        await asyncio.sleep(0.5)
+        result = await stream_audio(f"{url}/v1/kws", int16[cut:], rate, realtime=False, hello={"stream": "dropper"})
+        return before, result
+
+    async def main():
+        return await asyncio.gather(dropped(), stream_audio(f"{url}/v1/kws", int16, rate, chunk_s=0.08))
+
+    (before, after), other = asyncio.run(main())
+    assert before[0]["type"] == "ready" and not before[0]["resumed"]
+    assert after.ready["resumed"] and after.ready["samples"] == cut and after.ready["stream"] == "dropper"
+    events = [(e["t"], e["keyword"], e["score"]) for e in before if "keyword" in e] + heard(after)
+    assert events == expected
+    assert heard(other) == expected
+
+
+def test_a_client_faster_than_real_time_is_told_and_loses_no_audio(demo):
+    audio, rate, _ = demo
+    with running(max_backlog_s=0.5) as (base, _):
+        result = asyncio.run(stream_audio(f"{base}/v1/kws", audio, rate, chunk_s=1.0, realtime=False))
+    assert [w["type"] for w in result.warnings] == ["warning"] and "real time" in result.warnings[0]["reason"]
+    assert heard(result) == expected_events(audio, rate)
+
+
+def test_shutdown_tells_every_stream_and_closes_it_going_away(demo):
+    audio, rate, _ = demo
+
+    async def main(base, s):
+        client = asyncio.ensure_future(stream_audio(f"{base}/v1/kws", audio, rate, realtime=True))
+        await asyncio.sleep(1.5)
+        s.should_exit = True
+        return await client
+
+    with running() as (base, s):
+        result = asyncio.run(main(base, s))
+    assert result.close_code == CLOSE["going_away"]
+    assert [w["type"] for w in result.warnings] == ["closing"] and "shutting down" in result.warnings[0]["reason"]
+
+
+def test_the_page_and_the_info_are_served(url):
+    http = url.replace("ws://", "http://")
+    page = urllib.request.urlopen(f"{http}/").read().decode()
+    assert "<html" in page and "/v1/kws" in page
+    worklet = urllib.request.urlopen(f"{http}/page/capture.js").read().decode()
+    assert "registerProcessor" in worklet
+    info = json.loads(urllib.request.urlopen(f"{http}/v1/info").read())
+    assert info["sample_rate"] == 16000 and "yes" in info["keywords"] and info["model"] == MODEL
+    with pytest.raises(urllib.error.HTTPError, match="404"):
+        urllib.request.urlopen(f"{http}/page/missing.js")
