@@ -9,7 +9,8 @@ VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 
 system_packages=(espeak-ng sox festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
-                 pulseaudio pulseaudio-utils libportaudio2 libgl1)  # libgl1: OpenCV (the vision extra)
+                 pulseaudio pulseaudio-utils libportaudio2 libgl1 chromium)
+# libgl1: OpenCV (the vision extra); chromium: the browser test of the serve page
 missing=()
 for pkg in "${system_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -20,9 +20,9 @@ MODEL = "lmuformer-tiny-synth12-kws"  # the filterbank spotter: the fastest to s
 
 
 @contextlib.contextmanager
-def running(**options):
-    """A server of MODEL on a free loopback port with ``options``; yields its ws:// base URL."""
-    s = server(MODEL, options=ServeOptions(**options), port=0, log_level="warning")
+def running(model: str = MODEL, **options):
+    """A server of ``model`` on a free loopback port with ``options``; yields its ws:// base URL and the server."""
+    s = server(model, options=ServeOptions(**options), port=0, log_level="warning")
     thread = threading.Thread(target=s.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
