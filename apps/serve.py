@@ -36,7 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the engine")
     parser.add_argument("--ray", action="store_true", help="run on Ray Serve instead of one uvicorn process")
     parser.add_argument("--address", default=None, help="--ray: an existing Ray cluster (default: start one here)")
-    parser.add_argument("--replicas", type=int, default=2, help="--ray: replicas (the most, when autoscaling)")
+    parser.add_argument("--replicas", type=int, default=2, help="--ray: replicas to start with, and the most")
+    parser.add_argument("--min-replicas", type=int, default=1,
+                        help="--ray: the fewest replicas autoscaling keeps (on open streams per replica)")
 
 
 def options(args: argparse.Namespace):
@@ -52,6 +54,6 @@ def run(args: argparse.Namespace) -> int:
     if args.ray:
         from streamlmu.serve.scale import run_ray
         return run_ray(args.model, keywords, args.threshold, options(args), args.host, args.port, args.replicas,
-                       args.address)
+                       args.min_replicas, args.address)
     from streamlmu.serve.server import run_server
     return run_server(args.model, keywords, args.threshold, options(args), args.host, args.port)

@@ -15,14 +15,15 @@ from streamlmu.serve.client import pcm_bytes, stream_audio
 from streamlmu.serve.protocol import CLOSE
 from streamlmu.serve.server import server
 from streamlmu.serve.service import ServeOptions
+from streamlmu.serve.store import MemoryStore
 
 MODEL = "lmuformer-tiny-synth12-kws"  # the filterbank spotter: the fastest to step
 
 
 @contextlib.contextmanager
-def running(model: str = MODEL, **options):
+def running(model: str = MODEL, store=None, **options):
     """A server of ``model`` on a free loopback port with ``options``; yields its ws:// base URL and the server."""
-    s = server(model, options=ServeOptions(**options), port=0, log_level="warning")
+    s = server(model, options=ServeOptions(**options), port=0, log_level="warning", store=store)
     thread = threading.Thread(target=s.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
@@ -173,7 +174,9 @@ def test_a_dropped_stream_resumes_without_a_gap_or_a_duplicate_and_disturbs_no_o
                     before.append(json.loads(await asyncio.wait_for(socket.recv(), 0.5)))
             socket.transport.abort()  # no close handshake: the network went away
         await asyncio.sleep(0.5)
-        result = await stream_audio(f"{url}/v1/kws", int16[cut:], rate, realtime=False, hello={"stream": "dropper"})
+        seen = [e["t"] for e in before if "keyword" in e][-1:]
+        result = await stream_audio(f"{url}/v1/kws", int16, rate, realtime=False,  # sent from ready["samples"]
+                                    hello={"stream": "dropper", **({"seen": seen[0]} if seen else {})})
         return before, result
 
     async def main():
@@ -185,6 +188,30 @@ def test_a_dropped_stream_resumes_without_a_gap_or_a_duplicate_and_disturbs_no_o
     events = [(e["t"], e["keyword"], e["score"]) for e in before if "keyword" in e] + heard(after)
     assert events == expected
     assert heard(other) == expected
+
+
+def test_a_stream_resumes_on_another_server_from_their_shared_store(demo):
+    """Two servers share a store (as Ray replicas do): a stream dropped by one resumes on the other, which
+    never held it, from the last record saved; the client sends again from the record's sample count and
+    says which event it saw last: no gap, no duplicate."""
+    audio, rate, _ = demo
+    int16 = np.round(audio * 32768).clip(-32768, 32767).astype(np.int16)
+    expected = expected_events(int16.astype(np.float32) / 32768, rate)
+    store = MemoryStore()
+    cut = int(22.2 * rate)
+
+    async def main(first, second):
+        dropped = await stream_audio(f"{first}/v1/kws", int16[:cut], rate, realtime=False, end=False,
+                                     hello={"stream": "traveller"})
+        await asyncio.sleep(0.6)  # the first server saves it meanwhile
+        assert (await store.get("traveller")) is not None
+        resumed = await stream_audio(f"{second}/v1/kws", int16, rate, realtime=False, result=dropped)
+        return resumed
+
+    with running(store=store, save_s=0.1) as (first, _), running(store=store, save_s=0.1) as (second, _):
+        result = asyncio.run(main(first, second))
+    assert result.ready["resumed"] and 0 < result.ready["samples"] <= cut
+    assert heard(result) == expected
 
 
 def test_a_client_faster_than_real_time_is_told_and_loses_no_audio(demo):

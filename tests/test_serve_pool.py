@@ -79,14 +79,14 @@ def test_a_snapshot_resumes_a_stream_in_another_pool(demo, tmp_path):
     expected = alone(name, audio, rate)
     first = StreamPool(StreamingKWS.from_pretrained(name))
     slot = first.open()
-    cut = 200 * first.tick_samples  # 16 s: whole ticks, so no audio waits outside the state
+    cut = 200 * first.tick_samples + 1000  # 16 s and 1000 samples waiting for the next tick
     before = []
     for at in range(0, cut, 1600):
-        first.push(slot, audio[at:at + 1600])
+        first.push(slot, audio[at:min(at + 1600, cut)])
         before += [(e.t, e.keyword, round(e.score, 4)) for e in (first.tick() or {}).get(slot, [])]
     while first.ready():
         before += [(e.t, e.keyword, round(e.score, 4)) for e in first.tick()[slot]]
-    assert first.waiting(slot) == 0
+    assert first.waiting(slot) == 1000
     save_state(first.snapshot(slot), str(tmp_path / "stream.pt"))
     second = StreamPool(StreamingKWS.from_pretrained(name))
     resumed = second.open(state=load_state(str(tmp_path / "stream.pt")))

@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from streamlmu.audio.kws import StreamingKWS
 from streamlmu.serve.service import KWSService, ServeOptions
+from streamlmu.serve.store import StateStore
 
 PAGE = resources.files("streamlmu.serve") / "page"
 _MEDIA = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
@@ -28,9 +29,11 @@ def spotter(model: str, keywords: Optional[tuple] = None, threshold: Optional[fl
     return kws
 
 
-def create_app(kws: StreamingKWS, options: ServeOptions = ServeOptions()) -> FastAPI:
-    """The app serving ``kws`` to every client; the service is ``app.state.service``."""
-    service = KWSService(kws, options)
+def create_app(kws: StreamingKWS, options: ServeOptions = ServeOptions(), store: Optional[StateStore] = None
+               ) -> FastAPI:
+    """The app serving ``kws`` to every client, saving streams to ``store`` if given (see
+    :mod:`streamlmu.serve.store`); the service is ``app.state.service``."""
+    service = KWSService(kws, options, store)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):

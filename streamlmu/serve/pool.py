@@ -37,12 +37,14 @@ DEFAULT_TICK_S = 0.08
 
 @register_state
 class SlotState(NamedTuple):
-    """One stream's whole state, batch 1: the spotter pipeline's rows and the resampler's (None at the model's
-    rate), with the ``rate`` its audio arrives at. Save it with :func:`streamlmu.stream.save_state`."""
+    """One stream's whole state, batch 1: the spotter pipeline's rows, the resampler's (None at the model's
+    rate), the ``rate`` its audio arrives at ``(1,)`` int64, and the audio ``waiting`` for its next tick
+    ``(1, n)`` float32 at the model's rate. Save it with :func:`streamlmu.stream.save_state`."""
 
     pipeline: State
     resample: State | None
-    rate: torch.Tensor  # (1,) int64
+    rate: torch.Tensor
+    waiting: torch.Tensor
 
 
 @dataclass
@@ -120,15 +122,16 @@ class StreamPool:
             del self._slots[slot]
 
     def snapshot(self, slot: int) -> SlotState:
-        """A copy of ``slot``'s state (the audio waiting for its next tick is not part of it)."""
+        """A copy of ``slot``'s whole state, the audio waiting for its next tick included."""
         with self._lock:
             s = self._slot(slot)
             rows = tree_map(lambda t: t[slot:slot + 1].clone(), self._state)
             resample = None if s.resample_state is None else tree_map(torch.clone, s.resample_state)
-            return SlotState(rows, resample, torch.tensor([s.rate]))
+            waiting = np.concatenate(s.chunks) if s.chunks else np.zeros(0, np.float32)
+            return SlotState(rows, resample, torch.tensor([s.rate]), torch.from_numpy(waiting.copy())[None])
 
     def restore(self, slot: int, state: SlotState) -> None:
-        """Put a :meth:`snapshot` into ``slot`` (its waiting audio is dropped)."""
+        """Put a :meth:`snapshot` into ``slot`` (what it held is replaced)."""
         if type(state) is not SlotState:
             raise TypeError(f"state must be a SlotState from StreamPool.snapshot (got {type(state).__name__})")
         layout = (lambda tree: [(path, t.shape, t.dtype) for path, t in tree_paths(tree)])
@@ -139,7 +142,8 @@ class StreamPool:
             s = self._slot(slot)
             self._set_rate(s, rate)
             s.resample_state = None if state.resample is None else tree_map(torch.clone, state.resample)
-            s.chunks, s.waiting = [], 0
+            waiting = state.waiting[0].numpy().astype(np.float32, copy=True)
+            s.chunks, s.waiting = ([waiting] if len(waiting) else []), len(waiting)
             s.generation = self._generation = self._generation + 1
             self._write(slot, tree_map(torch.clone, state.pipeline))
 

@@ -51,7 +51,9 @@ class ProtocolError(Exception):
 @dataclass(frozen=True)
 class Hello:
     """A client's first message: its audio format, the keywords it wants (None: the spotter's), the id of
-    the stream to resume (None: a new stream), a level report every ``level`` seconds (0: none), a token."""
+    the stream to resume (None: a new stream), a level report every ``level`` seconds (0: none), a token,
+    and on resuming, the time ``seen`` of the last event the client received (events up to it are not sent
+    again)."""
 
     sample_rate: int
     dtype: str = "int16"
@@ -60,6 +62,7 @@ class Hello:
     stream: str | None = None
     level: float = 0.0
     token: str | None = None
+    seen: float | None = None
 
     @property
     def frame_bytes(self) -> int:
@@ -83,7 +86,7 @@ def parse_hello(text: str | bytes, labels: tuple[str, ...]) -> Hello:
         raise _invalid(f"the first message is not JSON: {text[:60]!r}") from None
     if not isinstance(msg, dict):
         raise _invalid(f"the first message must be a JSON object (got {type(msg).__name__})")
-    known = {"sample_rate", "dtype", "channels", "keywords", "stream", "level", "token"}
+    known = {"sample_rate", "dtype", "channels", "keywords", "stream", "level", "token", "seen"}
     if set(msg) - known:
         raise _invalid(f"unknown field(s) {sorted(set(msg) - known)} in the first message (known: {sorted(known)})")
     rate = msg.get("sample_rate")
@@ -118,7 +121,12 @@ def parse_hello(text: str | bytes, labels: tuple[str, ...]) -> Hello:
     token = msg.get("token")
     if token is not None and not isinstance(token, str):
         raise _invalid("token must be a string")
-    return Hello(rate, dtype, channels, keywords, stream, float(level), token)
+    seen = msg.get("seen")
+    if seen is not None and (isinstance(seen, bool) or not isinstance(seen, (int, float)) or stream is None):
+        raise _invalid(f"seen must be the time in seconds of the last event received, given with the stream "
+                       f"to resume (got {seen!r})")
+    return Hello(rate, dtype, channels, keywords, stream, float(level), token,
+                 None if seen is None else float(seen))
 
 
 def decode_pcm(data: bytes, hello: Hello) -> np.ndarray:

@@ -11,6 +11,7 @@ import uvicorn
 
 from streamlmu.serve.app import create_app, spotter
 from streamlmu.serve.service import KWSService, ServeOptions
+from streamlmu.serve.store import StateStore
 
 
 class Server(uvicorn.Server):
@@ -27,9 +28,9 @@ class Server(uvicorn.Server):
 
 def server(model: str, keywords: tuple[str, ...] | None = None, threshold: float | None = None,
            options: ServeOptions = ServeOptions(), host: str = "127.0.0.1", port: int = 8000,
-           log_level: str = "info") -> Server:
+           log_level: str = "info", store: StateStore | None = None) -> Server:
     """A server of ``model`` (not started: ``.run()`` blocks, or run it in a thread and set ``should_exit``)."""
-    app = create_app(spotter(model, keywords, threshold), options)
+    app = create_app(spotter(model, keywords, threshold), options, store)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, ws="websockets-sansio",
                             ws_max_size=4 * options.max_message_bytes)  # ours answers first, with the limit
     return Server(config, app.state.service)

@@ -4,9 +4,9 @@
 One asyncio task steps the pool whenever some stream has a tick of audio (the engine call runs in a worker
 thread, so sockets keep being read meanwhile) and hands each stream's events to its outbox; each connection
 has a sender task that drains its outbox in order. A stream whose socket drops keeps its slot, its waiting
-audio and its outbox for ``grace_s`` seconds: a client that reconnects with its stream id resumes it (the
-state rows live in this process's pool, the unsent events in the outbox), and the ``ready`` message says how
-many samples the server has consumed so the client can send on from there.
+audio and its last events for ``grace_s`` seconds: a client that reconnects with its stream id resumes it
+(the state rows live in this process's pool): it gets the events after the last one it says it saw, and the
+``ready`` message says how many samples the server has consumed, so it sends on from there.
 
 Framework-free apart from the WebSocket object (Starlette's, as FastAPI and Ray Serve hand it over).
 """
@@ -19,15 +19,17 @@ import logging
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from streamlmu.audio.kws import StreamingKWS
 from streamlmu.serve.pool import DEFAULT_TICK_S, StreamPool
 from streamlmu.serve.protocol import CLOSE, Hello, ProtocolError, decode_pcm, parse_hello
+from streamlmu.serve.store import StateStore, StreamRecord
 
 log = logging.getLogger(__name__)
+RECENT_EVENTS = 64  # events a stream keeps to send again to a client that resumes
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,8 @@ class ServeOptions:
     largest binary message; ``max_backlog_s``: audio a stream may have waiting before the server stops
     reading its socket (it is told once); ``max_outbox``: messages waiting for a client that does not read
     before the server closes its socket; ``grace_s``: how long a dropped stream waits for its client;
-    ``token``: the secret clients must give (the ``token`` query parameter or hello field), None: none."""
+    ``save_s``: how often streams are saved to the service's store, if it has one; ``token``: the secret
+    clients must give (the ``token`` query parameter or hello field), None: none."""
 
     max_streams: int = 256
     max_message_bytes: int = 1 << 20
@@ -46,13 +49,14 @@ class ServeOptions:
     max_outbox: int = 1000
     grace_s: float = 30.0
     tick_s: float = DEFAULT_TICK_S
+    save_s: float = 1.0
     token: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_streams", "max_message_bytes", "max_outbox"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 (got {getattr(self, name)})")
-        for name in ("max_backlog_s", "grace_s", "tick_s"):
+        for name in ("max_backlog_s", "grace_s", "tick_s", "save_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0 seconds (got {getattr(self, name)})")
 
@@ -71,19 +75,35 @@ class _Stream:
     dropped_at: float | None = None
     warned: bool = False
     ending: asyncio.Future | None = None  # set by {"end": true}; done once the last audio is stepped
+    recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))  # the last events, sent or not
+    seen: float = -1.0  # events up to this stream time were received by the client already
+    saved: int = -1  # consumed when last saved to the store
 
     def put(self, message: dict) -> None:
+        if "keyword" in message:
+            if message["t"] <= self.seen:
+                return
+            self.recent.append(message)
         self.outbox.append(json.dumps(message))
         self.sent.set()
+
+    def resume(self, seen: float | None) -> None:
+        """A client is back, having received the events up to stream time ``seen`` (None: it does not say): the
+        outbox becomes the recent events after ``seen``, whether or not they were sent before."""
+        self.seen = -1.0 if seen is None else seen
+        self.outbox = deque(json.dumps(e) for e in self.recent if e["t"] > self.seen)
 
 
 class KWSService:
     """Keyword spotting for every stream of one process (see the module docstring).
 
-    ``kws``: the spotter whose model and detector settings every stream shares (no verifier)."""
+    ``kws``: the spotter whose model and detector settings every stream shares (no verifier); ``store``: where
+    streams are saved for other processes to resume (:mod:`streamlmu.serve.store`; None: only here)."""
 
-    def __init__(self, kws: StreamingKWS, options: ServeOptions = ServeOptions()):
-        self.kws, self.options = kws, options
+    def __init__(self, kws: StreamingKWS, options: ServeOptions = ServeOptions(), store: StateStore | None = None):
+        self.kws, self.options, self.store = kws, options, store
+        self._saving: asyncio.Task | None = None
+        self._saved_at = 0.0
         self.pool = StreamPool(kws, options.tick_s, capacity=min(options.max_streams, 64))
         self.streams: dict[str, _Stream] = {}
         self._by_slot: dict[int, _Stream] = {}
@@ -139,6 +159,36 @@ class KWSService:
             elif stream.dropped_at is not None and now - stream.dropped_at > self.options.grace_s:
                 self._remove(stream)
                 self.pool.close(stream.slot)
+        if self.store is not None and now - self._saved_at >= self.options.save_s and \
+                (self._saving is None or self._saving.done()):
+            self._saved_at = now
+            self._saving = asyncio.get_running_loop().create_task(self._save())
+
+    async def _save(self) -> None:
+        """Save every stream that heard audio since its last save (records made here, between ticks)."""
+        records = {}
+        for stream in self.streams.values():
+            if stream.consumed != stream.saved and stream.ending is None:
+                records[stream.id] = self._record(stream).to_bytes()
+                stream.saved = stream.consumed
+        if records:
+            await self.store.put(records)
+
+    def _record(self, stream: _Stream) -> StreamRecord:
+        hello = {k: v for k, v in asdict(stream.hello).items() if k not in ("token", "seen")}
+        return StreamRecord(self.pool.snapshot(stream.slot), stream.consumed, hello, sorted(stream.keywords),
+                            [json.dumps(e) for e in stream.recent], stream.next_level)
+
+    def _resumed(self, record: StreamRecord, hello: Hello, socket) -> _Stream:
+        """A stream saved by another process, in a new slot here."""
+        slot = self.pool.open(state=record.state)
+        saved = Hello(**record.hello)
+        stream = _Stream(hello.stream, slot, saved, frozenset(record.keywords), consumed=record.consumed,
+                         next_level=record.next_level, socket=socket, saved=record.consumed)
+        stream.recent.extend(json.loads(e) for e in record.recent)
+        stream.resume(hello.seen)
+        self.streams[stream.id] = self._by_slot[slot] = stream
+        return stream
 
     def _deliver(self, stream: _Stream, events: list, level: bool = True) -> None:
         for event in events:
@@ -160,9 +210,11 @@ class KWSService:
                                          f"reconnect with stream id {stream.id} within {self.options.grace_s:g} s"))
 
     def _remove(self, stream: _Stream) -> None:
-        """Forget ``stream`` (its slot stays open: the caller closes or flushes it)."""
+        """Forget ``stream`` here and in the store (its slot stays open: the caller closes or flushes it)."""
         self.streams.pop(stream.id, None)
         self._by_slot.pop(stream.slot, None)
+        if self.store is not None:
+            asyncio.get_running_loop().create_task(self.store.drop(stream.id))
 
     # ------------------------------------------------------------ one connection
     async def handle(self, socket, token: str | None = None) -> None:
@@ -180,7 +232,7 @@ class KWSService:
             hello = parse_hello(first.get("text") if first.get("text") is not None else first.get("bytes"),
                                 self.kws.labels)
             self._check_token(token or hello.token)
-            stream, resumed = self._attach(hello, socket)
+            stream, resumed = await self._attach(hello, socket)
         except ProtocolError as err:
             await _close(socket, err.code, err.reason)
             return
@@ -206,17 +258,19 @@ class KWSService:
             raise ProtocolError(CLOSE["policy"], "a valid token is required (the token query parameter or the "
                                                  "hello's token field)")
 
-    def _attach(self, hello: Hello, socket) -> tuple[_Stream, bool]:
+    async def _attach(self, hello: Hello, socket) -> tuple[_Stream, bool]:
+        if hello.stream is not None and hello.stream not in self.streams and self.store is not None:
+            data = await self.store.get(hello.stream)
+            if data is not None and hello.stream not in self.streams:
+                self._check_format(hello, Hello(**StreamRecord.from_bytes(data).hello))
+                return self._resumed(StreamRecord.from_bytes(data), hello, socket), True
         if hello.stream is not None and hello.stream in self.streams:
             stream = self.streams[hello.stream]
             if stream.socket is not None:
                 raise ProtocolError(CLOSE["policy"], f"stream {hello.stream} is connected already")
-            if (hello.sample_rate, hello.dtype, hello.channels) != \
-                    (stream.hello.sample_rate, stream.hello.dtype, stream.hello.channels):
-                raise ProtocolError(CLOSE["invalid"], f"stream {hello.stream} carries {stream.hello.sample_rate} Hz "
-                                                      f"{stream.hello.dtype} x {stream.hello.channels}: resume it "
-                                                      f"in that format")
+            self._check_format(hello, stream.hello)
             stream.socket, stream.dropped_at, stream.warned = socket, None, False
+            stream.resume(hello.seen)
             return stream, True
         if len(self.streams) >= self.options.max_streams:
             raise ProtocolError(CLOSE["try_later"], f"the server holds its maximum of {self.options.max_streams} "
@@ -226,6 +280,12 @@ class KWSService:
         stream = _Stream(hello.stream or uuid.uuid4().hex[:12], slot, hello, keywords, socket=socket)
         self.streams[stream.id] = self._by_slot[slot] = stream
         return stream, False
+
+    @staticmethod
+    def _check_format(hello: Hello, held: Hello) -> None:
+        if (hello.sample_rate, hello.dtype, hello.channels) != (held.sample_rate, held.dtype, held.channels):
+            raise ProtocolError(CLOSE["invalid"], f"stream {hello.stream} carries {held.sample_rate} Hz {held.dtype} "
+                                                  f"x {held.channels}: resume it in that format")
 
     async def _receive(self, stream: _Stream, socket) -> None:
         limit = self.options.max_message_bytes
