@@ -14,7 +14,7 @@ from streamlmu.audio.kws import StreamingKWS
 from streamlmu.serve.client import pcm_bytes, stream_audio
 from streamlmu.serve.protocol import CLOSE
 from streamlmu.serve.server import server
-from streamlmu.serve.service import ServeOptions
+from streamlmu.serve.service import KWSService, ServeOptions
 from streamlmu.serve.store import MemoryStore
 
 MODEL = "lmuformer-tiny-synth12-kws"  # the filterbank spotter: the fastest to step
@@ -154,13 +154,13 @@ def test_too_many_streams_are_refused_and_the_others_go_on(demo):
 
 
 def test_a_dropped_stream_resumes_without_a_gap_or_a_duplicate_and_disturbs_no_other(url, demo):
-    """One client drops its socket 22.2 s into the recording, between the two keywords 21 and 23 s in, and
-    reconnects with its stream id: its events before and after equal StreamingKWS on the whole recording.
-    Another client streaming meanwhile gets exactly its own events."""
+    """One client drops its socket 21.0 s into the recording, in the middle of the word *yes* (20.92-21.14 s),
+    and reconnects with its stream id and the time of the last event it saw: its events before and after
+    equal StreamingKWS on the whole recording. Another client streaming meanwhile gets exactly its own."""
     audio, rate, _ = demo
     int16 = np.round(audio * 32768).clip(-32768, 32767).astype(np.int16)
     expected = expected_events(int16.astype(np.float32) / 32768, rate)
-    cut = int(22.2 * rate)
+    cut = int(21.0 * rate)
 
     async def dropped():
         async with websockets.connect(f"{url}/v1/kws") as socket:
@@ -247,3 +247,63 @@ def test_the_page_and_the_info_are_served(url):
     assert info["sample_rate"] == 16000 and "yes" in info["keywords"] and info["model"] == MODEL
     with pytest.raises(urllib.error.HTTPError, match="404"):
         urllib.request.urlopen(f"{http}/page/missing.js")
+
+
+class FakeSocket:
+    """A WebSocket as KWSService sees it, fed from a list: after ``sendable`` messages its sends block until
+    ``reading`` is set (a client that stopped reading: its buffers are full)."""
+
+    def __init__(self, messages: list, sendable: int = 10**9):
+        self.incoming, self.sent, self.sendable = list(messages), [], sendable
+        self.reading, self.closed, self.more = asyncio.Event(), None, asyncio.Event()
+
+    async def accept(self):
+        pass
+
+    async def receive(self) -> dict:
+        if not self.incoming:
+            await self.more.wait()  # the client sends nothing more, and stays
+        message = self.incoming.pop(0)
+        return {"type": "websocket.receive", "text" if isinstance(message, str) else "bytes": message}
+
+    async def _wait_to_send(self):
+        if len(self.sent) >= self.sendable:
+            await self.reading.wait()
+
+    async def send_text(self, text: str):
+        await self._wait_to_send()
+        self.sent.append(json.loads(text))
+
+    async def close(self, code: int, reason: str):
+        await self._wait_to_send()
+        self.closed = (code, reason)
+
+
+def test_a_client_that_stops_reading_is_closed_and_others_go_on(demo):
+    """A client asks for a level report every tick and stops reading after three messages: once a message
+    has waited 0.3 s to be sent, the service drops its socket, keeps its stream for a resume, and closes it
+    with 1008 and the reason as soon as the client reads again. A client served meanwhile gets exactly its
+    events."""
+    audio, rate, _ = demo
+    service = KWSService(StreamingKWS.from_pretrained(MODEL), ServeOptions(stall_s=0.3))
+    chunks = [pcm_bytes(audio[at:at + 1600], "float32") for at in range(0, len(audio), 1600)]
+    stalled = FakeSocket([json.dumps({"sample_rate": rate, "dtype": "float32", "level": 0.01, "stream": "sleepy"}),
+                          *chunks[:50]], sendable=3)
+    reader = FakeSocket([json.dumps({"sample_rate": rate, "dtype": "float32"}), *chunks, '{"end": true}'])
+
+    async def main():
+        stalling = asyncio.ensure_future(service.handle(stalled))
+        await service.handle(reader)
+        await asyncio.sleep(1.0)
+        held = service.streams["sleepy"]
+        kicked, outbox = held.kicked, len(held.outbox)
+        stalled.reading.set()
+        await asyncio.wait_for(stalling, 5.0)
+        await service.shutdown()
+        return held, kicked, outbox
+
+    held, kicked, waiting = asyncio.run(main())
+    assert kicked is not None and held.socket is None and waiting > 0
+    assert stalled.closed == kicked and kicked[0] == CLOSE["policy"] and "stopped reading" in kicked[1]
+    assert [(m["t"], m["keyword"], m["score"]) for m in reader.sent if "keyword" in m] == expected_events(audio, rate)
+    assert reader.closed == (CLOSE["normal"], "end of stream")

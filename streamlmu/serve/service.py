@@ -38,8 +38,8 @@ class ServeOptions:
 
     ``max_streams``: streams held at once (connected or waiting for a reconnect); ``max_message_bytes``: the
     largest binary message; ``max_backlog_s``: audio a stream may have waiting before the server stops
-    reading its socket (it is told once); ``max_outbox``: messages waiting for a client that does not read
-    before the server closes its socket; ``grace_s``: how long a dropped stream waits for its client;
+    reading its socket (it is told once); ``max_outbox`` and ``stall_s``: a client that does not read is
+    closed once that many messages wait for it, or a message has waited that long to be sent; ``grace_s``: how long a dropped stream waits for its client;
     ``save_s``: how often streams are saved to the service's store, if it has one; ``token``: the secret
     clients must give (the ``token`` query parameter or hello field), None: none."""
 
@@ -47,6 +47,7 @@ class ServeOptions:
     max_message_bytes: int = 1 << 20
     max_backlog_s: float = 5.0
     max_outbox: int = 1000
+    stall_s: float = 10.0
     grace_s: float = 30.0
     tick_s: float = DEFAULT_TICK_S
     save_s: float = 1.0
@@ -56,7 +57,7 @@ class ServeOptions:
         for name in ("max_streams", "max_message_bytes", "max_outbox"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 (got {getattr(self, name)})")
-        for name in ("max_backlog_s", "grace_s", "tick_s", "save_s"):
+        for name in ("max_backlog_s", "stall_s", "grace_s", "tick_s", "save_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0 seconds (got {getattr(self, name)})")
 
@@ -78,6 +79,9 @@ class _Stream:
     recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))  # the last events, sent or not
     seen: float = -1.0  # events up to this stream time were received by the client already
     saved: int = -1  # consumed when last saved to the store
+    sending_since: float | None = None  # when the message being sent now was handed to the socket
+    receiver: asyncio.Task | None = None  # the task reading the client's messages
+    kicked: tuple[int, str] | None = None  # the close code and reason of a client that stopped reading
 
     def put(self, message: dict) -> None:
         if "keyword" in message:
@@ -90,7 +94,7 @@ class _Stream:
     def resume(self, seen: float | None) -> None:
         """A client is back, having received the events up to stream time ``seen`` (None: it does not say): the
         outbox becomes the recent events after ``seen``, whether or not they were sent before."""
-        self.seen = -1.0 if seen is None else seen
+        self.seen, self.sending_since, self.kicked = (-1.0 if seen is None else seen), None, None
         self.outbox = deque(json.dumps(e) for e in self.recent if e["t"] > self.seen)
 
 
@@ -159,6 +163,8 @@ class KWSService:
             elif stream.dropped_at is not None and now - stream.dropped_at > self.options.grace_s:
                 self._remove(stream)
                 self.pool.close(stream.slot)
+            else:
+                self._check_reading(stream)
         if self.store is not None and now - self._saved_at >= self.options.save_s and \
                 (self._saving is None or self._saving.done()):
             self._saved_at = now
@@ -202,12 +208,17 @@ class KWSService:
                 stream.put({"t": round(now, 3), "level": round(20 * float(np.log10(max(peak, 1e-6))), 1),
                             "top": top, "top_score": round(score, 4)})
                 stream.next_level = now + stream.hello.level
-        if len(stream.outbox) > self.options.max_outbox and stream.socket is not None:
-            socket, stream.socket = stream.socket, None
-            stream.dropped_at = time.monotonic()
-            asyncio.get_running_loop().create_task(_close(
-                socket, CLOSE["policy"], f"the client stopped reading: {len(stream.outbox)} messages wait; "
-                                         f"reconnect with stream id {stream.id} within {self.options.grace_s:g} s"))
+
+    def _check_reading(self, stream: _Stream) -> None:
+        """Close the socket of a client that does not read (too many messages wait, or one has waited too long);
+        its stream stays for ``grace_s`` like any dropped stream."""
+        blocked = 0.0 if stream.sending_since is None else time.monotonic() - stream.sending_since
+        if stream.socket is None or (len(stream.outbox) <= self.options.max_outbox and blocked <= self.options.stall_s):
+            return
+        stream.socket, stream.dropped_at = None, time.monotonic()
+        stream.kicked = (CLOSE["policy"], f"the client stopped reading ({len(stream.outbox)} messages wait, for "
+                                          f"{blocked:.0f} s); resume stream {stream.id} within {self.options.grace_s:g} s")
+        stream.receiver.cancel()
 
     def _remove(self, stream: _Stream) -> None:
         """Forget ``stream`` here and in the store (its slot stays open: the caller closes or flushes it)."""
@@ -241,14 +252,22 @@ class KWSService:
                  "samples": stream.consumed}
         stream.outbox.appendleft(json.dumps(ready))  # before the events kept while it was away
         stream.sent.set()
-        sender = asyncio.get_running_loop().create_task(self._send(stream, socket))
+        loop = asyncio.get_running_loop()
+        sender = loop.create_task(self._send(stream, socket))
+        stream.receiver = receiver = loop.create_task(self._receive(stream, socket))
         try:
-            await self._receive(stream, socket)
+            await receiver
         except ProtocolError as err:
             await self._drain(stream, socket, sender)
             await _close(socket, err.code, err.reason)
+        except asyncio.CancelledError:
+            if stream.kicked is None or not receiver.cancelled():
+                raise
+            sender.cancel()  # the close frame waits behind what the client has not read: as long as the grace
+            await _close(socket, *stream.kicked, timeout=self.options.grace_s)
         finally:
             sender.cancel()
+            receiver.cancel()
             if stream.socket is socket:
                 stream.socket, stream.dropped_at = None, time.monotonic()
 
@@ -332,7 +351,9 @@ class KWSService:
             await stream.sent.wait()
             stream.sent.clear()
             while stream.outbox and stream.socket is socket:
+                stream.sending_since = time.monotonic()
                 await socket.send_text(stream.outbox[0])
+                stream.sending_since = None
                 stream.outbox.popleft()
 
     async def _drain(self, stream: _Stream, socket, sender: asyncio.Task | None, timeout: float = 2.0) -> None:
@@ -363,11 +384,11 @@ class KWSService:
             await asyncio.gather(self._runner, return_exceptions=True)
 
 
-async def _close(socket, code: int, reason: str) -> None:
+async def _close(socket, code: int, reason: str, timeout: float = 1.0) -> None:
     """Close ``socket`` with ``code`` and ``reason`` (cut to the protocol's 123 bytes); a socket that is gone
-    or does not take the close frame within a second is left to the server."""
+    or does not take the close frame within ``timeout`` seconds is left to the server."""
     data = reason.encode()[:123].decode(errors="ignore")
     try:
-        await asyncio.wait_for(socket.close(code=code, reason=data), timeout=1.0)
+        await asyncio.wait_for(socket.close(code=code, reason=data), timeout=timeout)
     except (asyncio.TimeoutError, RuntimeError, OSError):
         pass
