@@ -77,8 +77,8 @@ def test_concurrent_streams_get_the_events_of_streamingkws(url, demo):
     assert heard(plain) == expected
     assert heard(mixed) == expected_events(stereo.mean(axis=1), 48000)
     assert heard(only_yes) == [e for e in expected if e[1] == "yes"] != []
-    for result in (plain, mixed, only_yes):
-        assert result.ready["type"] == "ready" and not result.ready["resumed"]
+    for result, sent in ((plain, len(int16)), (mixed, len(stereo)), (only_yes, len(int32))):
+        assert result.ready["type"] == "ready" and not result.ready["resumed"] and result.samples == sent
         assert result.close_code == CLOSE["normal"]
         assert {e["stream"] for e in result.events} <= {result.ready["stream"]}
     assert len(plain.levels) >= 25 and {"t", "level", "top", "top_score"} <= set(plain.levels[0])

@@ -35,6 +35,7 @@ class StreamResult:
     close_code: int | None = None
     close_reason: str = ""
     reconnects: int = 0
+    samples: int | None = None  # the samples the server says it took, in its end message
 
 
 def pcm_bytes(audio: np.ndarray, dtype: str) -> bytes:
@@ -99,8 +100,9 @@ async def _stream_once(url: str, fields: dict, audio: np.ndarray, step: int, pac
                 reader.cancel()
                 return
             for at in range(result.ready["samples"], len(audio), step):
-                if pace:
-                    await asyncio.sleep(max(0.0, start + at / pace - time.perf_counter()))
+                if pace:  # a live source has a chunk once its last sample is heard
+                    ready_at = start + min(at + step, len(audio)) / pace
+                    await asyncio.sleep(max(0.0, ready_at - time.perf_counter()))
                 await socket.send(pcm_bytes(audio[at:at + step], fields["dtype"]))
             if end:
                 await socket.send(json.dumps({"end": True}))
@@ -119,6 +121,8 @@ async def _read(socket, result: StreamResult, start: float, ready: asyncio.Event
                 ready.set()
             elif kind in ("warning", "closing"):
                 result.warnings.append(message)
+            elif kind == "end":
+                result.samples = message["samples"]
             elif "keyword" in message:
                 result.events.append({**message, "received": time.perf_counter() - start})
             elif "level" in message:

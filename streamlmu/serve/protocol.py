@@ -2,7 +2,8 @@
 
 Client to server: a first text message, JSON :class:`Hello`; then binary messages of little-endian PCM
 (whole samples of every channel); optionally a last text message ``{"end": true}``: the server steps the
-audio left, sends the last events and closes with 1000.
+audio left, sends the last events and ``{"type": "end", "samples"}`` (every sample it took) and closes with
+1000.
 
 Server to client, one JSON object per text message:
 

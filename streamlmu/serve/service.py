@@ -159,6 +159,7 @@ class KWSService:
             if stream.ending is not None and self.pool.waiting(stream.slot) < self.pool.tick_samples:
                 self._remove(stream)
                 self._deliver(stream, self.pool.flush(stream.slot), level=False)
+                stream.put({"type": "end", "samples": stream.consumed})
                 stream.ending.set_result(None)
             elif stream.dropped_at is not None and now - stream.dropped_at > self.options.grace_s:
                 self._remove(stream)
