@@ -33,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest binary message (KiB); larger ones close the stream with code 1009")
     parser.add_argument("--grace", type=float, default=defaults.grace_s, metavar="SECONDS",
                         help="how long a dropped stream keeps its state for its client to reconnect")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of the engine")
+    parser.add_argument("--threads", type=int, default=1, help="threads of the engine (torch) and of a "
+                                                               "speech-embedding front end (onnxruntime)")
     parser.add_argument("--ray", action="store_true", help="run on Ray Serve instead of one uvicorn process")
     parser.add_argument("--address", default=None, help="--ray: an existing Ray cluster (default: start one here)")
     parser.add_argument("--replicas", type=int, default=2, help="--ray: replicas to start with, and the most")
@@ -56,4 +57,4 @@ def run(args: argparse.Namespace) -> int:
         return run_ray(args.model, keywords, args.threshold, options(args), args.host, args.port, args.replicas,
                        args.min_replicas, args.address)
     from streamlmu.serve.server import run_server
-    return run_server(args.model, keywords, args.threshold, options(args), args.host, args.port)
+    return run_server(args.model, keywords, args.threshold, options(args), args.host, args.port, args.threads)

@@ -19,7 +19,7 @@ at random moments within the first 100 ms, and end with ``{"end": true}``. It re
 Real time holds for N when no audio is dropped, no finish lags more than 0.5 s and the p99 latency stays
 under 1 s. Target (issue 33): >= 200 real-time streams on 2 cores with the bundled spotter, p99 <= 300 ms.
 
-Usage: ``python bench/serve.py [--streams 1,16,64,256] [--models M1,M2] [--servers embedded,ray]``
+Usage: ``python bench/serve.py [--streams 1,16,64,256] [--models M1,M2] [--servers embedded,ray] [--seconds S]``
 Writes ``bench/results/serve.json``; ``bench/report.py`` makes the table.
 """
 from __future__ import annotations
@@ -70,9 +70,10 @@ def own_seconds() -> float:
 class Server:
     """``streamlmu serve`` in a subprocess until closed."""
 
-    def __init__(self, model: str, kind: str, replicas: int = 2):
+    def __init__(self, model: str, kind: str, replicas: int = 2, threads: int = 1):
         self.port = free_port()
-        command = [str(CLI), "serve", "--model", model, "--port", str(self.port), "--max-streams", "2048"]
+        command = [str(CLI), "serve", "--model", model, "--port", str(self.port), "--max-streams", "2048",
+                   "--threads", str(threads)]
         if kind == "ray":
             command += ["--ray", "--replicas", str(replicas), "--min-replicas", str(replicas)]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -145,9 +146,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", default="1,16,64,256", help="client counts")
     parser.add_argument("--models", default=f"{FBANK_SPOTTER},{DEFAULT_KWS_MODEL}", help="spotters")
     parser.add_argument("--servers", default="embedded,ray", help="embedded, ray (2 replicas)")
+    parser.add_argument("--seconds", type=float, default=None, help="stream only the recording's first SECONDS")
+    parser.add_argument("--threads", type=int, default=1, help="the embedded server's threads (streamlmu serve "
+                                                               "--threads)")
     parser.add_argument("--out", default=str(RESULTS / "serve.json"))
+    parser.add_argument("--merge", action="store_true", help="add these rows to those already in --out")
     args = parser.parse_args(argv)
     audio, rate = soundfile.read(DEMO_RECORDING, dtype="int16")
+    audio = audio[:None if args.seconds is None else int(args.seconds * rate)]
     truth = json.loads(DEMO_TRUTH.read_text())["words"]
     report = {"machine": {"processor": platform.machine(), "cores": os.cpu_count()},
               "recording_s": len(audio) / rate, "runs": []}
@@ -156,16 +162,21 @@ def main(argv: list[str] | None = None) -> int:
         alone.accept_waveform(audio, rate)
         expected = [(e.t, e.keyword, round(e.score, 4)) for e in alone.poll_events()]
         for kind in args.servers.split(","):
-            server = Server(model, kind)
+            server = Server(model, kind, threads=args.threads)
             try:
                 for n in (int(x) for x in args.streams.split(",")):
-                    row = {"model": model, "server": kind if kind == "embedded" else "ray, 2 replicas",
+                    name = f"embedded, {args.threads} thread(s)" if kind == "embedded" else "ray, 2 replicas"
+                    row = {"model": model, "server": name,
                            **load(server.url, n, audio, rate, truth, expected)}
                     report["runs"].append(row)
                     print(json.dumps(row), flush=True)
             finally:
                 server.close()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    if args.merge and Path(args.out).is_file():  # keep the rows of other runs
+        done = {(r["model"], r["server"], r["streams"]) for r in report["runs"]}
+        report["runs"] = [r for r in json.loads(Path(args.out).read_text())["runs"]
+                          if (r["model"], r["server"], r["streams"]) not in done] + report["runs"]
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     return 0
 

@@ -14,13 +14,15 @@ import streamlmu.models.kwt
 import streamlmu.models.lmuformer
 import streamlmu.nn.cell
 import streamlmu.nn.memory
+import streamlmu.serve.pool
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("module", [streamlmu.legendre, streamlmu.nn.memory, streamlmu.nn.cell, streamlmu.engine,
                                     streamlmu.models.lmuformer, streamlmu.models.kwt,
-                                    streamlmu.audio.features, streamlmu.audio.kws, streamlmu.audio.resample])
+                                    streamlmu.audio.features, streamlmu.audio.kws, streamlmu.audio.resample,
+                                    streamlmu.serve.pool])
 def test_docstring_examples_run(module):
     result = doctest.testmod(module, extraglobs={"torch": torch})
     assert result.attempted > 0 and result.failed == 0

@@ -2,9 +2,12 @@
 import asyncio
 import contextlib
 import json
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +21,7 @@ from streamlmu.serve.service import KWSService, ServeOptions
 from streamlmu.serve.store import MemoryStore
 
 MODEL = "lmuformer-tiny-synth12-kws"  # the filterbank spotter: the fastest to step
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @contextlib.contextmanager
@@ -307,3 +311,16 @@ def test_a_client_that_stops_reading_is_closed_and_others_go_on(demo):
     assert stalled.closed == kicked and kicked[0] == CLOSE["policy"] and "stopped reading" in kicked[1]
     assert [(m["t"], m["keyword"], m["score"]) for m in reader.sent if "keyword" in m] == expected_events(audio, rate)
     assert reader.closed == (CLOSE["normal"], "end of stream")
+
+
+def test_the_command_serves_until_ctrl_c_and_the_load_benchmark_runs(tmp_path):
+    """bench/serve.py starts `streamlmu serve` as a process, streams two clients through it and stops it with
+    Ctrl-C; both clients get the events of StreamingKWS and the server takes every sample."""
+    out = tmp_path / "serve.json"
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "serve.py"), "--streams", "2", "--models", MODEL,
+                             "--servers", "embedded", "--seconds", "14", "--out", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    row, = json.loads(out.read_text())["runs"]
+    assert row["exact_streams"] == row["closed_normally"] == 2 and row["dropped_samples"] == 0
+    assert row["events"] == 2 and row["latency_p50_ms"] is not None  # "no", 13.1 s in, on each stream

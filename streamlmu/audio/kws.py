@@ -115,6 +115,8 @@ class StreamingKWS:
         blas_min_batch, int8_min_batch: from how many streams the engine's dense
             layers run on BLAS, and as int8 products (None: never; see
             :mod:`streamlmu.engine`).
+        threads: threads of the speech-embedding front end's ONNX model (a filterbank front end and the engine
+            use torch's threads).
         verifier: a clip classifier (model, checkpoint file or bundled name) that
             must confirm each detection on the second of audio that ends
             ``verify_delay_s`` after it, with a posterior of at least
@@ -133,8 +135,8 @@ class StreamingKWS:
                  smooth_s: float = 0.05, patience_s: float = 0.03, refractory_s: float = 0.3, speech_gate_s: float = 0.4,
                  warmup_s: float = DEFAULT_WARMUP_S,
                  blas_min_batch: int | None = DEFAULT_BLAS_MIN_BATCH, int8_min_batch: int | None = None,
-                 verifier: torch.nn.Module | str | Path | None = None, verify_delay_s: float = verify.DEFAULT_DELAY_S,
-                 verify_threshold: float = verify.DEFAULT_THRESHOLD):
+                 threads: int = 1, verifier: torch.nn.Module | str | Path | None = None,
+                 verify_delay_s: float = verify.DEFAULT_DELAY_S, verify_threshold: float = verify.DEFAULT_THRESHOLD):
         if streams < 1:
             raise ValueError(f"streams must be >= 1 (got {streams})")
         self.labels: tuple[str, ...] = tuple(model.labels)
@@ -157,7 +159,7 @@ class StreamingKWS:
                                        vad_rise=DetectorConfig.vad_rise * self.features.frame_shift_ms / 10.0)
         self.window_frames = frames(window_s, 1)
         self.pipeline = keyword_pipeline(model, self.detector, self.window_frames, blas_min_batch=blas_min_batch,
-                                         int8_min_batch=int8_min_batch, donate_state=True)
+                                         int8_min_batch=int8_min_batch, threads=threads, donate_state=True)
         self.verifier = None if verifier is None else self._verifier(verifier, verify_delay_s, verify_threshold)
         self.stats, self.hop_seconds = KWSStats(), LatencyHistogram()
         self.reset()

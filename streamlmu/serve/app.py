@@ -21,10 +21,12 @@ PAGE = resources.files("streamlmu.serve") / "page"
 _MEDIA = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
 
 
-def spotter(model: str, keywords: Optional[tuple] = None, threshold: Optional[float] = None) -> StreamingKWS:
-    """The spotter a server shares among its streams: a bundled model name or a checkpoint file."""
+def spotter(model: str, keywords: Optional[tuple] = None, threshold: Optional[float] = None,
+            threads: int = 1) -> StreamingKWS:
+    """The spotter a server shares among its streams: a bundled model name or a checkpoint file; ``threads``:
+    of its speech-embedding front end, if it has one."""
     options = {} if threshold is None else {"threshold": threshold}
-    kws = StreamingKWS.from_pretrained(model, keywords=keywords, **options)
+    kws = StreamingKWS.from_pretrained(model, keywords=keywords, threads=threads, **options)
     kws.model_name = str(model)
     return kws
 

@@ -69,7 +69,7 @@ class StreamPool:
     >>> slot = pool.open()
     >>> pool.push(slot, np.zeros(16000, np.float32))
     >>> sum(pool.tick() is not None for _ in range(12)), pool.stream_time(slot)
-    (12, 0.96)
+    (12, 0.94)
     """
 
     def __init__(self, kws: StreamingKWS, tick_s: float = DEFAULT_TICK_S, capacity: int = 16):

@@ -39,9 +39,10 @@ class ServeOptions:
     ``max_streams``: streams held at once (connected or waiting for a reconnect); ``max_message_bytes``: the
     largest binary message; ``max_backlog_s``: audio a stream may have waiting before the server stops
     reading its socket (it is told once); ``max_outbox`` and ``stall_s``: a client that does not read is
-    closed once that many messages wait for it, or a message has waited that long to be sent; ``grace_s``: how long a dropped stream waits for its client;
-    ``save_s``: how often streams are saved to the service's store, if it has one; ``token``: the secret
-    clients must give (the ``token`` query parameter or hello field), None: none."""
+    closed once that many messages wait for it, or a message has waited that long to be sent; ``grace_s``: how
+    long a dropped stream waits for its client; ``save_s``: how often streams are saved to the service's
+    store, if it has one; ``token``: the secret clients must give (the ``token`` query parameter or hello
+    field), None: none."""
 
     max_streams: int = 256
     max_message_bytes: int = 1 << 20
@@ -169,17 +170,19 @@ class KWSService:
         if self.store is not None and now - self._saved_at >= self.options.save_s and \
                 (self._saving is None or self._saving.done()):
             self._saved_at = now
-            self._saving = asyncio.get_running_loop().create_task(self._save())
+            records = self._records()
+            if records:
+                self._saving = asyncio.get_running_loop().create_task(self.store.put(records))
 
-    async def _save(self) -> None:
-        """Save every stream that heard audio since its last save (records made here, between ticks)."""
+    def _records(self) -> dict[str, bytes]:
+        """Records of every stream that heard audio since its last save: made here, between ticks, while no
+        tick holds audio that is neither in a state nor waiting."""
         records = {}
         for stream in self.streams.values():
             if stream.consumed != stream.saved and stream.ending is None:
                 records[stream.id] = self._record(stream).to_bytes()
                 stream.saved = stream.consumed
-        if records:
-            await self.store.put(records)
+        return records
 
     def _record(self, stream: _Stream) -> StreamRecord:
         hello = {k: v for k, v in asdict(stream.hello).items() if k not in ("token", "seen")}
@@ -218,7 +221,8 @@ class KWSService:
             return
         stream.socket, stream.dropped_at = None, time.monotonic()
         stream.kicked = (CLOSE["policy"], f"the client stopped reading ({len(stream.outbox)} messages wait, for "
-                                          f"{blocked:.0f} s); resume stream {stream.id} within {self.options.grace_s:g} s")
+                                          f"{blocked:.0f} s); resume stream {stream.id} within "
+                                          f"{self.options.grace_s:g} s")
         stream.receiver.cancel()
 
     def _remove(self, stream: _Stream) -> None:
