@@ -219,11 +219,20 @@ def test_a_stream_resumes_on_another_server_from_their_shared_store(demo):
 
 
 def test_a_client_faster_than_real_time_is_told_and_loses_no_audio(demo):
+    """A client sends 1 s messages as fast as it can: it is told once, read at the pace its stream is stepped,
+    and loses nothing; a real-time client beside it gets exactly its events."""
     audio, rate, _ = demo
+    clip = audio[:int(14 * rate)]  # with the keyword "no" 13.1 s in
+
+    async def main(base):
+        return await asyncio.gather(stream_audio(f"{base}/v1/kws", audio, rate, chunk_s=1.0, realtime=False),
+                                    stream_audio(f"{base}/v1/kws", clip, rate, speed=2.0))
+
     with running(max_backlog_s=0.5) as (base, _):
-        result = asyncio.run(stream_audio(f"{base}/v1/kws", audio, rate, chunk_s=1.0, realtime=False))
-    assert [w["type"] for w in result.warnings] == ["warning"] and "real time" in result.warnings[0]["reason"]
-    assert heard(result) == expected_events(audio, rate)
+        fast, beside = asyncio.run(main(base))
+    assert [w["type"] for w in fast.warnings] == ["warning"] and "real time" in fast.warnings[0]["reason"]
+    assert heard(fast) == expected_events(audio, rate) and fast.samples == len(audio)
+    assert heard(beside) == expected_events(clip, rate) != [] and not beside.warnings
 
 
 def test_shutdown_tells_every_stream_and_closes_it_going_away(demo):

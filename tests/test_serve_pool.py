@@ -118,3 +118,17 @@ def test_bad_input_leaves_the_stream_as_it_was():
     with pytest.raises(ValueError, match="not a one-stream state of this pool's spotter"):
         pool.restore(slot, other.snapshot(other.open()))
     assert isinstance(pool.snapshot(slot), SlotState)
+
+
+def test_stored_records_expire_after_their_last_save():
+    import time
+    from streamlmu.serve.records import ExpiringRecords
+    records = ExpiringRecords(ttl_s=0.2)
+    records.put({"a": b"1", "b": b"2"})
+    assert records.get("a") == b"1" and records.get("missing") is None
+    records.drop("b")
+    assert records.get("b") is None
+    time.sleep(0.25)
+    assert records.get("a") is None
+    records.put({"c": b"3"})  # a save also forgets what expired
+    assert set(records.records) == {"c"}

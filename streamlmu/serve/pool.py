@@ -87,7 +87,6 @@ class StreamPool:
         self._slots: dict[int, _Slot] = {}
         self._generation = 0
         self._lock = threading.Lock()
-        self._stepped_at: dict[int, int] = {}
 
     # ------------------------------------------------------------ slots
     @property

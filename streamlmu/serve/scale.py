@@ -2,7 +2,7 @@
 
 Each replica is one process with its own :class:`streamlmu.serve.service.KWSService` (its own pool: a
 WebSocket stays on the replica it reached for its whole life). Replicas save their streams every second to
-one named Ray actor (:class:`StreamStates`), so when a replica dies its clients reconnect through the proxy
+one named Ray actor (``StreamStates``), so when a replica dies its clients reconnect through the proxy
 to another replica and resume (:mod:`streamlmu.serve.store`). Ray Serve scales the replicas between
 ``min_replicas`` and ``replicas`` on open streams per replica (a WebSocket counts as one ongoing request).
 """
@@ -15,31 +15,19 @@ import ray
 from ray import serve
 
 from streamlmu.serve.service import ServeOptions
-from streamlmu.serve.store import ExpiringRecords
+from streamlmu.serve.records import ExpiringRecords
 
 STORE_NAME, NAMESPACE = "streamlmu-kws-states", "streamlmu"
 APP_NAME = "streamlmu-kws"
 
 
-@ray.remote(num_cpus=0)
-class StreamStates:
-    """The stream records of every replica (an actor: one copy in the cluster)."""
-
-    def __init__(self, ttl_s: float):
-        self.records = ExpiringRecords(ttl_s)
-
-    def put(self, records: dict[str, bytes]) -> None:
-        self.records.put(records)
-
-    def get(self, stream: str) -> bytes | None:
-        return self.records.get(stream)
-
-    def drop(self, stream: str) -> None:
-        self.records.drop(stream)
+# The stream records of every replica: one actor in the cluster. Its class lives in a module that imports no
+# torch, so the actor process stays small.
+StreamStates = ray.remote(num_cpus=0)(ExpiringRecords)
 
 
 class RayStore:
-    """The :class:`StreamStates` actor as a :class:`streamlmu.serve.store.StateStore` of a replica."""
+    """The ``StreamStates`` actor as a :class:`streamlmu.serve.store.StateStore` of a replica."""
 
     def __init__(self, actor):
         self.actor = actor
@@ -57,7 +45,7 @@ class RayStore:
 def application(model: str, keywords: tuple[str, ...] | None = None, threshold: float | None = None,
                 options: ServeOptions = ServeOptions(), replicas: int = 2, min_replicas: int = 1,
                 streams_per_replica: int = 64):
-    """The Ray Serve application (bound, not running); the :class:`StreamStates` actor must exist."""
+    """The Ray Serve application (bound, not running); the ``StreamStates`` actor must exist."""
     if not 1 <= min_replicas <= replicas:
         raise ValueError(f"need 1 <= min_replicas <= replicas (got {min_replicas} and {replicas})")
 

@@ -16,12 +16,12 @@ Records expire ``ttl_s`` seconds after their last save, so a stream nobody resum
 from __future__ import annotations
 
 import io
-import time
 from typing import NamedTuple, Protocol
 
 import torch
 
 from streamlmu.serve.pool import SlotState
+from streamlmu.serve.records import ExpiringRecords
 
 
 class StreamRecord(NamedTuple):
@@ -53,27 +53,6 @@ class StateStore(Protocol):
     async def get(self, stream: str) -> bytes | None: ...
 
     async def drop(self, stream: str) -> None: ...
-
-
-class ExpiringRecords:
-    """Records by stream id that expire ``ttl_s`` after their last save (the store's logic, wherever it runs)."""
-
-    def __init__(self, ttl_s: float):
-        self.ttl_s, self.records = ttl_s, {}
-
-    def put(self, records: dict[str, bytes]) -> None:
-        now = time.monotonic()
-        self.records.update({stream: (now, data) for stream, data in records.items()})
-        for stream, (saved, _) in list(self.records.items()):
-            if now - saved > self.ttl_s:
-                del self.records[stream]
-
-    def get(self, stream: str) -> bytes | None:
-        saved, data = self.records.get(stream, (0.0, None))
-        return data if data is not None and time.monotonic() - saved <= self.ttl_s else None
-
-    def drop(self, stream: str) -> None:
-        self.records.pop(stream, None)
 
 
 class MemoryStore:
