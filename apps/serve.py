@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                       "token field); default: none")
     parser.add_argument("--max-streams", type=int, default=defaults.max_streams,
                         help="streams held at once per process; more are refused with close code 1013")
+    parser.add_argument("--max-busy", type=float, default=defaults.max_busy,
+                        help="refuse new streams (1013) while the engine spends more than this share of its time "
+                             "stepping streams (one more would not keep real time)")
     parser.add_argument("--max-message-kb", type=int, default=defaults.max_message_bytes // 1024,
                         help="largest binary message (KiB); larger ones close the stream with code 1009")
     parser.add_argument("--grace", type=float, default=defaults.grace_s, metavar="SECONDS",
@@ -44,8 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def options(args: argparse.Namespace):
     from streamlmu.serve.service import ServeOptions
-    return ServeOptions(max_streams=args.max_streams, max_message_bytes=args.max_message_kb * 1024,
-                        grace_s=args.grace, token=args.token)
+    return ServeOptions(max_streams=args.max_streams, max_busy=args.max_busy,
+                        max_message_bytes=args.max_message_kb * 1024, grace_s=args.grace, token=args.token)
 
 
 def run(args: argparse.Namespace) -> int:

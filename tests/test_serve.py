@@ -157,6 +157,24 @@ def test_too_many_streams_are_refused_and_the_others_go_on(demo):
     assert first.close_code == second.close_code == CLOSE["normal"]
 
 
+def test_a_busy_server_refuses_new_streams_and_keeps_its_own(demo):
+    """With max_busy 0 any stepping makes the server busy: a stream already there goes on to its end and may
+    resume, a new one is refused with 1013 and the reason."""
+    audio, rate, _ = demo
+
+    async def main(base):
+        first = asyncio.ensure_future(stream_audio(f"{base}/v1/kws", audio[:rate * 3], rate, speed=2.0))
+        await asyncio.sleep(0.8)
+        refused = await close_of(f"{base}/v1/kws", HELLO)
+        return refused, await first
+
+    with running(max_busy=0.0) as (base, s):
+        (code, reason), first = asyncio.run(main(base))
+        busy = s.service.info()["busy"]
+    assert code == CLOSE["try_later"] and "the server is busy" in reason
+    assert first.close_code == CLOSE["normal"] and first.samples == rate * 3 and busy > 0
+
+
 def test_a_dropped_stream_resumes_without_a_gap_or_a_duplicate_and_disturbs_no_other(url, demo):
     """One client drops its socket 21.0 s into the recording, in the middle of the word *yes* (20.92-21.14 s),
     and reconnects with its stream id and the time of the last event it saw: its events before and after

@@ -16,6 +16,7 @@ import asyncio
 import hmac
 import json
 import logging
+import math
 import time
 import uuid
 from collections import deque
@@ -30,13 +31,16 @@ from streamlmu.serve.store import StateStore, StreamRecord
 
 log = logging.getLogger(__name__)
 RECENT_EVENTS = 64  # events a stream keeps to send again to a client that resumes
+BUSY_WINDOW_S = 2.0  # how far back the stepping loop's busy share looks
 
 
 @dataclass(frozen=True)
 class ServeOptions:
     """Limits and policies of a server (all per process).
 
-    ``max_streams``: streams held at once (connected or waiting for a reconnect); ``max_message_bytes``: the
+    ``max_streams``: streams held at once (connected or waiting for a reconnect); ``max_busy``: the share of
+    its time the stepping loop may spend stepping (over the last seconds) and still take new streams (a
+    server near it cannot keep one more stream in real time); ``max_message_bytes``: the
     largest binary message; ``max_backlog_s``: audio a stream may have waiting before the server stops
     reading its socket (it is told once); ``max_outbox`` and ``stall_s``: a client that does not read is
     closed once that many messages wait for it, or a message has waited that long to be sent; ``grace_s``: how
@@ -45,6 +49,7 @@ class ServeOptions:
     field), None: none."""
 
     max_streams: int = 256
+    max_busy: float = 0.9
     max_message_bytes: int = 1 << 20
     max_backlog_s: float = 5.0
     max_outbox: int = 1000
@@ -58,6 +63,8 @@ class ServeOptions:
         for name in ("max_streams", "max_message_bytes", "max_outbox"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 (got {getattr(self, name)})")
+        if not 0 <= self.max_busy <= 1:
+            raise ValueError(f"max_busy must be a share of the time, from 0 to 1 (got {self.max_busy})")
         for name in ("max_backlog_s", "stall_s", "grace_s", "tick_s", "save_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0 seconds (got {getattr(self, name)})")
@@ -116,6 +123,7 @@ class KWSService:
         self._runner: asyncio.Task | None = None
         self.closing = False
         self.ticks = 0
+        self._busy, self._busy_at = 0.0, time.monotonic()
 
     # ------------------------------------------------------------ info
     def info(self) -> dict:
@@ -124,7 +132,17 @@ class KWSService:
                 "keywords": list(self.kws.keywords), "sample_rate": features.sample_rate,
                 "frame_shift_ms": features.frame_shift_ms, "tick_s": self.pool.tick_samples / features.sample_rate,
                 "streams": len(self.streams), "connected": sum(s.socket is not None for s in self.streams.values()),
-                "max_streams": self.options.max_streams, "ticks": self.ticks}
+                "max_streams": self.options.max_streams, "ticks": self.ticks, "busy": round(self.busy, 3)}
+
+    @property
+    def busy(self) -> float:
+        """The share of the last seconds the stepping loop spent stepping (an exponential average over
+        ``BUSY_WINDOW_S``)."""
+        return self._busy * math.exp(-(time.monotonic() - self._busy_at) / BUSY_WINDOW_S)
+
+    def _count_busy(self, seconds: float) -> None:
+        self._busy = self.busy + seconds / BUSY_WINDOW_S
+        self._busy_at = time.monotonic()
 
     # ------------------------------------------------------------ the stepping loop
     def _start(self) -> None:
@@ -146,8 +164,10 @@ class KWSService:
     async def _step(self) -> None:
         """One tick of the pool (in a worker thread), its events delivered; then the streams that end or were
         dropped too long ago leave (between ticks, so no tick in flight holds their rows)."""
+        started = time.perf_counter()
         events = await asyncio.to_thread(self.pool.tick)
         if events is not None:
+            self._count_busy(time.perf_counter() - started)
             self.ticks += 1
             for slot, found in events.items():
                 stream = self._by_slot.get(slot)
@@ -299,6 +319,9 @@ class KWSService:
         if len(self.streams) >= self.options.max_streams:
             raise ProtocolError(CLOSE["try_later"], f"the server holds its maximum of {self.options.max_streams} "
                                                     f"streams; try again later")
+        if self.busy > self.options.max_busy:
+            raise ProtocolError(CLOSE["try_later"], f"the server is busy ({self.busy:.0%} of its time stepping "
+                                                    f"{len(self.streams)} streams); try again later")
         keywords = frozenset(hello.keywords if hello.keywords is not None else self.kws.keywords)
         slot = self.pool.open(hello.sample_rate)
         stream = _Stream(hello.stream or uuid.uuid4().hex[:12], slot, hello, keywords, socket=socket)
