@@ -159,7 +159,10 @@ _NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)
 
 
 def check_finite(x: Tensor, name: str = "x") -> None:
-    """Raise ``ValueError`` if ``x`` holds a NaN or an infinity."""
+    """Raise ``ValueError`` if ``x`` holds a NaN or an infinity (not while ``torch.onnx.export`` traces: a check
+    of values cannot be part of the graph)."""
+    if torch.onnx.is_in_onnx_export():
+        return
     if x.device.type == "cpu" and x.dtype in _NUMPY_FLOATS:  # NumPy's check is ~10x faster than torch's
         finite = bool(np.isfinite(x.detach().numpy()).all())
     else:

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from streamlmu.nn.inference import exporting
 from streamlmu.stream import StreamModule, check_finite, check_input, feature_frame, register_state, step_by_forward
 
 KWT_PRESETS: dict[str, dict] = {
@@ -182,7 +183,7 @@ class KWT(StreamModule):
         if time == 0:
             return x.new_zeros(batch, 0, cfg.num_classes), state
         seq = torch.cat([state.history, x], dim=1)                          # (B, W+T, F)
-        if bool((state.frames + time <= cfg.window).all()):
+        if not exporting() and bool((state.frames + time <= cfg.window).all()):  # ONNX: the general path
             mean = self._prefix_means(seq, state.frames, time)
         else:
             mean = self._window_means(seq, state.frames, time)

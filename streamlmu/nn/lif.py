@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from streamlmu.kernels import lif as lif_kernels
-from streamlmu.nn.inference import KERNEL_DTYPES, as_array, full_precision, raise_for_status, uses_kernels
+from streamlmu.nn.inference import KERNEL_DTYPES, as_array, exporting, full_precision, raise_for_status, uses_kernels
 from streamlmu.stream import StreamModule, check_input, feature_frame, register_state, step_by_forward
 
 Surrogate = Callable[[Tensor], Tensor]
@@ -154,7 +154,7 @@ class LIF(StreamModule):
         v = self.init_state(x.shape[0], x.dtype, x.device).v if state is None else self._check_state(state, x)
         if uses_kernels(x, v):
             return self._kernel_scan(x, v)
-        if x.is_cpu and x.dtype in KERNEL_DTYPES and type(self.surrogate) is SigmoidSurrogate:
+        if x.is_cpu and x.dtype in KERNEL_DTYPES and type(self.surrogate) is SigmoidSurrogate and not exporting():
             z, v = _LIFScan.apply(x, v, self.params, self.surrogate.alpha)
             return z, LIFState(v)
         zs = []

@@ -10,7 +10,7 @@ from torch import Tensor
 from streamlmu import legendre
 from streamlmu.kernels import legendre as kernels
 from streamlmu.kernels import status
-from streamlmu.nn.inference import as_array, full_precision, raise_for_status, uses_kernels
+from streamlmu.nn.inference import as_array, exporting, full_precision, raise_for_status, uses_kernels
 from streamlmu.stream import Frame, StreamModule, check_finite, check_input, feature_frame, register_state
 
 METHODS = ("auto", "fft", "scan")
@@ -160,7 +160,7 @@ class LMUMemory(StreamModule):
         # Per-frame hot path (CPU, float32/64, no autograd): validate on the
         # NumPy views; anything unusual (a GPU tensor, a tensor that needs its
         # gradient, a wrong shape or dtype) goes to the checked path below.
-        if type(state) is LMUMemoryState:
+        if type(state) is LMUMemoryState and not exporting():
             m = state.m
             last = self._last_step[0]
             try:
@@ -215,7 +215,7 @@ class LMUMemory(StreamModule):
         if time == 0:
             return self._output(x.new_zeros(batch, 0, self.input_size, self.order)), state
         kernel_ok = uses_kernels(x, m0)
-        if method == "fft" or (method == "auto" and not kernel_ok):
+        if method == "fft" or (method == "auto" and not kernel_ok and not exporting()):
             check_finite(x)
             check_finite(m0, "state.m")
             ms = self._fft(x, m0)
