@@ -27,6 +27,7 @@ APPS = {
     "caption-train": "streamlmu.apps.caption_train",
     "caption": "streamlmu.apps.caption",
     "serve": "streamlmu.apps.serve",
+    "export": "streamlmu.apps.export",
 }
 
 

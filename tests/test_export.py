@@ -89,3 +89,36 @@ def test_a_corrupt_or_foreign_file_is_a_clear_error(tmp_path):
     stream = OnnxStream(to_onnx(OPERATORS["memory"](), tmp_path / "memory.onnx"))
     with pytest.raises(ValueError, match=r"x must have shape \(batch, 3\)"):
         stream.step(torch.zeros(1, 4), stream.init_state(1))
+
+
+def test_a_spiking_export_fires_the_same_spikes_on_the_demo_recording(demo, tmp_path):
+    """1,000 frames (10 s) of the demo recording through the bundled spiking model and its export: logits within
+    1e-4 and, in every neuron state, the same membranes reset to zero by a spike at every frame."""
+    from streamlmu.audio.features import fbank
+    from streamlmu.stream import tree_paths
+    audio, rate, _ = demo
+    model = load_model("spiking-lmuformer-tiny-synth35")
+    exported = OnnxStream(to_onnx(model, tmp_path / "spiking.onnx"))
+    frames = fbank(torch.from_numpy(audio[:rate * 11]))[None, :1000]
+    state, onnx_state = model.init_state(1), exported.init_state(1)
+    membranes = [i for i, (path, _) in enumerate(tree_paths(state)) if path[-1] == "v"]
+    assert membranes
+    spikes = 0
+    with torch.no_grad():
+        for t in range(frames.shape[1]):
+            y, state = model.step(frames[:, t], state)
+            y_onnx, onnx_state = exported.step(frames[:, t], onnx_state)
+            assert float((y - y_onnx).abs().max()) <= 1e-4
+            leaves = [leaf for _, leaf in tree_paths(state)]
+            for i in membranes:
+                assert torch.equal(leaves[i] == 0, onnx_state[i] == 0), f"spikes differ at frame {t}"
+                spikes += int((leaves[i] == 0).sum())
+    assert spikes > 1000  # the neurons fire
+
+
+def test_the_export_command_writes_a_checked_file_or_says_why_not(tmp_path, capsys):
+    from streamlmu.apps.cli import main
+    assert main(["export", "--model", "lmuformer-tiny-synth35", "--out", str(tmp_path / "m.onnx")]) == 0
+    assert OnnxStream(tmp_path / "m.onnx").labels[0] == load_model("lmuformer-tiny-synth35").labels[0]
+    assert main(["export", "--model", "kwt-tiny-synth35", "--out", str(tmp_path / "k.onnx")]) == 2
+    assert "disagrees with step" in capsys.readouterr().err and not (tmp_path / "k.onnx").exists()
