@@ -35,6 +35,7 @@ accuracy benchmarks take hours and reuse what their JSON already holds. Narrativ
 | `sparse_kernel.py` | a masked dense convolution against unfold + CSR products at 75 and 90 % sparsity | a minute |
 | `caption.py` | the captioner: teacher, student, three ablations; a scene video with and without the trigger | < 45 min |
 | `serve.py` | `streamlmu serve` under N real-time clients, embedded and on Ray: latency, dropped audio, CPU | half an hour |
+| `export.py` | a frame through the engine, the exported ONNX step in onnxruntime, and `model.step` | a minute |
 """
 
 
@@ -203,6 +204,13 @@ def _serve(report: dict) -> list[str]:
             + _table(["spotter", "server", "real-time streams", "with p99 <= 300 ms"], summary))
 
 
+def _export(report: dict) -> list[str]:
+    rows = [[r["model"], r["batch"], *(f"{r['us_per_stream_frame'][k]:.1f}" for k in ("engine", "onnxruntime", "step")),
+             f"{r['file_mb']:.2f}"] for r in report["rows"]]
+    return ["One thread; microseconds per frame of one stream (batch 64: per stream and frame).", ""] + _table(
+        ["model", "streams", "engine µs", "onnxruntime µs", "model.step µs", "ONNX file MB"], rows)
+
+
 def _resumed(report: dict) -> str:
     reused = report.get("reused_checkpoints")
     return f", resumed: {len(reused)} trained stages loaded from an earlier run ({', '.join(reused)})" if reused else ""
@@ -223,6 +231,7 @@ SECTIONS = [
     ("sparse_kernel", "Sparse convolution on CPU (`sparse_kernel.py`)", _sparse_kernel),
     ("caption", "Image captioning (`caption.py`)", _caption),
     ("serve", "The keyword service under load (`serve.py`)", _serve),
+    ("export", "Exported steps (`export.py`)", _export),
 ]
 
 

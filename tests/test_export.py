@@ -122,3 +122,19 @@ def test_the_export_command_writes_a_checked_file_or_says_why_not(tmp_path, caps
     assert OnnxStream(tmp_path / "m.onnx").labels[0] == load_model("lmuformer-tiny-synth35").labels[0]
     assert main(["export", "--model", "kwt-tiny-synth35", "--out", str(tmp_path / "k.onnx")]) == 2
     assert "disagrees with step" in capsys.readouterr().err and not (tmp_path / "k.onnx").exists()
+
+
+def test_the_export_benchmark_runs_and_writes_json(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    out = tmp_path / "export.json"
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, str(root / "bench" / "export.py"), "--quick", "--out", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert {(r["model"], r["batch"]) for r in rows} == {(m, b) for m in ("lmuformer-tiny-synth35",
+                                                                         "spiking-lmuformer-tiny-synth35")
+                                                        for b in (1, 64)}
+    assert all(v > 0 for r in rows for v in r["us_per_stream_frame"].values())
