@@ -28,7 +28,7 @@ import onnxruntime
 import torch
 from torch import Tensor, nn
 
-from streamlmu.stream import State, StreamModule, tree_map, tree_paths
+from streamlmu.stream import Frame, State, StreamModule, tree_map, tree_paths
 
 META_PREFIX = "streamlmu."
 
@@ -185,7 +185,15 @@ class OnnxStream(StreamModule):
         self.session = onnxruntime.InferenceSession(model.SerializeToString(), options,
                                                     providers=["CPUExecutionProvider"])
         self.frame_shape = tuple(json.loads(meta["input_frame"]))
+        self.input_frame = Frame(self.frame_shape)
         self._inputs = {i.name for i in self.session.get_inputs()}  # onnx drops inputs the graph never reads
+        self.threads = threads
+
+    def __getstate__(self) -> dict:  # an onnxruntime session does not pickle: the file is loaded again
+        return {"path": self.path, "threads": self.threads}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["path"], state["threads"])
 
     def init_state(self, batch_size: int = 1, dtype: torch.dtype = torch.float32,
                    device: torch.device | str | None = None) -> tuple:

@@ -138,3 +138,10 @@ def test_the_export_benchmark_runs_and_writes_json(tmp_path):
                                                                          "spiking-lmuformer-tiny-synth35")
                                                         for b in (1, 64)}
     assert all(v > 0 for r in rows for v in r["us_per_stream_frame"].values())
+
+
+def test_an_onnx_stream_keeps_the_stream_operator_contract(tmp_path):
+    from streamlmu.testing import check_stream_op
+    stream = OnnxStream(to_onnx(load_model("lmuformer-tiny-synth35"), tmp_path / "m.onnx"))
+    errors = check_stream_op(stream, torch.randn(3, 40, 128, generator=torch.Generator().manual_seed(2)), atol=1e-4)
+    assert max(errors.values()) <= 1e-4
