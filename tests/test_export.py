@@ -8,7 +8,7 @@ import torch
 
 from streamlmu import LMUCell, LMUMemory, Map, load_model
 from streamlmu.export import OnnxStream, to_onnx
-from streamlmu.models import LMUFormer, LMUFormerConfig, SpikingLMUFormer
+from streamlmu.models import KWT, KWTConfig, LMUFormer, LMUFormerConfig, SpikingLMUFormer
 from streamlmu.stream import tree_map
 from streamlmu.testing import randomize_batchnorm
 
@@ -26,6 +26,7 @@ OPERATORS = {
                             memory_to_memory=True).eval(),
     "lmuformer": tiny_lmuformer,
     "spiking-lmuformer": lambda: tiny_lmuformer(spiking=True),
+    "kwt": lambda: KWT(KWTConfig.preset("tiny", in_features=20, num_classes=5, window=16)).eval(),
 }
 
 
@@ -120,8 +121,9 @@ def test_the_export_command_writes_a_checked_file_or_says_why_not(tmp_path, caps
     from streamlmu.apps.cli import main
     assert main(["export", "--model", "lmuformer-tiny-synth35", "--out", str(tmp_path / "m.onnx")]) == 0
     assert OnnxStream(tmp_path / "m.onnx").labels[0] == load_model("lmuformer-tiny-synth35").labels[0]
-    assert main(["export", "--model", "kwt-tiny-synth35", "--out", str(tmp_path / "k.onnx")]) == 2
-    assert "disagrees with step" in capsys.readouterr().err and not (tmp_path / "k.onnx").exists()
+    assert main(["export", "--model", "kwt-tiny-synth35", "--out", str(tmp_path / "k.onnx")]) == 0
+    assert main(["export", "--model", "no-such-model", "--out", str(tmp_path / "x.onnx")]) == 2
+    assert "no-such-model" in capsys.readouterr().err and not (tmp_path / "x.onnx").exists()
 
 
 def test_the_export_benchmark_runs_and_writes_json(tmp_path):

@@ -217,17 +217,19 @@ class KWT(StreamModule):
 
     def _window_means(self, seq: Tensor, frames: Tensor, time: int) -> Tensor:
         """The general case: each output frame re-runs its own window (batched): ``-> (B, T, dim)``."""
-        window, batch = self.config.window, seq.shape[0]
+        window = self.config.window
         t = torch.arange(time, device=seq.device)
         length = (frames[:, None] + t + 1).clamp(max=window)                 # (B, T) frames in each window
         start = window + t - length + 1                                      # index in seq of each window's first
         index = (start[..., None] + torch.arange(window, device=seq.device)).clamp(max=seq.shape[1] - 1)
-        rows_of = torch.arange(batch, device=seq.device)[:, None, None]
-        windows = seq[rows_of, index].flatten(0, 1)                           # (B*T, W, F)
+        rows_of = torch.arange(seq.shape[0], device=seq.device)[:, None, None]  # sizes from tensors: ONNX's
+        windows = seq[rows_of, index].flatten(0, 1)                           # (B*T, W, F)   batch axis
         ends = (length - 1).flatten()
+        passes = [slice(None)] if exporting() else \
+            [slice(i, i + _WINDOWS_PER_PASS) for i in range(0, windows.shape[0], _WINDOWS_PER_PASS)]
         means = []
-        for i in range(0, windows.shape[0], _WINDOWS_PER_PASS):
-            sums = self.encode(windows[i:i + _WINDOWS_PER_PASS]).cumsum(dim=1)
-            end = ends[i:i + _WINDOWS_PER_PASS]
-            means.append(sums[torch.arange(len(end), device=seq.device), end] / (end + 1)[:, None].to(seq.dtype))
-        return torch.cat(means).view(batch, time, -1)
+        for part in passes:
+            sums = self.encode(windows[part]).cumsum(dim=1)
+            end = ends[part]
+            means.append(sums[torch.arange(end.shape[0], device=seq.device), end] / (end + 1)[:, None].to(seq.dtype))
+        return torch.cat(means).view(seq.shape[0], time, -1)
