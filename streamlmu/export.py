@@ -28,7 +28,7 @@ import onnxruntime
 import torch
 from torch import Tensor, nn
 
-from streamlmu.stream import Frame, State, StreamModule, tree_map, tree_paths
+from streamlmu.stream import Frame, Pipeline, State, StreamModule, tree_map, tree_paths
 
 META_PREFIX = "streamlmu."
 
@@ -83,6 +83,11 @@ def to_onnx(op: nn.Module, path: str | Path, frame: Tensor | None = None, check_
     the initial state; outputs and states must agree within ``atol``, else ``ValueError`` and nothing is written.
     ``metadata``: more key/value pairs for the file."""
     op = op.eval()
+    for stage in (op.stages if isinstance(op, Pipeline) else [op]):
+        if getattr(stage, "changes_rate", False):
+            raise ValueError(f"{type(stage).__name__} changes the frame rate (a step returns 0 or more frames), "
+                             f"which one fixed ONNX graph cannot express: export the operators after it and run "
+                             f"it before the exported step")
     x = _example(op) if frame is None else frame
     state = op.init_state(x.shape[0])
     state_paths = [p for p, _ in tree_paths(state)]

@@ -147,3 +147,16 @@ def test_an_onnx_stream_keeps_the_stream_operator_contract(tmp_path):
     stream = OnnxStream(to_onnx(load_model("lmuformer-tiny-synth35"), tmp_path / "m.onnx"))
     errors = check_stream_op(stream, torch.randn(3, 40, 128, generator=torch.Generator().manual_seed(2)), atol=1e-4)
     assert max(errors.values()) <= 1e-4
+
+
+def test_a_pipeline_exports_and_a_rate_changing_stage_is_refused_by_name(tmp_path):
+    from streamlmu.audio.features import StreamingFbank
+    pipe = LMUCell(input_size=3, hidden_size=5, order=8, theta=10.0).eval() | Map(torch.tanh)
+    stream = OnnxStream(to_onnx(pipe, tmp_path / "pipe.onnx"))
+    x = torch.randn(2, 3)
+    y, _ = pipe.step(x, pipe.init_state(2))
+    assert float((stream.step(x, stream.init_state(2))[0] - y).abs().max()) <= 1e-5
+    for op in (StreamingFbank(), StreamingFbank() | load_model("lmuformer-tiny-synth35")):
+        with pytest.raises(ValueError, match="StreamingFbank changes the frame rate"):
+            to_onnx(op, tmp_path / "fbank.onnx")
+    assert not (tmp_path / "fbank.onnx").exists()
