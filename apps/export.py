@@ -17,13 +17,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="the .onnx file to write")
     parser.add_argument("--check-steps", type=int, default=100, help="random frames the export is checked on")
     parser.add_argument("--atol", type=float, default=1e-4, help="largest difference to step that is accepted")
+    parser.add_argument("--pooling", default="mean", choices=("mean", "frame"),
+                        help="mean: the model's own answer (the head on the mean features so far); frame: the head "
+                             "on each frame, the logits a keyword spotter averages (streamlmu listen --onnx)")
 
 
 def run(args: argparse.Namespace) -> int:
     import sys
     from streamlmu import load_model
     from streamlmu.export import OnnxStream, to_onnx
-    path = to_onnx(load_model(args.model), args.out, check_steps=args.check_steps, atol=args.atol)
+    path = to_onnx(load_model(args.model), args.out, check_steps=args.check_steps, atol=args.atol,
+                   pooling=args.pooling)
     stream = OnnxStream(path)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB): frames of {list(stream.frame_shape)}, "
           f"{len(stream.layout)} state tensors, checked against step on {args.check_steps} frames", file=sys.stderr)

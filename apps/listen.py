@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"sound files, '-' for raw PCM on stdin, or '{DEMO}' for the bundled recording "
                              f"(none: the microphone)")
     parser.add_argument("--model", default=DEFAULT_KWS_MODEL, help="checkpoint file or bundled model name")
+    parser.add_argument("--onnx", default=None, metavar="FILE",
+                        help="run the model from this export instead (streamlmu export --pooling frame) in "
+                             "onnxruntime; --model is then ignored")
     parser.add_argument("--keywords", default=None,
                         help="comma-separated labels that may fire (default: the model's calibrated keywords, else "
                              "every word)")
@@ -115,7 +118,11 @@ def run(args: argparse.Namespace) -> int:
     options = {"int8_min_batch": 1 if args.int8 else None, "warmup_s": args.warmup, **verifier_options(args)}
     if args.threshold is not None:
         options["threshold"] = args.threshold
-    kws = StreamingKWS.from_pretrained(args.model, keywords=keywords, **options)
+    if args.onnx is not None:
+        from streamlmu.export import OnnxKeywordModel
+        kws = StreamingKWS(OnnxKeywordModel(args.onnx), keywords=keywords, **options)
+    else:
+        kws = StreamingKWS.from_pretrained(args.model, keywords=keywords, **options)
     live = not args.quiet and sys.stderr.isatty()
     sources = _sources(args)
     lost = 0

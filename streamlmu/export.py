@@ -55,13 +55,40 @@ class _Step(nn.Module):
         return tuple(t for _, t in tree_paths(y)) + tuple(t for _, t in tree_paths(state))
 
 
+class FramePooled(StreamModule):
+    """A keyword model (LMUFormer or Spiking LMUFormer) whose logits are the head on each frame alone
+    (``forward(..., pooling="frame")``): what ``StreamingKWS`` averages over its window. ``(B, in) -> (B, classes)``
+    per step."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.input_frame, self.output_frame = model.input_frame, model.output_frame
+        self.labels, self.features = getattr(model, "labels", None), getattr(model, "features", None)
+        self.thresholds = getattr(model, "thresholds", None)
+
+    def init_state(self, batch_size: int = 1, dtype: torch.dtype = torch.float32,
+                   device: torch.device | str | None = None) -> State:
+        return self.model.init_state(batch_size, dtype, device)
+
+    def forward(self, x: Tensor, state: State = None) -> tuple[Tensor, State]:
+        return self.model(x, state, pooling="frame")
+
+    def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        y, state = self.forward(x[:, None], state)
+        return y[:, 0], state
+
+
 def _model_metadata(op: nn.Module) -> dict[str, str]:
-    """Labels, front-end settings and frame rate of a keyword model (or a pipeline ending in one)."""
+    """Labels, calibrated thresholds, front-end settings and frame rate of a keyword model (or a pipeline
+    ending in one)."""
     found: dict[str, str] = {}
     for module in op.modules():
         labels, features = getattr(module, "labels", None), getattr(module, "features", None)
         if labels is not None and "labels" not in found:
             found["labels"] = json.dumps(list(labels))
+        if getattr(module, "thresholds", None) and "thresholds" not in found:
+            found["thresholds"] = json.dumps(dict(module.thresholds))
         if hasattr(features, "to_dict") and "features" not in found:
             found["features"] = json.dumps(features.to_dict())
             found["frame_rate_hz"] = str(1000.0 / features.frame_shift_ms)
@@ -75,13 +102,24 @@ def _encode(state: State) -> str:
 
 
 def to_onnx(op: nn.Module, path: str | Path, frame: Tensor | None = None, check_steps: int = 100,
-            atol: float = 1e-4, opset: int = 17, metadata: dict[str, str] | None = None) -> Path:
+            atol: float = 1e-4, opset: int = 17, metadata: dict[str, str] | None = None,
+            pooling: str = "mean") -> Path:
     """Export ``op.step`` to ``path``; returns the path.
+
+    ``pooling="frame"`` (keyword models): export the head on each frame alone (:class:`FramePooled`), the
+    logits ``StreamingKWS`` averages over its window, so the file can run a spotter (:class:`OnnxKeywordModel`).
 
     ``frame``: an example frame ``(1, *frame)`` (default: from ``op.input_frame``, a float feature frame).
     ``check_steps`` random frames (normal, scale 1) for two streams are run through ``step`` and onnxruntime from
-    the initial state; outputs and states must agree within ``atol``, else ``ValueError`` and nothing is written.
+    the initial state; outputs and states must agree within ``atol`` (times their magnitude where it exceeds 1),
+    else ``ValueError`` and nothing is written.
     ``metadata``: more key/value pairs for the file."""
+    if pooling not in ("mean", "frame"):
+        raise ValueError(f"pooling must be 'mean' or 'frame' (got {pooling!r})")
+    if pooling == "frame":
+        if not hasattr(op, "_features"):
+            raise ValueError(f"pooling='frame' needs an LMUFormer or Spiking LMUFormer (got {type(op).__name__})")
+        op = FramePooled(op)
     op = op.eval()
     for stage in (op.stages if isinstance(op, Pipeline) else [op]):
         if getattr(stage, "changes_rate", False):
@@ -114,7 +152,8 @@ def to_onnx(op: nn.Module, path: str | Path, frame: Tensor | None = None, check_
                   for p, t in tree_paths(state)]
         meta = {"state": json.dumps(layout), "init_state": _encode(op.init_state(1)),
                 "input_frame": json.dumps(list(x.shape[1:])), "outputs": json.dumps(outputs[:len(y_paths)]),
-                "operator": type(op).__name__, **_model_metadata(op), **(metadata or {})}
+                "output_frame": json.dumps(list(y.shape[1:]) if isinstance(y, Tensor) else None),
+                "operator": type(op).__name__, "pooling": pooling, **_model_metadata(op), **(metadata or {})}
         for key, value in meta.items():
             model.metadata_props.add(key=META_PREFIX + key, value=value)
         onnx.save(model, tmp)
@@ -136,8 +175,8 @@ def _example(op: nn.Module) -> Tensor:
 
 
 def _check(op: nn.Module, exported: "OnnxStream", x: Tensor, steps: int, atol: float) -> None:
-    """Run ``steps`` random frames through ``op.step`` and the export; raise if they disagree: outputs by more
-    than ``atol``, states by more than ``atol`` relative to their largest value (running sums grow)."""
+    """Run ``steps`` random frames through ``op.step`` and the export; raise if an output or a state differs by
+    more than ``atol`` times its largest magnitude (at least 1: logits and running sums grow)."""
     generator = torch.Generator().manual_seed(0)
     x = x.expand(2, *x.shape[1:])  # two streams: a graph that ignores its batch axis shows here
     state, onnx_state = op.init_state(2), exported.init_state(2)
@@ -151,9 +190,9 @@ def _check(op: nn.Module, exported: "OnnxStream", x: Tensor, steps: int, atol: f
             except Exception as err:
                 raise ValueError(f"the ONNX export of {name}.step fails in onnxruntime at step {t} ({err}); the "
                                  f"file was not written") from None
-            pairs = [(p, a, b, 1.0) for (p, a), (_, b) in zip(tree_paths(y), tree_paths(y_onnx))] + \
-                [(("state",) + p, a, b, max(1.0, float(a.abs().max()) if a.numel() else 1.0))
-                 for (p, a), (_, b) in zip(tree_paths(state), tree_paths(onnx_state))]
+            pairs = [(p, a, b) for (p, a), (_, b) in zip(tree_paths(y), tree_paths(y_onnx))] + \
+                [(("state",) + p, a, b) for (p, a), (_, b) in zip(tree_paths(state), tree_paths(onnx_state))]
+            pairs = [(p, a, b, max(1.0, float(a.abs().max()) if a.numel() else 1.0)) for p, a, b in pairs]
             for path, a, b, scale in pairs:
                 diff = float((a.double() - b.double()).abs().max()) if a.numel() else 0.0
                 if not diff <= atol * scale:
@@ -191,6 +230,9 @@ class OnnxStream(StreamModule):
                                                     providers=["CPUExecutionProvider"])
         self.frame_shape = tuple(json.loads(meta["input_frame"]))
         self.input_frame = Frame(self.frame_shape)
+        shape = json.loads(meta.get("output_frame", "null"))
+        if shape is not None:
+            self.output_frame = Frame(tuple(shape))
         self._inputs = {i.name for i in self.session.get_inputs()}  # onnx drops inputs the graph never reads
         self.threads = threads
 
@@ -224,3 +266,32 @@ class OnnxStream(StreamModule):
             y, state = self.step(x[:, t], state)
             ys.append(y)
         return tree_map(lambda *frames: torch.stack(frames, dim=1), *ys) if ys else ys, state
+
+
+class OnnxKeywordModel:
+    """An export with ``pooling="frame"`` where ``StreamingKWS`` expects a keyword model: ``labels``,
+    ``features``, ``thresholds`` from the file, and ``streaming()`` giving the :class:`OnnxStream` that the
+    spotter steps instead of the engine.
+
+    >>> kws = StreamingKWS(OnnxKeywordModel("spotter.onnx"))  # doctest: +SKIP
+    """
+
+    def __init__(self, path: str | Path, threads: int = 1):
+        from streamlmu.audio.frontend import config_from_dict
+        self.stream = OnnxStream(path, threads)
+        meta = self.stream.metadata
+        if meta.get("pooling") != "frame" or "labels" not in meta or "features" not in meta:
+            raise ValueError(f"{path}: not a keyword spotter's export: export a keyword model with "
+                             f"pooling='frame' (streamlmu export --pooling frame)")
+        self.labels = tuple(json.loads(meta["labels"]))
+        self.features = config_from_dict(json.loads(meta["features"]))
+        self.thresholds = json.loads(meta["thresholds"]) if "thresholds" in meta else None
+
+    def eval(self) -> "OnnxKeywordModel":
+        return self
+
+    def streaming(self, blas_min_batch: int | None = None, pooling: str = "frame",
+                  int8_min_batch: int | None = None) -> OnnxStream:
+        if pooling != "frame":
+            raise ValueError(f"this export gives per-frame logits only (asked for pooling={pooling!r})")
+        return self.stream

@@ -17,7 +17,7 @@ from streamlmu.audio.kws_pipeline import (KeywordDetector, KeywordScores, Speech
                                           keyword_pipeline)
 from streamlmu.audio.resample import Resample
 from streamlmu.engine import StreamRunner
-from streamlmu.export import OnnxStream, to_onnx
+from streamlmu.export import FramePooled, OnnxStream, to_onnx
 from streamlmu.models import KWT, Ensemble, KWTConfig, LMUFormer, LMUFormerConfig, SpikingLMUFormer
 from streamlmu.nn import LIF, CausalConv1d, Delay, LMUCell, LMUMemory
 from streamlmu.stream import (IMAGES, SAMPLES, Frame, Map, Pipeline, State, StreamModule, feature_frame, tree_leaves,
@@ -175,6 +175,7 @@ def _examples() -> dict[type, tuple]:
         KeywordDetector: (KeywordDetector(detector), SpeechFrames(posteriors, torch.randn(2, 60))),
         Pipeline: (keyword_pipeline(lmu, detector, window_frames=5, sample_rate=48000), 0.1 * torch.randn(2, 6000)),
         OnnxStream: (OnnxStream(to_onnx(lmu, Path(tempfile.mkdtemp()) / "lmuformer.onnx")), frames),
+        FramePooled: (FramePooled(lmu), frames),
         **_vision_examples(),
     }
 

@@ -160,3 +160,21 @@ def test_a_pipeline_exports_and_a_rate_changing_stage_is_refused_by_name(tmp_pat
         with pytest.raises(ValueError, match="StreamingFbank changes the frame rate"):
             to_onnx(op, tmp_path / "fbank.onnx")
     assert not (tmp_path / "fbank.onnx").exists()
+
+
+def test_listen_runs_an_exported_spotter_with_the_same_events(tmp_path, capsys):
+    """`streamlmu export --pooling frame` of the default spotter, then `listen --onnx` on the demo recording:
+    the events of the model itself."""
+    from streamlmu.apps.cli import main
+    from streamlmu.pretrained import DEFAULT_KWS_MODEL
+    path = tmp_path / "spotter.onnx"
+    assert main(["export", "--model", DEFAULT_KWS_MODEL, "--out", str(path), "--pooling", "frame"]) == 0
+    capsys.readouterr()
+    events = []
+    for extra in ([], ["--onnx", str(path)]):
+        assert main(["listen", "demo", "--quiet", *extra]) == 0
+        events.append([json.loads(line) for line in capsys.readouterr().out.splitlines()])
+    assert events[0] == events[1] and len(events[0]) >= 3
+    with pytest.raises(ValueError, match="pooling='frame'"):
+        from streamlmu.export import OnnxKeywordModel
+        OnnxKeywordModel(to_onnx(load_model(DEFAULT_KWS_MODEL), tmp_path / "mean.onnx"))

@@ -237,7 +237,13 @@ class LMUFormerBase(StreamModule):
         return x if valid is None else x * valid.to(x.dtype)
 
     # ------------------------------------------------------------ API
-    def forward(self, x: Tensor, state: LMUFormerState | None = None) -> tuple[Tensor, LMUFormerState]:
+    def forward(self, x: Tensor, state: LMUFormerState | None = None,
+                pooling: str = "mean") -> tuple[Tensor, LMUFormerState]:
+        """Logits per frame: ``(B, T, in) -> (B, T, classes)``; ``pooling="mean"``: the head on the mean features
+        since the stream began (the model's answer), ``"frame"``: the head on each frame's features alone (what
+        the spotter averages over a window; the engine's ``pooling="frame"``). The state moves the same."""
+        if pooling not in ("mean", "frame"):
+            raise ValueError(f"pooling must be 'mean' or 'frame' (got {pooling!r})")
         check_input(x, 3, self.config.in_features)
         check_finite(x)
         batch, time = x.shape[0], x.shape[1]
@@ -250,7 +256,7 @@ class LMUFormerBase(StreamModule):
         with torch.autocast(x.device.type, enabled=False):  # the running mean and head in full precision
             sums = state.feature_sum.unsqueeze(1) + full_precision(features).cumsum(dim=1)
             counts = state.valid_frames[:, None, None] + weight.cumsum(dim=1)
-            logits = self.head(sums / counts.clamp(min=1.0))
+            logits = self.head(sums / counts.clamp(min=1.0) if pooling == "mean" else full_precision(features))
         new = LMUFormerState(sums[:, -1], counts[:, -1, 0], frames=state.frames + time, **parts)
         return logits, new
 
