@@ -32,11 +32,11 @@ OPERATORS = {
 
 @pytest.mark.parametrize("name", OPERATORS)
 def test_an_export_steps_like_the_operator_for_many_frames_and_any_batch(name, tmp_path):
-    """300 frames (beyond the memories' windows) for 3 streams at once, though exported with one: outputs
+    """1,000 frames (beyond the memories' windows) for 3 streams at once, though exported with one: outputs
     within 1e-4, the same predictions, states that resume the operator."""
     op = OPERATORS[name]()
     exported = OnnxStream(to_onnx(op, tmp_path / f"{name}.onnx"))
-    frames = torch.randn(3, 300, *exported.frame_shape, generator=torch.Generator().manual_seed(1))
+    frames = torch.randn(3, 1000, *exported.frame_shape, generator=torch.Generator().manual_seed(1))
     state, onnx_state = op.init_state(3), exported.init_state(3)
     worst = 0.0
     with torch.no_grad():

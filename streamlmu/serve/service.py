@@ -306,8 +306,9 @@ class KWSService:
         if hello.stream is not None and hello.stream not in self.streams and self.store is not None:
             data = await self.store.get(hello.stream)
             if data is not None and hello.stream not in self.streams:
-                self._check_format(hello, Hello(**StreamRecord.from_bytes(data).hello))
-                return self._resumed(StreamRecord.from_bytes(data), hello, socket), True
+                record = StreamRecord.from_bytes(data)
+                self._check_format(hello, Hello(**record.hello))
+                return self._resumed(record, hello, socket), True
         if hello.stream is not None and hello.stream in self.streams:
             stream = self.streams[hello.stream]
             if stream.socket is not None:
