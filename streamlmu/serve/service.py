@@ -308,6 +308,7 @@ class KWSService:
             if data is not None and hello.stream not in self.streams:
                 record = StreamRecord.from_bytes(data)
                 self._check_format(hello, Hello(**record.hello))
+                self._check_room()
                 return self._resumed(record, hello, socket), True
         if hello.stream is not None and hello.stream in self.streams:
             stream = self.streams[hello.stream]
@@ -317,17 +318,21 @@ class KWSService:
             stream.socket, stream.dropped_at, stream.warned = socket, None, False
             stream.resume(hello.seen)
             return stream, True
+        self._check_room()
+        keywords = frozenset(hello.keywords if hello.keywords is not None else self.kws.keywords)
+        slot = self.pool.open(hello.sample_rate)
+        stream = _Stream(hello.stream or uuid.uuid4().hex[:12], slot, hello, keywords, socket=socket)
+        self.streams[stream.id] = self._by_slot[slot] = stream
+        return stream, False
+
+    def _check_room(self) -> None:
+        """Refuse a stream this process has no room for: its maximum of streams, or an engine that is busy."""
         if len(self.streams) >= self.options.max_streams:
             raise ProtocolError(CLOSE["try_later"], f"the server holds its maximum of {self.options.max_streams} "
                                                     f"streams; try again later")
         if self.busy > self.options.max_busy:
             raise ProtocolError(CLOSE["try_later"], f"the server is busy ({self.busy:.0%} of its time stepping "
                                                     f"{len(self.streams)} streams); try again later")
-        keywords = frozenset(hello.keywords if hello.keywords is not None else self.kws.keywords)
-        slot = self.pool.open(hello.sample_rate)
-        stream = _Stream(hello.stream or uuid.uuid4().hex[:12], slot, hello, keywords, socket=socket)
-        self.streams[stream.id] = self._by_slot[slot] = stream
-        return stream, False
 
     @staticmethod
     def _check_format(hello: Hello, held: Hello) -> None:
