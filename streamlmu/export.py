@@ -7,7 +7,7 @@ axis first. The state's leaves are named by their path in the operator's state (
 what a runtime needs besides: the state layout and its initial values, the frame layout, and the model's
 labels and front-end settings where it has them.
 
-Export traces the operator's torch path on purpose (:func:`streamlmu.nn.inference.exporting`: no Numba
+Export traces the operator's torch path on purpose (:func:`streamlmu.stream.exporting`: no Numba
 kernel, no check of values while tracing), then runs the file in onnxruntime against ``step`` on random
 frames and refuses to write a file that disagrees.
 """

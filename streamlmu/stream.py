@@ -158,10 +158,16 @@ def check_input(x: Any, rank: int, features: int | None, name: str = "x") -> Non
 _NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)
 
 
+def exporting() -> bool:
+    """True while ``torch.onnx.export`` traces a model: layers then take their torch path (a Numba call would be
+    frozen into the graph as a constant) and skip checks of values (:func:`check_finite`)."""
+    return torch.jit.is_tracing() and torch.onnx.is_in_onnx_export()  # the first is cheap on every frame
+
+
 def check_finite(x: Tensor, name: str = "x") -> None:
-    """Raise ``ValueError`` if ``x`` holds a NaN or an infinity (not while ``torch.onnx.export`` traces: a check
-    of values cannot be part of the graph)."""
-    if torch.onnx.is_in_onnx_export():
+    """Raise ``ValueError`` if ``x`` holds a NaN or an infinity (not while exporting: a check of values cannot be
+    part of the graph)."""
+    if exporting():
         return
     if x.device.type == "cpu" and x.dtype in _NUMPY_FLOATS:  # NumPy's check is ~10x faster than torch's
         finite = bool(np.isfinite(x.detach().numpy()).all())

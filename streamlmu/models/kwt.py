@@ -31,8 +31,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from streamlmu.nn.inference import exporting
-from streamlmu.stream import StreamModule, check_finite, check_input, feature_frame, register_state, step_by_forward
+from streamlmu.stream import (StreamModule, check_finite, check_input, exporting, feature_frame, register_state,
+                              step_by_forward)
 
 KWT_PRESETS: dict[str, dict] = {
     # KWT-1's sizes (dim 64, one head, MLP 256, 12 blocks) over 128-frame windows.

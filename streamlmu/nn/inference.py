@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from streamlmu.kernels import status
+from streamlmu.stream import exporting
 
 KERNEL_DTYPES = (torch.float32, torch.float64)
 LOW_PRECISION = (torch.bfloat16, torch.float16)  # what autocast hands layers in mixed-precision training
@@ -39,15 +40,9 @@ def batched_torch() -> Iterator[None]:
         _batched.depth = depth
 
 
-def exporting() -> bool:
-    """True while ``torch.onnx.export`` traces a model: layers then take their torch path (a Numba call would be
-    frozen into the graph as a constant) and skip checks of values (:func:`streamlmu.stream.check_finite`)."""
-    return torch.onnx.is_in_onnx_export()
-
-
 def uses_kernels(x: Tensor, *params: Tensor) -> bool:
     """True on CPU, float32/float64, when no gradient is needed (``no_grad``/``inference_mode``), outside
-    :func:`batched_torch` and ONNX export."""
+    :func:`batched_torch` and ONNX export (:func:`streamlmu.stream.exporting`)."""
     if _batched.depth or exporting() or not (x.is_cpu and x.dtype in KERNEL_DTYPES):
         return False
     if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):

@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 
 from streamlmu.kernels import lif as lif_kernels
-from streamlmu.nn.inference import KERNEL_DTYPES, as_array, exporting, full_precision, raise_for_status, uses_kernels
-from streamlmu.stream import StreamModule, check_input, feature_frame, register_state, step_by_forward
+from streamlmu.nn.inference import KERNEL_DTYPES, as_array, full_precision, raise_for_status, uses_kernels
+from streamlmu.stream import StreamModule, check_input, exporting, feature_frame, register_state, step_by_forward
 
 Surrogate = Callable[[Tensor], Tensor]
 

@@ -10,8 +10,9 @@ from torch import Tensor
 from streamlmu import legendre
 from streamlmu.kernels import legendre as kernels
 from streamlmu.kernels import status
-from streamlmu.nn.inference import as_array, exporting, full_precision, raise_for_status, uses_kernels
-from streamlmu.stream import Frame, StreamModule, check_finite, check_input, feature_frame, register_state
+from streamlmu.nn.inference import as_array, full_precision, raise_for_status, uses_kernels
+from streamlmu.stream import (Frame, StreamModule, check_finite, check_input, exporting, feature_frame,
+                              register_state)
 
 METHODS = ("auto", "fft", "scan")
 _new_state = tuple.__new__  # builds a NamedTuple state without its Python-level __new__

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streamlmu.audio.sources import pcm_to_float
+
 SAMPLE_RATES = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000)
 DTYPES = {"int16": np.dtype("<i2"), "int32": np.dtype("<i4"), "float32": np.dtype("<f4")}
 MAX_CHANNELS = 8
@@ -141,7 +143,5 @@ def decode_pcm(data: bytes, hello: Hello) -> np.ndarray:
         if bad.any():
             raise _invalid(f"float32 PCM holds NaN or Inf (sample {int(np.argwhere(bad)[0][0])} of the message); "
                            f"the message was not used")
-        audio = pcm.astype(np.float32)
-    else:
-        audio = pcm.astype(np.float32) / float(-np.iinfo(pcm.dtype).min)
+    audio = pcm_to_float(pcm)
     return audio.mean(axis=1) if hello.channels > 1 else audio[:, 0].copy()
