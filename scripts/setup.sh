@@ -20,7 +20,8 @@ install_system_packages() {
   [ "$(id -u)" = 0 ] || sudo=(sudo)
   export DEBIAN_FRONTEND=noninteractive
   "${sudo[@]}" apt-get update -qq && \
-    "${sudo[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+    "${sudo[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null && \
+    "${sudo[@]}" apt-get clean
 }
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing system packages: ${missing[*]}"
@@ -36,9 +37,23 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 echo "setup: installing pinned Python dependencies (first run takes a few minutes)"
+# About 7 GB installed (torch's CUDA libraries are most of it). pip keeps every
+# wheel of one install until all are in place, and its cache would keep a
+# second copy: no cache, and torch with its libraries in a step of their own,
+# keep the peak near 9 GB instead of about 14 GB.
+need_gb=9
+free_gb=$(df -Pk "$VENV" | awk 'NR == 2 { print int($4 / 1048576) }')
+if [ "$free_gb" -lt "$need_gb" ] && [ ! -f "$VENV/.streamlmu-installed" ]; then
+  echo "setup: warning: $free_gb GB free where $VENV lies; a first install needs about $need_gb GB" >&2
+fi
 # A pip configuration may list local package indexes that do not exist;
 # pip's warnings about them are noise.
-quiet_pip() { "$VENV/bin/pip" install -q "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
+quiet_pip() {
+  "$VENV/bin/pip" install -q --no-cache-dir "$@" \
+    2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
+mapfile -t torch_pins < <(grep -oE '^torch(audio|vision)?==[^ #]+' requirements.txt)
+quiet_pip "${torch_pins[@]}"
 quiet_pip -r requirements.txt
 quiet_pip --no-deps -e .
 echo "setup: done"
