@@ -37,11 +37,10 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 echo "setup: installing pinned Python dependencies (first run takes a few minutes)"
-# About 7 GB installed (torch's CUDA libraries are most of it). pip keeps every
-# wheel of one install until all are in place, and its cache would keep a
-# second copy: no cache, and torch with its libraries in a step of their own,
-# keep the peak near 9 GB instead of about 14 GB.
-need_gb=9
+# About 6.7 GB installed, torch's CUDA libraries most of it. pip holds every
+# downloaded wheel of one install until all are in place, so torch and its
+# libraries go in a step of their own: the peak falls from 8.8 to 7.2 GB.
+need_gb=8
 free_gb=$(df -Pk "$VENV" | awk 'NR == 2 { print int($4 / 1048576) }')
 if [ "$free_gb" -lt "$need_gb" ] && [ ! -f "$VENV/.streamlmu-installed" ]; then
   echo "setup: warning: $free_gb GB free where $VENV lies; a first install needs about $need_gb GB" >&2
