@@ -9,7 +9,9 @@ labels and front-end settings where it has them.
 
 Export traces the operator's torch path on purpose (:func:`streamlmu.stream.exporting`: no Numba
 kernel, no check of values while tracing), then runs the file in onnxruntime against ``step`` on random
-frames and refuses to write a file that disagrees.
+frames and refuses to write a file that disagrees. Operators that change the frame rate are refused (one fixed
+graph cannot return 0 or more frames); ``HopFbank`` is the filterbank in a form that exports. ``WithSpikes`` adds a
+spiking model's spike trains to its outputs.
 """
 from __future__ import annotations
 
@@ -28,7 +30,8 @@ import onnxruntime
 import torch
 from torch import Tensor, nn
 
-from streamlmu.stream import Frame, Pipeline, State, StreamModule, tree_map, tree_paths
+from streamlmu.nn.lif import LIF
+from streamlmu.stream import Frame, Pipeline, State, StreamModule, forward_by_steps, tree_map, tree_paths
 
 META_PREFIX = "streamlmu."
 
@@ -79,6 +82,50 @@ class FramePooled(StreamModule):
         return y[:, 0], state
 
 
+def _frame_pooled(op: nn.Module) -> StreamModule:
+    """``op`` (a keyword model, or a pipeline ending in one) with :class:`FramePooled` logits."""
+    last = op.stages[-1] if isinstance(op, Pipeline) else op
+    if not hasattr(last, "_features"):
+        raise ValueError(f"pooling='frame' needs an LMUFormer or Spiking LMUFormer, or a pipeline ending in one "
+                         f"(got {type(last).__name__})")
+    return Pipeline(*op.stages[:-1], FramePooled(last)) if isinstance(op, Pipeline) else FramePooled(op)
+
+
+class WithSpikes(StreamModule):
+    """``op`` with the spikes its LIF neurons fired beside its output: ``step(x, state) -> ({"output": y,
+    "spikes": {layer: (B, features)}}, state)``, spikes 0.0 / 1.0 per frame, a layer named by its path in ``op``
+    (``conv_lifs.0``, ``block_lifs.0.1``, ...). The same state as ``op``."""
+
+    def __init__(self, op: nn.Module):
+        super().__init__()
+        self.op = op
+        self.layers = [(name or type(m).__name__, m) for name, m in op.named_modules() if isinstance(m, LIF)]
+        if not self.layers:
+            raise ValueError(f"{type(op).__name__} has no LIF neurons: it fires no spikes to export")
+        self.input_frame = op.input_frame
+
+    def init_state(self, batch_size: int = 1, dtype: torch.dtype = torch.float32,
+                   device: torch.device | str | None = None) -> State:
+        return self.op.init_state(batch_size, dtype, device)
+
+    def step(self, x: Tensor, state: State) -> tuple[dict, State]:
+        fired: dict[str, Tensor] = {}
+        hooks = [layer.register_forward_hook(lambda _, __, out, name=name: fired.__setitem__(name, out[0]))
+                 for name, layer in self.layers]
+        try:
+            y, state = self.op.step(x, state)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        silent = [name for name, _ in self.layers if name not in fired]
+        if silent:
+            raise ValueError(f"the LIF layers {silent} did not run in {type(self.op).__name__}.step")
+        return {"output": y, "spikes": {name: fired[name].reshape(x.shape[0], -1) for name, _ in self.layers}}, state
+
+    def forward(self, x: Tensor, state: State = None) -> tuple[dict, State]:
+        return forward_by_steps(self, x, self.init_state(x.shape[0], x.dtype) if state is None else state)
+
+
 def _model_metadata(op: nn.Module) -> dict[str, str]:
     """Labels, calibrated thresholds, front-end settings and frame rate of a keyword model (or a pipeline
     ending in one)."""
@@ -103,11 +150,13 @@ def _encode(state: State) -> str:
 
 def to_onnx(op: nn.Module, path: str | Path, frame: Tensor | None = None, check_steps: int = 100,
             atol: float = 1e-4, opset: int = 17, metadata: dict[str, str] | None = None,
-            pooling: str = "mean") -> Path:
+            pooling: str = "mean", spikes: bool = False) -> Path:
     """Export ``op.step`` to ``path``; returns the path.
 
     ``pooling="frame"`` (keyword models): export the head on each frame alone (:class:`FramePooled`), the
     logits ``StreamingKWS`` averages over its window, so the file can run a spotter (:class:`OnnxKeywordModel`).
+    ``spikes=True`` (spiking models): the file also outputs each LIF layer's spikes (:class:`WithSpikes`), which
+    the check then requires to be identical to ``step``'s.
 
     ``frame``: an example frame ``(1, *frame)`` (default: from ``op.input_frame``, a float feature frame).
     ``check_steps`` random frames (normal, scale 1) for two streams are run through ``step`` and onnxruntime from
@@ -116,16 +165,15 @@ def to_onnx(op: nn.Module, path: str | Path, frame: Tensor | None = None, check_
     ``metadata``: more key/value pairs for the file."""
     if pooling not in ("mean", "frame"):
         raise ValueError(f"pooling must be 'mean' or 'frame' (got {pooling!r})")
-    if pooling == "frame":
-        if not hasattr(op, "_features"):
-            raise ValueError(f"pooling='frame' needs an LMUFormer or Spiking LMUFormer (got {type(op).__name__})")
-        op = FramePooled(op)
-    op = op.eval()
     for stage in (op.stages if isinstance(op, Pipeline) else [op]):
         if getattr(stage, "changes_rate", False):
+            hint = ("export HopFbank (streamlmu.audio.features), its form that takes one hop of samples per step"
+                    if type(stage).__name__ == "StreamingFbank" else "export the operators after it and run it "
+                    "before the exported step")
             raise ValueError(f"{type(stage).__name__} changes the frame rate (a step returns 0 or more frames), "
-                             f"which one fixed ONNX graph cannot express: export the operators after it and run "
-                             f"it before the exported step")
+                             f"which one fixed ONNX graph cannot express: {hint}")
+    op = _frame_pooled(op) if pooling == "frame" else op
+    op = (WithSpikes(op) if spikes else op).eval()
     x = _example(op) if frame is None else frame
     state = op.init_state(x.shape[0])
     state_paths = [p for p, _ in tree_paths(state)]
@@ -153,7 +201,8 @@ def to_onnx(op: nn.Module, path: str | Path, frame: Tensor | None = None, check_
         meta = {"state": json.dumps(layout), "init_state": _encode(op.init_state(1)),
                 "input_frame": json.dumps(list(x.shape[1:])), "outputs": json.dumps(outputs[:len(y_paths)]),
                 "output_frame": json.dumps(list(y.shape[1:]) if isinstance(y, Tensor) else None),
-                "operator": type(op).__name__, "pooling": pooling, **_model_metadata(op), **(metadata or {})}
+                "operator": type(op).__name__, "pooling": pooling, "spikes": json.dumps(spikes),
+                **_model_metadata(op), **(metadata or {})}
         for key, value in meta.items():
             model.metadata_props.add(key=META_PREFIX + key, value=value)
         onnx.save(model, tmp)
@@ -260,12 +309,7 @@ class OnnxStream(StreamModule):
         return (ys[0] if len(ys) == 1 else tuple(ys)), tuple(torch.from_numpy(o) for o in out[len(ys):])
 
     def forward(self, x: Tensor, state: tuple | None = None) -> tuple[Any, tuple]:
-        state = self.init_state(x.shape[0]) if state is None else state
-        ys = []
-        for t in range(x.shape[1]):
-            y, state = self.step(x[:, t], state)
-            ys.append(y)
-        return tree_map(lambda *frames: torch.stack(frames, dim=1), *ys) if ys else ys, state
+        return forward_by_steps(self, x, self.init_state(x.shape[0]) if state is None else state)
 
 
 class OnnxKeywordModel:
@@ -286,6 +330,10 @@ class OnnxKeywordModel:
         self.labels = tuple(json.loads(meta["labels"]))
         self.features = config_from_dict(json.loads(meta["features"]))
         self.thresholds = json.loads(meta["thresholds"]) if "thresholds" in meta else None
+        if self.stream.frame_shape != (self.features.feature_size,) or len(self.stream.output_names) != 1:
+            raise ValueError(f"{path}: the spotter steps a file that takes {self.features.feature_size} features "
+                             f"per frame and gives logits only (this one takes {list(self.stream.frame_shape)} "
+                             f"and gives {len(self.stream.output_names)} outputs)")
 
     def eval(self) -> "OnnxKeywordModel":
         return self

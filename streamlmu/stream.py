@@ -191,6 +191,22 @@ def step_by_forward(op: "StreamModule", x: Any, state: State, features: int | No
     return (y if op.changes_rate else tree_map(lambda t: t[:, 0], y)), state
 
 
+def forward_by_steps(op: "StreamModule", x: Tensor, state: State) -> tuple[Any, State]:
+    """A ``forward`` that runs ``op.step`` on each frame of a chunk: ``(batch, time, *frame)`` -> the outputs
+    stacked on a time axis; for operators whose step is their primitive (a runtime, a wrapper). A chunk of no
+    frames gives ``(batch, 0, *output frame)`` where that frame has a fixed shape."""
+    ys = []
+    for t in range(x.shape[1]):
+        y, state = op.step(x[:, t], state)
+        ys.append(y)
+    if ys:
+        return tree_map(lambda *frames: torch.stack(frames, dim=1), *ys), state
+    shape = op.output_frame.shape
+    if any(n is None for n in shape):
+        raise ValueError(f"{type(op).__name__} has no fixed output frame: a chunk needs at least one frame")
+    return x.new_zeros(x.shape[0], 0, *shape), state
+
+
 def state_batch_size(state: State) -> int:
     leaves = tree_leaves(state)
     if not leaves:

@@ -12,12 +12,12 @@ import torch
 import streamlmu
 from streamlmu.audio.detect import DetectorConfig
 from streamlmu.audio.embedding import StreamingSpeechEmbedding
-from streamlmu.audio.features import FbankConfig, StreamingFbank, StreamingLevel
+from streamlmu.audio.features import FbankConfig, HopFbank, StreamingFbank, StreamingLevel
 from streamlmu.audio.kws_pipeline import (KeywordDetector, KeywordScores, SpeechFrames, SpeechFrontEnd,
                                           keyword_pipeline)
 from streamlmu.audio.resample import Resample
 from streamlmu.engine import StreamRunner
-from streamlmu.export import FramePooled, OnnxStream, to_onnx
+from streamlmu.export import FramePooled, OnnxStream, WithSpikes, to_onnx
 from streamlmu.models import KWT, Ensemble, KWTConfig, LMUFormer, LMUFormerConfig, SpikingLMUFormer
 from streamlmu.nn import LIF, CausalConv1d, Delay, LMUCell, LMUMemory
 from streamlmu.stream import (IMAGES, SAMPLES, Frame, Map, Pipeline, State, StreamModule, feature_frame, tree_leaves,
@@ -168,6 +168,7 @@ def _examples() -> dict[type, tuple]:
         StreamRunner: (lmu.streaming(), frames),
         StreamingFbank: (StreamingFbank(), audio),
         StreamingLevel: (StreamingLevel(400, 160, 16000), audio),
+        HopFbank: (HopFbank(), audio[:, :4000].reshape(2, 25, 160)),
         StreamingSpeechEmbedding: (StreamingSpeechEmbedding(), audio),
         Resample: (Resample(48000, 16000), torch.randn(2, 900)),
         SpeechFrontEnd: (SpeechFrontEnd(FbankConfig()), audio),
@@ -176,6 +177,7 @@ def _examples() -> dict[type, tuple]:
         Pipeline: (keyword_pipeline(lmu, detector, window_frames=5, sample_rate=48000), 0.1 * torch.randn(2, 6000)),
         OnnxStream: (OnnxStream(to_onnx(lmu, Path(tempfile.mkdtemp()) / "lmuformer.onnx")), frames),
         FramePooled: (FramePooled(lmu), frames),
+        WithSpikes: (WithSpikes(spiking), frames),
         **_vision_examples(),
     }
 

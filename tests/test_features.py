@@ -153,3 +153,21 @@ def test_freq_warp_moves_a_tone_like_a_higher_or_lower_voice():
 def test_freq_warp_bad_input(shape, max_warp, words):
     with pytest.raises(ValueError, match=re.escape(words)):
         freq_warp(torch.zeros(shape), torch.Generator(), FbankConfig(), max_warp)
+
+
+def test_hop_fbank_is_streaming_fbank_one_hop_per_step_after_its_lead():
+    """HopFbank's frames equal StreamingFbank's on the stream after ``lead`` zero samples; from step
+    ``warmup_steps`` on, StreamingFbank's own frames; and it keeps the stream-operator contract."""
+    from streamlmu.audio.features import HopFbank
+    from streamlmu.testing import check_stream_op
+    op = HopFbank()
+    assert (op.lead, op.warmup_steps) == (320, 2)
+    hops = 0.1 * torch.randn(3, 60, 160, generator=torch.Generator().manual_seed(4))
+    frames, _ = op(hops)
+    led, _ = StreamingFbank()(torch.cat([torch.zeros(3, op.lead), hops.reshape(3, -1)], dim=1))
+    own, _ = StreamingFbank()(hops.reshape(3, -1))
+    assert torch.equal(frames, led[:, :60])
+    assert torch.equal(frames[:, op.warmup_steps:], own[:, :60 - op.warmup_steps])
+    assert max(check_stream_op(op, hops).values()) == 0.0
+    with pytest.raises(ValueError, match=r"\(batch, hops, samples=160\)"):
+        op(torch.zeros(1, 2, 100))

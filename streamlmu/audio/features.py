@@ -12,7 +12,8 @@ DC removal cancels any constant offset, so a causal stream can skip it.
 :func:`frame_features` computes that for any batch of frames (the same math as
 torchaudio, tested to 1e-4); :func:`fbank` runs it over whole signals;
 :class:`StreamingFbank` takes audio in chunks of any size and emits each frame
-as soon as its last sample arrives.
+as soon as its last sample arrives; :class:`HopFbank` takes one hop per step
+and emits one frame (a fixed rate, so it exports to ONNX).
 
 Shapes: waveform ``(samples,)`` or ``(batch, samples)``, float, at ``sample_rate``;
 features ``(..., frames, num_mel_bins)`` with ``frames = 1 + (samples - 400) // 160``
@@ -20,14 +21,17 @@ features ``(..., frames, num_mel_bins)`` with ``frames = 1 + (samples - 400) // 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 from torchaudio.compliance import kaldi
 
-from streamlmu.stream import SAMPLES, Frame, StreamModule, check_finite, feature_frame, register_state
+from streamlmu.stream import (SAMPLES, Frame, StreamModule, check_finite, exporting, feature_frame, register_state,
+                              step_by_forward)
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,16 @@ def _tables(cfg: FbankConfig, dtype: torch.dtype) -> _Tables:
     return _TABLES[key]
 
 
+@lru_cache(maxsize=None)
+def _dft(cfg: FbankConfig) -> Tensor:
+    """The real DFT of a zero-padded window as a float64 matrix ``(window_size, 2 * (fft_size // 2 + 1))``: cosines,
+    then sines (whose sign a power spectrum drops)."""
+    n = torch.arange(cfg.window_size, dtype=torch.int64)[:, None]
+    k = torch.arange(cfg.fft_size // 2 + 1, dtype=torch.int64)[None]
+    angle = (n * k % cfg.fft_size).double() * (2 * math.pi / cfg.fft_size)
+    return torch.cat([angle.cos(), angle.sin()], dim=1)
+
+
 def frame_features(frames: Tensor, cfg: FbankConfig = FbankConfig(), normalize: bool = True) -> Tensor:
     """Log-mel features of raw frames: ``(..., window_size) -> (..., num_mel_bins)``."""
     if frames.shape[-1] != cfg.window_size:
@@ -125,8 +139,13 @@ def frame_features(frames: Tensor, cfg: FbankConfig = FbankConfig(), normalize: 
     x = frames - frames.mean(dim=-1, keepdim=True)
     previous = torch.cat([x[..., :1], x[..., :-1]], dim=-1)  # x[j-1], with x[-1] = x[0]
     x = (x - cfg.preemphasis * previous) * tables.window
-    spectrum = torch.fft.rfft(x, n=cfg.fft_size)
-    power = spectrum.real.square() + spectrum.imag.square()  # |X|^2 without a sqrt (4x faster than a sum over 2)
+    if exporting():  # the ONNX exporter writes no rfft: the same transform as one product with the DFT's terms,
+        bins = cfg.fft_size // 2 + 1  # in float64, which keeps it as close to the FFT as the FFT is to exact
+        parts = x.double() @ _dft(cfg)
+        power = (parts[..., :bins].square() + parts[..., bins:].square()).to(x.dtype)
+    else:
+        spectrum = torch.fft.rfft(x, n=cfg.fft_size)
+        power = spectrum.real.square() + spectrum.imag.square()  # |X|^2 without a sqrt (4x faster than a sum over 2)
     energies = power @ tables.mel
     logs = energies.clamp(min=torch.finfo(frames.dtype).eps).log()
     return (logs - cfg.mean) / (2 * cfg.std) if normalize else logs
@@ -296,3 +315,52 @@ class StreamingLevel(AudioFrames):
         frames, tail = complete_frames(state.tail, before, audio, self.window_size, self.hop)
         level = 10.0 * torch.log10(frames.double().square().mean(-1).clamp(min=1e-12))
         return level.to(audio.dtype), FbankState(tail, state.samples + audio.shape[1])
+
+
+@register_state
+class HopFbankState(NamedTuple):
+    """``tail (B, lead)``: the samples before the current hop that its frame still needs (zeros before the start)."""
+
+    tail: Tensor
+
+
+class HopFbank(StreamModule):
+    """:class:`StreamingFbank` at a fixed rate, one hop of samples per step: ``(B, hop) -> (B, num_mel_bins)``
+    (``forward``: ``(B, T, hop) -> (B, T, num_mel_bins)``), so it exports to ONNX (:func:`streamlmu.export.to_onnx`).
+
+    Each step emits the frame that ends inside its hop. Before a full window has been heard that frame reaches
+    back before the stream's start, over zeros: the output is exactly :class:`StreamingFbank`'s on the stream
+    with ``lead = hop * (ceil(window / hop) - 1)`` zero samples before it (320, 20 ms, at the defaults), and from
+    step ``warmup_steps = ceil(window / hop) - 1`` on, frame ``t`` is StreamingFbank's frame ``t - warmup_steps``
+    on the stream itself. A frame waits ``window - lead`` samples of its hop at most (80 at the defaults).
+    """
+
+    def __init__(self, config: FbankConfig | None = None, normalize: bool = True):
+        super().__init__()
+        self.config = cfg = config or FbankConfig()
+        self.normalize = normalize
+        self.warmup_steps = -(-cfg.window_size // cfg.hop) - 1
+        self.lead = cfg.hop * self.warmup_steps
+        self.input_frame = Frame((cfg.hop,), ("samples",), "float", "hops")
+        self.output_frame = feature_frame(cfg.num_mel_bins)
+
+    def init_state(self, batch_size: int = 1, dtype: torch.dtype = torch.float32,
+                   device: torch.device | str | None = None) -> HopFbankState:
+        return HopFbankState(torch.zeros(batch_size, self.lead, dtype=dtype, device=device))
+
+    def forward(self, x: Tensor, state: HopFbankState | None = None) -> tuple[Tensor, HopFbankState]:
+        cfg = self.config
+        self.input_frame.check(x)
+        check_finite(x)
+        batch, time = x.shape[0], x.shape[1]
+        state = self.init_state(batch, x.dtype, x.device) if state is None else state
+        if type(state) is not HopFbankState or tuple(state.tail.shape) != (batch, self.lead):
+            raise ValueError(f"state must be a HopFbankState from HopFbank.init_state({batch}) "
+                             f"(tail of shape ({batch}, {self.lead}))")
+        seq = torch.cat([state.tail.to(x.dtype), x.reshape(batch, time * cfg.hop)], dim=1)
+        frames = torch.stack([seq[:, t * cfg.hop:t * cfg.hop + cfg.window_size] for t in range(time)], dim=1) \
+            if time else x.new_zeros(batch, 0, cfg.window_size)
+        return frame_features(frames, cfg, self.normalize), HopFbankState(seq[:, seq.shape[1] - self.lead:])
+
+    def step(self, x: Tensor, state: HopFbankState) -> tuple[Tensor, HopFbankState]:
+        return step_by_forward(self, x, state)
