@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from streamlmu.nn.lif import LIF
-from streamlmu.stream import Frame, Pipeline, State, StreamModule, forward_by_steps, tree_map, tree_paths
+from streamlmu.stream import Frame, Map, Pipeline, State, StreamModule, forward_by_steps, tree_map, tree_paths
 
 META_PREFIX = "streamlmu."
 
@@ -194,7 +194,7 @@ def to_onnx(op: nn.Module, path: str | Path, frame: Tensor | None = None, check_
                                   input_names=inputs, output_names=outputs, opset_version=opset,
                                   dynamic_axes={name: {0: "batch"} for name in inputs + outputs})
             except Exception as err:  # the exporter's errors name the torch op, not the layer
-                raise ValueError(f"{type(op).__name__}.step cannot be expressed in ONNX: {err}") from err
+                raise ValueError(f"{_label(op)}.step cannot be expressed in ONNX: {err}") from err
         model = onnx.load(tmp)
         layout = [{"name": _name("state_in", p), "shape": list(t.shape[1:]), "dtype": str(t.dtype).split(".")[-1]}
                   for p, t in tree_paths(state)]
@@ -208,10 +208,35 @@ def to_onnx(op: nn.Module, path: str | Path, frame: Tensor | None = None, check_
         onnx.save(model, tmp)
         _check(op, OnnxStream(tmp), x, check_steps, atol)
         os.replace(tmp, path)
+    except ValueError as err:
+        stage = _failing_stage(op, x, check_steps, atol) if isinstance(op, Pipeline) else None
+        if stage is None:
+            raise
+        raise ValueError(f"{err}; the first stage that fails alone: {stage}") from err
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _label(op: nn.Module) -> str:
+    """An operator as errors name it: its class, and a Map's name."""
+    return f"Map {op.name!r}" if isinstance(op, Map) else type(op).__name__
+
+
+def _failing_stage(pipe: Pipeline, x: Tensor, steps: int, atol: float) -> str | None:
+    """The first stage of ``pipe`` whose own export fails (on the frames the stages before it give), as
+    ``"stage 1 (Map 'name')"``; None when each exports alone or the search itself fails."""
+    with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+        for index, stage in enumerate(pipe.stages):
+            try:
+                to_onnx(stage, Path(tmp) / "stage.onnx", frame=x, check_steps=steps, atol=atol)
+                x, _ = stage.step(x, stage.init_state(x.shape[0]))
+            except ValueError:
+                return f"stage {index} ({_label(stage)})"
+            except Exception:  # a diagnosis only: the pipeline's own error stands
+                return None
+    return None
 
 
 def _example(op: nn.Module) -> Tensor:
@@ -229,7 +254,7 @@ def _check(op: nn.Module, exported: "OnnxStream", x: Tensor, steps: int, atol: f
     generator = torch.Generator().manual_seed(0)
     x = x.expand(2, *x.shape[1:])  # two streams: a graph that ignores its batch axis shows here
     state, onnx_state = op.init_state(2), exported.init_state(2)
-    name = type(op).__name__
+    name = _label(op)
     with torch.no_grad():
         for t in range(steps):
             frame = torch.randn(x.shape, generator=generator)

@@ -81,9 +81,15 @@ def test_the_file_carries_what_a_runtime_needs(tmp_path):
 def test_an_operator_onnx_cannot_express_is_refused_and_no_file_is_written(tmp_path):
     """A step that leaves torch (NumPy inside) is frozen by the tracer: the check against step catches it."""
     op = Map(lambda x: torch.from_numpy(np.tanh(x.numpy()) * 2), name="numpy_tanh")
-    with pytest.raises(ValueError, match="disagrees with step"):
+    with pytest.raises(ValueError, match="Map 'numpy_tanh'.step disagrees with step"):
         to_onnx(op, tmp_path / "map.onnx", frame=torch.zeros(1, 4))
-    assert not (tmp_path / "map.onnx").exists() and not list(tmp_path.glob("*.onnx"))
+    pipe = LMUCell(input_size=4, hidden_size=4, order=8, theta=10.0).eval() | op | Map(torch.tanh)
+    with pytest.raises(ValueError, match=r"first stage that fails alone: stage 1 \(Map 'numpy_tanh'\)"):
+        to_onnx(pipe, tmp_path / "pipe.onnx")
+    spectrum = Map(lambda x: torch.fft.rfft(x).abs(), name="spectrum")
+    with pytest.raises(ValueError, match="Map 'spectrum'.step cannot be expressed in ONNX.*aten::fft_rfft"):
+        to_onnx(spectrum, tmp_path / "fft.onnx", frame=torch.zeros(1, 4))
+    assert not list(tmp_path.glob("*.onnx"))
 
 
 def test_a_corrupt_or_foreign_file_is_a_clear_error(tmp_path):
