@@ -207,7 +207,8 @@ def _serve(report: dict) -> list[str]:
 def _export(report: dict) -> list[str]:
     rows = [[r["model"], r["batch"], *(f"{r['us_per_stream_frame'][k]:.1f}" for k in ("engine", "onnxruntime", "step")),
              f"{r['file_mb']:.2f}"] for r in report["rows"]]
-    return ["One thread; microseconds per frame of one stream (batch 64: per stream and frame).", ""] + _table(
+    return ["One thread; microseconds per frame of one stream (batch 64: per stream and frame). The filterbank is "
+            "`HopFbank` (one 10 ms hop per step); its engine is `StreamingFbank` on the hop.", ""] + _table(
         ["model", "streams", "engine µs", "onnxruntime µs", "model.step µs", "ONNX file MB"], rows)
 
 
