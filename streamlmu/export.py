@@ -30,6 +30,7 @@ import onnxruntime
 import torch
 from torch import Tensor, nn
 
+from streamlmu.audio.features import HopFbank
 from streamlmu.nn.lif import LIF
 from streamlmu.stream import Frame, Map, Pipeline, State, StreamModule, forward_by_steps, tree_map, tree_paths
 
@@ -128,10 +129,11 @@ class WithSpikes(StreamModule):
 
 def _model_metadata(op: nn.Module) -> dict[str, str]:
     """Labels, calibrated thresholds, front-end settings and frame rate of a keyword model (or a pipeline
-    ending in one)."""
+    ending in one), or the settings of an exported filterbank."""
     found: dict[str, str] = {}
     for module in op.modules():
         labels, features = getattr(module, "labels", None), getattr(module, "features", None)
+        features = module.config if isinstance(module, HopFbank) else features
         if labels is not None and "labels" not in found:
             found["labels"] = json.dumps(list(labels))
         if getattr(module, "thresholds", None) and "thresholds" not in found:

@@ -143,6 +143,9 @@ def test_the_export_command_with_audio_takes_samples_like_the_filterbank_and_mod
                  "--out", str(path)]) == 0
     stream = OnnxStream(path)
     assert stream.frame_shape == (160,)
+    assert json.loads(stream.metadata["features"])["num_mel_bins"] == 128
+    alone = OnnxStream(to_onnx(HopFbank(), tmp_path / "fbank.onnx")).metadata
+    assert json.loads(alone["features"])["frame_shift_ms"] == 10.0 and float(alone["frame_rate_hz"]) == 100.0
     audio, _, _ = demo
     hops = torch.from_numpy(audio[:160 * 300]).reshape(1, 300, 160)
     logits, _ = stream(hops)
