@@ -30,7 +30,7 @@ import onnxruntime
 import torch
 from torch import Tensor, nn
 
-from streamlmu.audio.features import HopFbank
+from streamlmu.audio.features import HopFbank, StreamingFbank
 from streamlmu.nn.lif import LIF
 from streamlmu.stream import Frame, Map, Pipeline, State, StreamModule, forward_by_steps, tree_map, tree_paths
 
@@ -170,7 +170,7 @@ def to_onnx(op: nn.Module, path: str | Path, frame: Tensor | None = None, check_
     for stage in (op.stages if isinstance(op, Pipeline) else [op]):
         if getattr(stage, "changes_rate", False):
             hint = ("export HopFbank (streamlmu.audio.features), its form that takes one hop of samples per step"
-                    if type(stage).__name__ == "StreamingFbank" else "export the operators after it and run it "
+                    if isinstance(stage, StreamingFbank) else "export the operators after it and run it "
                     "before the exported step")
             raise ValueError(f"{type(stage).__name__} changes the frame rate (a step returns 0 or more frames), "
                              f"which one fixed ONNX graph cannot express: {hint}")

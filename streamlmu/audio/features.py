@@ -359,7 +359,7 @@ class HopFbank(StreamModule):
                              f"(tail of shape ({batch}, {self.lead}))")
         seq = torch.cat([state.tail.to(x.dtype), x.reshape(batch, time * cfg.hop)], dim=1)
         frames = torch.stack([seq[:, t * cfg.hop:t * cfg.hop + cfg.window_size] for t in range(time)], dim=1) \
-            if time else x.new_zeros(batch, 0, cfg.window_size)
+            if time else x.new_zeros(batch, 0, cfg.window_size)  # slices, not unfold: unfold does not export
         return frame_features(frames, cfg, self.normalize), HopFbankState(seq[:, seq.shape[1] - self.lead:])
 
     def step(self, x: Tensor, state: HopFbankState) -> tuple[Tensor, HopFbankState]:
