@@ -44,6 +44,8 @@ need_gb=8
 free_gb=$(df -Pk "$VENV" | awk 'NR == 2 { print int($4 / 1048576) }')
 if [ "$free_gb" -lt "$need_gb" ] && [ ! -f "$VENV/.streamlmu-installed" ]; then
   echo "setup: warning: $free_gb GB free where $VENV lies; a first install needs about $need_gb GB" >&2
+else
+  echo "setup: $free_gb GB free where $VENV lies"
 fi
 # A pip configuration may list local package indexes that do not exist;
 # pip's warnings about them are noise.
