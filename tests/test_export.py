@@ -131,10 +131,20 @@ def test_a_spiking_export_fires_the_same_spikes_on_the_demo_recording(demo, tmp_
         to_onnx(load_model("lmuformer-tiny-synth35"), tmp_path / "none.onnx", spikes=True)
 
 
+def _docs_runtime() -> type:
+    """The ``ExportedStream`` class of docs/export.md's Python block, executed as written."""
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[1] / "docs" / "export.md").read_text()
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile(code, "docs/export.md", "exec"), namespace)
+    return namespace["ExportedStream"]
+
+
 def test_the_export_command_with_audio_takes_samples_like_the_filterbank_and_model(demo, tmp_path, capsys):
     """`streamlmu export --audio`: one file from 10 ms hops of samples to logits, equal to the model on
-    StreamingFbank's frames of the recording after HopFbank's lead of silence; a model on another front end is
-    refused."""
+    StreamingFbank's frames of the recording after HopFbank's lead of silence, and run alike by the runtime of
+    docs/export.md, which knows only the file; a model on another front end is refused."""
     from streamlmu.apps.cli import main
     from streamlmu.audio.features import StreamingFbank
     from streamlmu.export import FramePooled
@@ -154,6 +164,11 @@ def test_the_export_command_with_audio_takes_samples_like_the_filterbank_and_mod
     with torch.no_grad():
         expected, _ = FramePooled(load_model("lmuformer-tiny-synth35"))(frames)
     assert float((logits - expected).abs().max()) <= 1e-4
+    runtime = _docs_runtime()(str(path), streams=2)  # docs/export.md's runtime: numpy and onnxruntime only
+    assert runtime.labels == list(load_model("lmuformer-tiny-synth35").labels)
+    two = torch.cat([hops, hops.flip(1)]).numpy()
+    outputs = np.stack([runtime.step(two[:, t])[0] for t in range(two.shape[1])], axis=1)
+    assert float(np.abs(outputs[:1] - logits.numpy()).max()) <= 1e-5
     assert main(["export", "--model", "lmuformer-tiny-phrases12-kws", "--audio", "--out",
                  str(tmp_path / "embedding.onnx")]) == 2
     assert "needs a model on fbank features" in capsys.readouterr().err
