@@ -17,7 +17,7 @@ Every run (one method, one seed) trains on one thread, in ``--workers`` processe
 per core, at most 2): a run's figures then do not depend on the machine's core count (on two threads a seed's
 class-IL accuracy moved by up to 7 points against one), and its seconds are one thread's.
 
-Usage: ``python bench/continual.py [--quick] [--seeds 3] [--workers 2] [--data digits shapes]``
+Usage: ``python bench/continual.py [--quick] [--seeds 5] [--workers 2] [--data digits shapes]``
 """
 from __future__ import annotations
 
@@ -122,7 +122,7 @@ def run_all(data: str, seeds: int, quick: bool, peer: bool, workers: int) -> lis
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one seed, one epoch, few images (a smoke test)")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                         help="runs side by side, each on one thread")
     parser.add_argument("--data", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
