@@ -97,9 +97,6 @@ class _Tables(NamedTuple):
     mel: Tensor     # (fft_size // 2 + 1, num_mel_bins)
 
 
-_TABLES: dict[tuple[FbankConfig, torch.dtype], _Tables] = {}
-
-
 def _mel_banks(cfg: FbankConfig) -> tuple[Tensor, Tensor]:
     """Kaldi's triangular filters ``(num_mel_bins, fft_size // 2)`` and their centres in Hz ``(num_mel_bins, 1)``."""
     return kaldi.get_mel_banks(cfg.num_mel_bins, cfg.fft_size, float(cfg.sample_rate), cfg.low_freq,
@@ -111,13 +108,11 @@ def mel_centres_hz(cfg: FbankConfig) -> Tensor:
     return _mel_banks(cfg)[1][:, 0]
 
 
+@lru_cache(maxsize=None)
 def _tables(cfg: FbankConfig, dtype: torch.dtype) -> _Tables:
-    key = (cfg, dtype)
-    if key not in _TABLES:
-        bins, _ = _mel_banks(cfg)
-        mel = torch.nn.functional.pad(bins, (0, 1)).T.to(dtype).contiguous()  # the Nyquist bin gets no weight
-        _TABLES[key] = _Tables(torch.hann_window(cfg.window_size, periodic=False, dtype=dtype), mel)
-    return _TABLES[key]
+    bins, _ = _mel_banks(cfg)
+    mel = torch.nn.functional.pad(bins, (0, 1)).T.to(dtype).contiguous()  # the Nyquist bin gets no weight
+    return _Tables(torch.hann_window(cfg.window_size, periodic=False, dtype=dtype), mel)
 
 
 @lru_cache(maxsize=None)

@@ -126,8 +126,8 @@ class StreamPool:
             s = self._slot(slot)
             rows = tree_map(lambda t: t[slot:slot + 1].clone(), self._state)
             resample = None if s.resample_state is None else tree_map(torch.clone, s.resample_state)
-            waiting = np.concatenate(s.chunks) if s.chunks else np.zeros(0, np.float32)
-            return SlotState(rows, resample, torch.tensor([s.rate]), torch.from_numpy(waiting.copy())[None])
+            waiting = np.concatenate(s.chunks) if s.chunks else np.zeros(0, np.float32)  # a new array either way
+            return SlotState(rows, resample, torch.tensor([s.rate]), torch.from_numpy(waiting)[None])
 
     def restore(self, slot: int, state: SlotState) -> None:
         """Put a :meth:`snapshot` into ``slot`` (what it held is replaced)."""
