@@ -28,10 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default=d.preset, choices=("tiny", "paper"), help="model size")
     parser.add_argument("--features", choices=FEATURE_KINDS, default=d.features,
                         help="front end: fbank, the paper's 128-mel filterbank every 10 ms; speech-embedding, a "
-                             "96-value embedding every 80 ms from a model pretrained on real speech (its frames are "
-                             "computed once per rendering of the data, see --feature-variants)")
+                             "96-value embedding every 80 ms from a model pretrained on real speech; asr-encoder, 832 values "
+                             "per 1 s window every 160 ms from Moonshine's speech-recognition encoder (the pretrained "
+                             "ones are computed once per rendering of the data, see --feature-variants)")
     parser.add_argument("--feature-variants", type=int, default=d.feature_variants, metavar="N",
-                        help="speech-embedding: epochs cycle through N renderings of the training data (noise, "
+                        help="speech-embedding, asr-encoder: epochs cycle through N renderings of the training data (noise, "
                              "stream windows), each embedded once and kept in memory")
     parser.add_argument("--dim", type=int, default=None, help="model width, overriding the preset's (default: the preset's)")
     parser.add_argument("--lookahead", type=int, default=None,

@@ -4,6 +4,15 @@ import torch
 from scipy.ndimage import gaussian_filter1d
 
 
+def voiced(samples: int, seed: int = 0, level: float = 0.3) -> torch.Tensor:
+    """A gliding harmonic tone with noise (about ``level`` peak), float32."""
+    gen = torch.Generator().manual_seed(seed)
+    t = torch.arange(samples) / 16000
+    phase = 2 * torch.pi * torch.cumsum(140 + 60 * torch.sin(2 * torch.pi * 0.7 * t), 0) / 16000
+    tone = sum(torch.sin(k * phase) / k for k in range(1, 8))
+    return (level * tone / 2.6 + 0.01 * torch.randn(samples, generator=gen)).float()
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -11,6 +11,7 @@ import torch
 
 import streamlmu
 from streamlmu.audio.detect import DetectorConfig
+from streamlmu.audio.asr_encoder import AsrEncoderConfig, StreamingAsrEncoder
 from streamlmu.audio.embedding import StreamingSpeechEmbedding
 from streamlmu.audio.features import FbankConfig, HopFbank, StreamingFbank, StreamingLevel
 from streamlmu.audio.kws_pipeline import (KeywordDetector, KeywordScores, SpeechFrames, SpeechFrontEnd,
@@ -170,6 +171,7 @@ def _examples() -> dict[type, tuple]:
         StreamingLevel: (StreamingLevel(400, 160, 16000), audio),
         HopFbank: (HopFbank(), audio[:, :4000].reshape(2, 25, 160)),
         StreamingSpeechEmbedding: (StreamingSpeechEmbedding(), audio),
+        StreamingAsrEncoder: (StreamingAsrEncoder(AsrEncoderConfig(window_samples=2000, hop_samples=700)), audio),
         Resample: (Resample(48000, 16000), torch.randn(2, 900)),
         SpeechFrontEnd: (SpeechFrontEnd(FbankConfig()), audio),
         KeywordScores: (KeywordScores(lmu, window_frames=5), SpeechFrames(frames, torch.randn(2, 20))),

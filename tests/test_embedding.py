@@ -5,21 +5,13 @@ import onnxruntime
 import pytest
 import torch
 
+from conftest import voiced
 from streamlmu.audio import embedding
 from streamlmu.audio.embedding import (SpeechEmbeddingConfig, StreamingSpeechEmbedding, embed_mels, log_mel,
                                        model_file, speech_embedding)
 from streamlmu.audio.frontend import clip_features
 
 CFG = SpeechEmbeddingConfig()
-
-
-def voiced(samples: int, seed: int = 0, level: float = 0.3) -> torch.Tensor:
-    """A gliding harmonic tone with noise (about ``level`` peak), float32."""
-    gen = torch.Generator().manual_seed(seed)
-    t = torch.arange(samples) / 16000
-    phase = 2 * torch.pi * torch.cumsum(140 + 60 * torch.sin(2 * torch.pi * 0.7 * t), 0) / 16000
-    tone = sum(torch.sin(k * phase) / k for k in range(1, 8))
-    return (level * tone / 2.6 + 0.01 * torch.randn(samples, generator=gen)).float()
 
 
 def _onnx(name: str) -> onnxruntime.InferenceSession:

@@ -13,6 +13,7 @@ import torch
 import streamlmu
 from streamlmu import cpu
 from streamlmu.apps.cli import main
+from streamlmu.audio.asr_encoder import AsrEncoderConfig
 from streamlmu.audio.embedding import SpeechEmbeddingConfig
 from streamlmu.data.speech_commands import SpeechCommands, labels_for
 from streamlmu.data.synth import read_metadata
@@ -467,6 +468,21 @@ def test_speech_embedding_front_end_trains_and_streams_exactly(tiny_corpus, tmp_
     assert np.abs(offline.logits - streaming.logits).max() < 1e-4
     with pytest.raises(ValueError, match="freq_warp warps mel bins"):
         TrainConfig(data="x", features="speech-embedding", freq_warp=0.1)
+
+
+def test_asr_encoder_front_end_trains_and_streams_exactly(tiny_corpus, tmp_path):
+    result = train(config(tiny_corpus, tmp_path, epochs=1, features="asr-encoder", feature_variants=1,
+                          spec_augment=False), progress=False)
+    assert len(result["history"]) == 1
+    model = streamlmu.load_model(tmp_path / "best.pt")
+    assert isinstance(model.features, AsrEncoderConfig) and model.config.in_features == 832
+    data = SpeechCommands(tiny_corpus, "testing")
+    offline = evaluate(model, data, "offline", progress=False)
+    streaming = evaluate(model, data, "streaming", progress=False)
+    assert np.array_equal(offline.predictions, streaming.predictions)
+    assert np.abs(offline.logits - streaming.logits).max() < 1e-4
+    with pytest.raises(ValueError, match="--no-spec-augment"):
+        TrainConfig(data="x", features="asr-encoder")
     with pytest.raises(ValueError, match="features must be one of"):
         TrainConfig(data="x", features="mfcc")
 

@@ -1,12 +1,14 @@
 """Front ends: what turns 16 kHz audio into a keyword model's frames, chosen by name.
 
-Two kinds, each a config (stored in a checkpoint beside the model) and an
+Three kinds, each a config (stored in a checkpoint beside the model) and an
 exact stream operator:
 
 * ``"fbank"``: the LMUFormer paper's 128-mel Kaldi filterbank, a frame every
   10 ms (:mod:`streamlmu.audio.features`);
 * ``"speech-embedding"``: Google's speech embedding, pretrained on real
-  speech, 96 values every 80 ms (:mod:`streamlmu.audio.embedding`).
+  speech, 96 values every 80 ms (:mod:`streamlmu.audio.embedding`);
+* ``"asr-encoder"``: Moonshine's speech-recognition encoder, pretrained on
+  real speech, 832 values per 1 s window every 160 ms (:mod:`streamlmu.audio.asr_encoder`).
 
 Both configs share one clock: ``sample_rate``, ``hop`` (samples between frames),
 ``window_size`` (samples a stream has heard at its first frame),
@@ -23,13 +25,15 @@ from typing import Union
 import torch
 from torch import Tensor
 
+from streamlmu.audio.asr_encoder import AsrEncoderConfig, StreamingAsrEncoder, asr_encoder_features
 from streamlmu.audio.embedding import SpeechEmbeddingConfig, StreamingSpeechEmbedding, speech_embedding
 from streamlmu.audio.features import FbankConfig, StreamingFbank, fbank, pad_frames
 from streamlmu.stream import StreamModule
 
-FrontEndConfig = Union[FbankConfig, SpeechEmbeddingConfig]
-FEATURE_KINDS = ("fbank", "speech-embedding")
-_CONFIGS = {"fbank": FbankConfig, "speech-embedding": SpeechEmbeddingConfig}
+FrontEndConfig = Union[FbankConfig, SpeechEmbeddingConfig, AsrEncoderConfig]
+FEATURE_KINDS = ("fbank", "speech-embedding", "asr-encoder")
+_CONFIGS = {"fbank": FbankConfig, "speech-embedding": SpeechEmbeddingConfig, "asr-encoder": AsrEncoderConfig}
+_WINDOWED = (SpeechEmbeddingConfig, AsrEncoderConfig)  # front ends whose clips are padded in samples
 
 
 def frontend_config(kind: str) -> FrontEndConfig:
@@ -51,6 +55,8 @@ def streaming_frontend(cfg: FrontEndConfig, threads: int = 1) -> StreamModule:
     """The stream operator of ``cfg``: ``(audio (B, T), state) -> (frames (B, n, feature_size), state)``."""
     if isinstance(cfg, SpeechEmbeddingConfig):
         return StreamingSpeechEmbedding(cfg, threads)
+    if isinstance(cfg, AsrEncoderConfig):
+        return StreamingAsrEncoder(cfg, threads)
     return StreamingFbank(cfg)
 
 
@@ -58,13 +64,16 @@ def signal_features(waves: Tensor, cfg: FrontEndConfig, threads: int = 1) -> Ten
     """Frames of whole signals (a stream from its start): ``(batch, samples) -> (batch, frames, feature_size)``."""
     if isinstance(cfg, SpeechEmbeddingConfig):
         return speech_embedding(waves, cfg, threads)
+    if isinstance(cfg, AsrEncoderConfig):
+        return asr_encoder_features(waves, cfg, threads)
     return fbank(waves, cfg)
 
 
 def clip_audio(waves: Tensor, cfg: FrontEndConfig) -> Tensor:
-    """The audio a clip model hears: the speech embedding's clips are zero-padded (or cut) to ``clip_frames``
-    frames' worth of samples; fbank clips are left as they are (their frames are zero-padded instead)."""
-    if isinstance(cfg, SpeechEmbeddingConfig):
+    """The audio a clip model hears: the speech embedding's and the ASR encoder's clips are zero-padded (or cut)
+    to ``clip_frames`` frames' worth of samples; fbank clips are left as they are (their frames are zero-padded
+    instead)."""
+    if isinstance(cfg, _WINDOWED):
         size = cfg.clip_samples()
         if waves.shape[-1] >= size:
             return waves[..., :size]

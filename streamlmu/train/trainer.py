@@ -103,7 +103,7 @@ class TrainConfig:
     model: str = "lmuformer"
     preset: str = "tiny"
     features: str = "fbank"                # the front end (streamlmu.audio.frontend.FEATURE_KINDS)
-    feature_variants: int = 4              # speech-embedding: training epochs draw from this many cached renderings
+    feature_variants: int = 4              # pretrained front ends: epochs draw from this many cached renderings
     labels: int = 35
     unknown_fraction: float | None = 0.1   # 12 labels: _unknown_ clips kept per word clip (None: all)
     silence_fraction: float = 0.1          # 12 labels: _silence_ clips added per word clip
@@ -171,6 +171,9 @@ class TrainConfig:
             raise ValueError(f"features must be one of {FEATURE_KINDS} (got {self.features!r})")
         if self.freq_warp and self.features != "fbank":
             raise ValueError("freq_warp warps mel bins; it needs features='fbank'")
+        if self.spec_augment and self.features == "asr-encoder":
+            raise ValueError("SpecAugment masks time and mel bands; the asr-encoder's frames are encoder states "
+                             "pooled over 1 s windows: train them with spec_augment=False (--no-spec-augment)")
         if self.feature_variants < 1:
             raise ValueError(f"feature_variants must be >= 1 (got {self.feature_variants})")
         if self.ema is not None and not 0.0 < self.ema < 1.0:
@@ -236,8 +239,8 @@ class _Run:
             self.train_set = SpeechCommands(cfg.data, "training", noise_probability=cfg.noise_probability,
                                             cache_audio=cfg.cache_audio, **task)
         self.val_set = SpeechCommands(cfg.data, "validation", **task)
-        # The speech embedding is computed once per item and rendering (see streamlmu.train.frames)
-        self.cached = cfg.features == "speech-embedding"
+        # A pretrained front end is computed once per item and rendering (see streamlmu.train.frames)
+        self.cached = cfg.features != "fbank"
         self.train_data = CachedFrames(self.train_set, self.features, cfg.feature_variants,
                                        clips=not cfg.stream_windows) if self.cached else self.train_set
         self.val_data = CachedFrames(self.val_set, self.features) if self.cached else self.val_set

@@ -1,0 +1,94 @@
+import pickle
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+
+from conftest import voiced
+from streamlmu.audio import asr_encoder
+from streamlmu.audio.asr_encoder import AsrEncoderConfig, StreamingAsrEncoder, asr_encoder_features, model_file
+from streamlmu.audio.frontend import clip_features, config_from_dict, streaming_frontend
+from streamlmu.testing import check_stream_op
+
+CFG = AsrEncoderConfig()
+SHORT = AsrEncoderConfig(window_samples=4000, hop_samples=1000)  # quick windows for the streaming checks
+
+
+def test_frame_clock():
+    assert CFG.hop == 2560 and CFG.window_size == 16000 and CFG.frame_shift_ms == 160.0 and CFG.feature_size == 832
+    assert [CFG.num_frames(n) for n in (0, 15999, 16000, 18559, 18560)] == [0, 0, 1, 1, 2]
+    assert CFG.frame_end_s(0) == 1.0 and CFG.frame_end_s(1) == pytest.approx(1.16)
+    assert CFG.num_frames(CFG.clip_samples()) == CFG.clip_frames == 1
+    # a clip is one window: shorter ones are zero-padded, longer ones cut
+    assert clip_features(voiced(12000)[None], CFG).shape == (1, 1, 832)
+    assert config_from_dict(CFG.to_dict()) == CFG
+
+
+def test_frames_are_the_shipped_encoders_states_pooled():
+    wave = voiced(SHORT.window_size + SHORT.hop, seed=1)
+    frames = asr_encoder_features(wave, SHORT)
+    session = onnxruntime.InferenceSession(str(model_file()), providers=["CPUExecutionProvider"])
+    for i in range(2):
+        window = wave[i * SHORT.hop:i * SHORT.hop + SHORT.window_size].numpy()[None]
+        hidden = session.run(None, {"input_values": window})[0][0]
+        assert hidden.shape == (SHORT.window_size // 384 - 1, 416)
+        expected = np.concatenate([hidden.mean(0), hidden.max(0)])
+        np.testing.assert_allclose(frames[i].numpy(), expected, atol=1e-4)
+    # the encoder hears the signal: another tone gives other frames
+    assert (asr_encoder_features(voiced(SHORT.window_size, seed=2, level=0.05), SHORT)[0] - frames[0]).abs().max() > 0.1
+
+
+@pytest.mark.parametrize("chunk", [1, 999, 4000, 7001])
+def test_streaming_equals_offline_for_any_chunking(chunk):
+    waves = torch.stack([voiced(9000, seed=s) for s in range(2)])
+    whole = asr_encoder_features(waves, SHORT)
+    extractor = StreamingAsrEncoder(SHORT)
+    state, parts = extractor.init_state(2), []
+    for start in range(0, waves.shape[1], chunk):
+        out, state = extractor(waves[:, start:start + chunk], state)
+        parts.append(out)
+    streamed = torch.cat(parts, dim=1)
+    assert streamed.shape == whole.shape == (2, SHORT.num_frames(9000), 832)
+    torch.testing.assert_close(streamed, whole, atol=1e-5, rtol=0)
+    torch.testing.assert_close(asr_encoder_features(waves[1], SHORT), whole[1], atol=1e-5, rtol=0)
+
+
+def test_stream_contract_state_roundtrip_and_reset():
+    extractor = streaming_frontend(SHORT)
+    assert isinstance(extractor, StreamingAsrEncoder) and extractor.latency_s == 0.25
+    waves = torch.stack([voiced(7000, seed=s) for s in range(2)])
+    check_stream_op(extractor, waves, atol=1e-5)
+    whole, _ = extractor(waves)
+    head, state = extractor(waves[:, :4321])
+    tail, _ = extractor(waves[:, 4321:], pickle.loads(pickle.dumps(state)))
+    torch.testing.assert_close(torch.cat([head, tail], dim=1), whole, atol=1e-5, rtol=0)
+    cleared = extractor.reset(state, torch.tensor([True, False]))
+    assert torch.equal(cleared.samples, state.samples) and not cleared.tail[0].any()
+    assert torch.equal(cleared.tail[1], state.tail[1])
+
+
+@pytest.mark.parametrize("bad, error, words", [
+    (torch.zeros(512), ValueError, r"\(batch, samples\)"),
+    (torch.zeros(1, 512, dtype=torch.int16), TypeError, "float"),
+    (torch.full((1, 512), float("nan")), ValueError, "NaN or Inf"),
+])
+def test_bad_input(bad, error, words):
+    extractor = StreamingAsrEncoder(SHORT)
+    with pytest.raises(error, match=words):
+        extractor(bad, extractor.init_state(1))
+    with pytest.raises(ValueError, match="batch of 2 streams"):
+        extractor(torch.zeros(2, 100), extractor.init_state(3))
+
+
+def test_config_is_checked():
+    with pytest.raises(ValueError, match="16 kHz"):
+        AsrEncoderConfig(sample_rate=8000)
+    with pytest.raises(ValueError, match="at least 768"):
+        AsrEncoderConfig(window_samples=500)
+
+
+def test_missing_package_names_what_to_install(monkeypatch):
+    monkeypatch.setattr(asr_encoder.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModuleNotFoundError, match="pip install moonshine-cpp==0.1.4"):
+        StreamingAsrEncoder()
