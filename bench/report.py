@@ -101,6 +101,14 @@ def _engine(report: dict) -> list[str]:
             + _table(["detector", "stream keywords", "real-time factor"], streams))
 
 
+def _front_ends(report: dict) -> list[str]:
+    names = list(next(iter(report["accuracy"].values())))
+    rows = [[f"`{kind}`"] + [_percent(acc[name]) for name in names] for kind, acc in report["accuracy"].items()]
+    return ([f"Linear probes trained on `{report['train']}` "
+             f"({report['clips']['training']:,} clips); clips right:", ""]
+            + _table(["front end"] + [f"{name} ({report['clips'][name]})" for name in names], rows))
+
+
 def _phrases(report: dict) -> list[str]:
     rows = [[name, _streams(row.get("bundled")), _streams(row["calibrated"]), f"{row['real_time_factor']:.4f}"]
             for name, row in report.items()]
@@ -226,6 +234,7 @@ SECTIONS = [
     ("engines", "DECtalk, an engine no model heard (`engines.py`)", _engine),
     ("engines_piper", "Piper, a voice learnt from a person (`engines.py --engine piper`)", _engine),
     ("engines_kokoro", "Kokoro, accented neural voices (`engines.py --engine kokoro`)", _engine),
+    ("front_ends", "Front ends on unheard engines, a linear probe (`front_ends.py`)", _front_ends),
     ("phrases", "Keywords inside sentences (`phrases.py`)", _phrases),
     ("detect", "YOLOv8 compression (`detect.py`)", _detect),
     ("continual", "Sparse continual learning (`continual.py`)", _continual),
