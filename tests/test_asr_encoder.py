@@ -68,19 +68,6 @@ def test_stream_contract_state_roundtrip_and_reset():
     assert torch.equal(cleared.tail[1], state.tail[1])
 
 
-@pytest.mark.parametrize("bad, error, words", [
-    (torch.zeros(512), ValueError, r"\(batch, samples\)"),
-    (torch.zeros(1, 512, dtype=torch.int16), TypeError, "float"),
-    (torch.full((1, 512), float("nan")), ValueError, "NaN or Inf"),
-])
-def test_bad_input(bad, error, words):
-    extractor = StreamingAsrEncoder(SHORT)
-    with pytest.raises(error, match=words):
-        extractor(bad, extractor.init_state(1))
-    with pytest.raises(ValueError, match="batch of 2 streams"):
-        extractor(torch.zeros(2, 100), extractor.init_state(3))
-
-
 def test_config_is_checked():
     with pytest.raises(ValueError, match="16 kHz"):
         AsrEncoderConfig(sample_rate=8000)

@@ -88,24 +88,6 @@ def test_streaming_state_roundtrip_and_reset():
     assert torch.equal(rest[1], whole[1, head.shape[1]:])
 
 
-@pytest.mark.parametrize("bad, error, words", [
-    (torch.zeros(512), ValueError, r"\(batch, samples\)"),
-    (torch.zeros(1, 512, dtype=torch.int16), TypeError, "float"),
-    (torch.full((1, 512), float("inf")), ValueError, "NaN or Inf"),
-])
-def test_streaming_bad_input(bad, error, words):
-    extractor = StreamingSpeechEmbedding()
-    state = extractor.init_state(1)
-    with pytest.raises(error, match=words):
-        extractor(bad, state)
-
-
-def test_state_of_another_batch_is_refused():
-    extractor = StreamingSpeechEmbedding()
-    with pytest.raises(ValueError, match="batch of 2 streams"):
-        extractor(torch.zeros(2, 100), extractor.init_state(3))
-
-
 def test_config_is_checked():
     with pytest.raises(ValueError, match="16 kHz"):
         SpeechEmbeddingConfig(sample_rate=8000)

@@ -5,7 +5,9 @@ import pytest
 import torch
 from torchaudio.compliance import kaldi
 
+from streamlmu.audio.asr_encoder import AsrEncoderConfig, StreamingAsrEncoder
 from streamlmu.audio.augment import freq_warp, mixup, spec_augment
+from streamlmu.audio.embedding import StreamingSpeechEmbedding
 from streamlmu.audio.features import FbankConfig, StreamingFbank, fbank, pad_frames
 
 CFG = FbankConfig()
@@ -73,16 +75,24 @@ def test_streaming_batch_state_roundtrip_and_reset():
     assert torch.allclose(rest[0], fbank(zero_history)[head.shape[1]:], atol=1e-5)
 
 
+AUDIO_OPERATORS = {"fbank": StreamingFbank, "speech-embedding": StreamingSpeechEmbedding,
+                   "asr-encoder": lambda: StreamingAsrEncoder(AsrEncoderConfig(window_samples=2000, hop_samples=700))}
+
+
+@pytest.mark.parametrize("kind", AUDIO_OPERATORS)
 @pytest.mark.parametrize("bad, error, words", [
-    (torch.zeros(400), ValueError, r"\(batch, samples\)"),
-    (torch.zeros(1, 400, dtype=torch.int16), TypeError, "float"),
-    (torch.full((1, 400), float("nan")), ValueError, "NaN"),
+    (torch.zeros(512), ValueError, r"\(batch, samples\)"),
+    (torch.zeros(1, 512, dtype=torch.int16), TypeError, "float"),
+    (torch.full((1, 512), float("nan")), ValueError, "NaN or Inf"),
+    (torch.full((1, 512), float("inf")), ValueError, "NaN or Inf"),
 ])
-def test_streaming_bad_input(bad, error, words):
-    extractor = StreamingFbank()
+def test_streaming_bad_input(kind, bad, error, words):
+    extractor = AUDIO_OPERATORS[kind]()
     state = extractor.init_state(1)
     with pytest.raises(error, match=words):
         extractor(bad, state)
+    with pytest.raises(ValueError, match="batch of 2 streams"):
+        extractor(torch.zeros(2, 100), extractor.init_state(3))
 
 
 def test_streams_out_of_step_are_refused():

@@ -454,35 +454,25 @@ def test_an_empty_split_is_a_clear_error(trained, tiny_corpus, tmp_path, capsys)
     assert "holds no clips" in capsys.readouterr().err
 
 
-def test_speech_embedding_front_end_trains_and_streams_exactly(tiny_corpus, tmp_path):
-    result = train(config(tiny_corpus, tmp_path, epochs=2, features="speech-embedding", feature_variants=1),
-                   progress=False)
-    assert len(result["history"]) == 2
+@pytest.mark.parametrize("kind, options, config_type, size, frame_ms, refused", [
+    ("speech-embedding", {"epochs": 2}, SpeechEmbeddingConfig, 96, 80, ({"freq_warp": 0.1}, "freq_warp warps mel")),
+    ("asr-encoder", {"epochs": 1, "spec_augment": False}, AsrEncoderConfig, 832, 160,
+     ({}, "--no-spec-augment")),
+])
+def test_pretrained_front_end_trains_and_streams_exactly(tiny_corpus, tmp_path, kind, options, config_type, size,
+                                                        frame_ms, refused):
+    result = train(config(tiny_corpus, tmp_path, features=kind, feature_variants=1, **options), progress=False)
+    assert len(result["history"]) == options["epochs"]
     model = streamlmu.load_model(tmp_path / "best.pt")
-    assert isinstance(model.features, SpeechEmbeddingConfig) and model.config.in_features == 96
-    assert model.config.theta == pytest.approx(LMUFormerConfig.preset("tiny").theta / 8)  # 80 ms frames
+    assert isinstance(model.features, config_type) and model.config.in_features == size
+    assert model.config.theta == pytest.approx(LMUFormerConfig.preset("tiny").theta * 10 / frame_ms)
     data = SpeechCommands(tiny_corpus, "testing")
     offline = evaluate(model, data, "offline", progress=False)
     streaming = evaluate(model, data, "streaming", progress=False)
     assert np.array_equal(offline.predictions, streaming.predictions)
     assert np.abs(offline.logits - streaming.logits).max() < 1e-4
-    with pytest.raises(ValueError, match="freq_warp warps mel bins"):
-        TrainConfig(data="x", features="speech-embedding", freq_warp=0.1)
-
-
-def test_asr_encoder_front_end_trains_and_streams_exactly(tiny_corpus, tmp_path):
-    result = train(config(tiny_corpus, tmp_path, epochs=1, features="asr-encoder", feature_variants=1,
-                          spec_augment=False), progress=False)
-    assert len(result["history"]) == 1
-    model = streamlmu.load_model(tmp_path / "best.pt")
-    assert isinstance(model.features, AsrEncoderConfig) and model.config.in_features == 832
-    data = SpeechCommands(tiny_corpus, "testing")
-    offline = evaluate(model, data, "offline", progress=False)
-    streaming = evaluate(model, data, "streaming", progress=False)
-    assert np.array_equal(offline.predictions, streaming.predictions)
-    assert np.abs(offline.logits - streaming.logits).max() < 1e-4
-    with pytest.raises(ValueError, match="--no-spec-augment"):
-        TrainConfig(data="x", features="asr-encoder")
+    with pytest.raises(ValueError, match=refused[1]):
+        TrainConfig(data="x", features=kind, **refused[0])
     with pytest.raises(ValueError, match="features must be one of"):
         TrainConfig(data="x", features="mfcc")
 

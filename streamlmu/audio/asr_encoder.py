@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from streamlmu.audio.features import AudioFrames, check_chunk, complete_frames
+from streamlmu.audio.features import AudioFrames, FrameClock, check_chunk, complete_frames
 from streamlmu.stream import check_finite, feature_frame, register_state
 
 KIND = "asr-encoder"
@@ -46,7 +46,7 @@ _INSTALL = "pip install moonshine-cpp==0.1.4 (`make test` and `make demo` instal
 
 
 @dataclass(frozen=True)
-class AsrEncoderConfig:
+class AsrEncoderConfig(FrameClock):
     """Parameters of the ASR-encoder front end; a checkpoint stores them beside the model.
 
     ``window_samples``: the audio each frame hears (1 s); ``hop_samples``: between frames (160 ms);
@@ -88,20 +88,6 @@ class AsrEncoderConfig:
     def frame_shift_ms(self) -> float:
         return 1000.0 * self.hop / self.sample_rate
 
-    def frame_end_s(self, index: int) -> float:
-        """When frame ``index`` (from 0) has been heard: its last sample's time in seconds."""
-        return (index * self.hop + self.window_size) / self.sample_rate
-
-    def num_frames(self, samples: int) -> int:
-        """Frames of a signal of ``samples`` samples."""
-        return 0 if samples < self.window_size else 1 + (samples - self.window_size) // self.hop
-
-    def clip_samples(self) -> int:
-        """Samples that give exactly ``clip_frames`` frames (a clip is zero-padded or cut to this length)."""
-        return (self.clip_frames - 1) * self.hop + self.window_size
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def model_file() -> Path:

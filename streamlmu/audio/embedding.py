@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from streamlmu.audio.features import AudioFrames, check_chunk, complete_frames
+from streamlmu.audio.features import AudioFrames, FrameClock, check_chunk, complete_frames
 from streamlmu.stream import check_finite, feature_frame, register_state
 
 KIND = "speech-embedding"
@@ -55,7 +55,7 @@ _INSTALL = "pip install openwakeword==0.4.0 (`make test` and `make demo` install
 
 
 @dataclass(frozen=True)
-class SpeechEmbeddingConfig:
+class SpeechEmbeddingConfig(FrameClock):
     """Parameters of the speech-embedding front end; a checkpoint stores them beside the model.
 
     ``floor_db`` is the log-mel floor (7 dB: one-LSB white noise of a 16-bit
@@ -93,20 +93,6 @@ class SpeechEmbeddingConfig:
     def frame_shift_ms(self) -> float:
         return 1000.0 * self.hop / self.sample_rate
 
-    def frame_end_s(self, index: int) -> float:
-        """When embedding ``index`` (from 0) has been heard: its last sample's time in seconds."""
-        return (index * self.hop + self.window_size) / self.sample_rate
-
-    def num_frames(self, samples: int) -> int:
-        """Embeddings of a signal of ``samples`` samples."""
-        return 0 if samples < self.window_size else 1 + (samples - self.window_size) // self.hop
-
-    def clip_samples(self) -> int:
-        """Samples that give exactly ``clip_frames`` embeddings (a clip is zero-padded to this length)."""
-        return (self.clip_frames - 1) * self.hop + self.window_size
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def model_file(name: str) -> Path:

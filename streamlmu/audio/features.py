@@ -34,8 +34,28 @@ from streamlmu.stream import (SAMPLES, Frame, StreamModule, check_finite, export
                               step_by_forward)
 
 
+class FrameClock:
+    """The clock a front end's config shares: a frame once ``window_size`` samples are heard, then every ``hop``
+    (both properties of the config, with ``sample_rate`` and ``clip_frames`` fields)."""
+
+    def frame_end_s(self, index: int) -> float:
+        """When frame ``index`` (from 0) has been heard: its last sample's time in seconds."""
+        return (index * self.hop + self.window_size) / self.sample_rate
+
+    def num_frames(self, samples: int) -> int:
+        """Frames of a signal of ``samples`` samples (only frames that fit)."""
+        return 0 if samples < self.window_size else 1 + (samples - self.window_size) // self.hop
+
+    def clip_samples(self) -> int:
+        """Samples that give exactly ``clip_frames`` frames."""
+        return (self.clip_frames - 1) * self.hop + self.window_size
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 @dataclass(frozen=True)
-class FbankConfig:
+class FbankConfig(FrameClock):
     """Feature parameters; a checkpoint stores them so the model gets the features it was trained on."""
 
     sample_rate: int = 16000
@@ -73,23 +93,12 @@ class FbankConfig:
     def fft_size(self) -> int:
         return 1 << (self.window_size - 1).bit_length()
 
-    def frame_end_s(self, index: int) -> float:
-        """When frame ``index`` (from 0) has been heard: its last sample's time in seconds."""
-        return (index * self.hop + self.window_size) / self.sample_rate
-
-    def num_frames(self, samples: int) -> int:
-        """Frames of a signal of ``samples`` samples (only frames that fit)."""
-        return 0 if samples < self.window_size else 1 + (samples - self.window_size) // self.hop
-
     def kaldi_kwargs(self) -> dict:
         """The same features as ``torchaudio.compliance.kaldi.fbank`` arguments (the reference)."""
         return dict(sample_frequency=float(self.sample_rate), num_mel_bins=self.num_mel_bins,
                     frame_length=self.frame_length_ms, frame_shift=self.frame_shift_ms, dither=0.0,
                     preemphasis_coefficient=self.preemphasis, low_freq=self.low_freq, high_freq=self.high_freq,
                     window_type="hanning", htk_compat=True, use_energy=False)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class _Tables(NamedTuple):
