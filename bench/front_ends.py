@@ -5,6 +5,8 @@ The same clips through each front end, one logistic regression per front end on 
 window), trained on a corpus's training split and scored on its test split and on test-only corpora of
 engines the corpus left out (e.g. ``--engines piper --testing-percent 100 --validation-percent 0``).
 A linear model keeps the comparison about the features, not about a classifier's capacity.
+Each front end's cost as a stream operator is measured too: the test clips in a row, 100 ms chunks, one
+thread, as a real-time factor (seconds of compute per second of audio).
 
 Results go to ``bench/results/front_ends.json``.
 
@@ -23,7 +25,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from tqdm import tqdm
 
-from streamlmu.audio.frontend import clip_features, frontend_config
+from streamlmu.audio.frontend import clip_features, frontend_config, streaming_frontend
 from streamlmu.data.speech_commands import SpeechCommands
 
 RESULTS = Path(__file__).resolve().parent / "results" / "front_ends.json"
@@ -42,6 +44,23 @@ def features(waves: torch.Tensor, kind: str, threads: int, batch: int = 256) -> 
     rows = [clip_features(waves[i:i + batch], cfg, threads).flatten(1).numpy()
             for i in tqdm(range(0, len(waves), batch), desc=kind, leave=False)]
     return np.concatenate(rows)
+
+
+def real_time_factor(waves: torch.Tensor, kind: str, seconds: float = 30.0, chunk: int = 1600) -> float:
+    """Compute per second of audio of ``kind``'s stream operator on one thread, over ``seconds`` of clips in a row."""
+    stream = waves[:int(seconds)].reshape(1, -1)
+    operator = streaming_frontend(frontend_config(kind), threads=1)
+    operator(stream[:, :operator.config.window_size], operator.init_state(1))  # loads the model
+    state = operator.init_state(1)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        start = time.perf_counter()
+        for part in stream.split(chunk, dim=1):
+            _, state = operator(part, state)
+        return (time.perf_counter() - start) / (stream.shape[1] / 16000)
+    finally:
+        torch.set_num_threads(previous)
 
 
 def main() -> None:
@@ -64,7 +83,9 @@ def main() -> None:
         results["accuracy"][kind] = {name: float((probe.predict(scaler.transform(x)) == sets[name][1]).mean())
                                      for name, x in rows.items() if name != "training"}
         results.setdefault("minutes", {})[kind] = round((time.perf_counter() - start) / 60, 1)
-        print(kind, {name: f"{acc:.1%}" for name, acc in results["accuracy"][kind].items()}, flush=True)
+        results.setdefault("real_time_factor", {})[kind] = real_time_factor(sets["test split"][0], kind)
+        print(kind, {name: f"{acc:.1%}" for name, acc in results["accuracy"][kind].items()},
+              f"real-time factor {results['real_time_factor'][kind]:.3f}", flush=True)
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
 
 

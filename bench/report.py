@@ -103,10 +103,14 @@ def _engine(report: dict) -> list[str]:
 
 def _front_ends(report: dict) -> list[str]:
     names = list(next(iter(report["accuracy"].values())))
-    rows = [[f"`{kind}`"] + [_percent(acc[name]) for name in names] for kind, acc in report["accuracy"].items()]
+    rtf = report.get("real_time_factor", {})
+    rows = [[f"`{kind}`"] + [_percent(acc[name]) for name in names] + [f"{rtf[kind]:.3f}" if kind in rtf else "-"]
+            for kind, acc in report["accuracy"].items()]
     return ([f"Linear probes trained on `{report['train']}` "
-             f"({report['clips']['training']:,} clips); clips right:", ""]
-            + _table(["front end"] + [f"{name} ({report['clips'][name]})" for name in names], rows))
+             f"({report['clips']['training']:,} clips); clips right, and the stream operator's real-time factor "
+             f"(one thread):", ""]
+            + _table(["front end"] + [f"{name} ({report['clips'][name]})" for name in names]
+                     + ["real-time factor"], rows))
 
 
 def _phrases(report: dict) -> list[str]:
