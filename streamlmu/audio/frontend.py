@@ -10,11 +10,11 @@ exact stream operator:
 * ``"asr-encoder"``: Moonshine's speech-recognition encoder, pretrained on
   real speech, 832 values per 1 s window every 160 ms (:mod:`streamlmu.audio.asr_encoder`).
 
-Both configs share one clock: ``sample_rate``, ``hop`` (samples between frames),
-``window_size`` (samples a stream has heard at its first frame),
-``frame_shift_ms``, ``frame_end_s(i)``, ``num_frames(samples)``,
-``feature_size`` and ``clip_frames`` (the frames of a 1 s clip as a clip
-model sees it).
+All three configs share one clock (:class:`streamlmu.audio.features.FrameClock`):
+``sample_rate``, ``hop`` (samples between frames), ``window_size`` (samples a
+stream has heard at its first frame), ``frame_shift_ms``, ``frame_end_s(i)``,
+``num_frames(samples)``, ``feature_size`` and ``clip_frames`` (the frames of a
+1 s clip as a clip model sees it).
 
 Shapes: waves ``(batch, samples)`` float in [-1, 1]; features ``(batch, frames, feature_size)``.
 """
