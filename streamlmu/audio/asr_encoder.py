@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from streamlmu.audio.features import AudioFrames, FrameClock, check_chunk, complete_frames
-from streamlmu.stream import check_finite, feature_frame, register_state
+from streamlmu.audio.features import AudioFrames, FrameClock, check_chunk, check_waveform, complete_frames
+from streamlmu.stream import feature_frame, register_state
 
 KIND = "asr-encoder"
 WIDTH = 416            # the encoder's hidden size
@@ -127,11 +127,7 @@ def encode_windows(windows: Tensor, threads: int = 1, batch_size: int = 32) -> T
 def asr_encoder_features(waveform: Tensor, cfg: AsrEncoderConfig = AsrEncoderConfig(),
                          threads: int = 1) -> Tensor:
     """Frames of whole signals: ``(samples,)`` or ``(batch, samples)`` -> ``(..., frames, 832)``."""
-    if waveform.dim() not in (1, 2):
-        raise ValueError(f"waveform must have shape (samples,) or (batch, samples) (got {tuple(waveform.shape)})")
-    if not waveform.is_floating_point():
-        raise TypeError(f"waveform must be float samples in [-1, 1] (got {waveform.dtype})")
-    check_finite(waveform, "waveform")
+    check_waveform(waveform)
     waves = waveform if waveform.dim() == 2 else waveform[None]
     count = cfg.num_frames(waves.shape[-1])
     if count == 0:
@@ -179,8 +175,4 @@ class StreamingAsrEncoder(AudioFrames):
         check_chunk(audio, state, AsrEncoderState, StreamingAsrEncoder, tail=(batch, window), samples=(batch,))
         before = int(state.samples[0]) if audio.shape[0] else 0
         windows, tail = complete_frames(state.tail, before, audio, window, self.config.hop)
-        if windows.shape[1]:
-            out = encode_windows(windows, self.threads)
-        else:
-            out = audio.new_zeros(batch, 0, self.config.feature_size)
-        return out, AsrEncoderState(tail, state.samples + audio.shape[1])
+        return encode_windows(windows, self.threads), AsrEncoderState(tail, state.samples + audio.shape[1])

@@ -9,7 +9,7 @@ A checkpoint is a dict saved with ``torch.save``::
     model       registry name ("lmuformer", "spiking-lmuformer", "kwt")
     config      the model config as a dict
     labels      class names in label-index order
-    features    the front end's config as a dict (FbankConfig, SpeechEmbeddingConfig or AsrEncoderConfig; see audio.frontend)
+    features    the front end's config as a dict (a config of audio.frontend: fbank, speech embedding, ASR encoder)
     weights     model.state_dict()
     training    optimiser, scheduler, RNG states, epoch, metrics (absent in a bare model file)
     thresholds  optional: keyword -> detection threshold calibrated for live spotting

@@ -39,8 +39,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from streamlmu.audio.features import AudioFrames, FrameClock, check_chunk, complete_frames
-from streamlmu.stream import check_finite, feature_frame, register_state
+from streamlmu.audio.features import AudioFrames, FrameClock, check_chunk, check_waveform, complete_frames
+from streamlmu.stream import feature_frame, register_state
 
 KIND = "speech-embedding"
 MEL_WINDOW = 512       # samples per mel frame (a 400-sample Hann window inside a 512-point DFT)
@@ -204,11 +204,7 @@ def speech_embedding(waveform: Tensor, cfg: SpeechEmbeddingConfig = SpeechEmbedd
                      threads: int = 1) -> Tensor:
     """Embeddings of whole signals (silence before them): ``(samples,)`` or ``(batch, samples)`` ->
     ``(..., frames, 96)``."""
-    if waveform.dim() not in (1, 2):
-        raise ValueError(f"waveform must have shape (samples,) or (batch, samples) (got {tuple(waveform.shape)})")
-    if not waveform.is_floating_point():
-        raise TypeError(f"waveform must be float samples in [-1, 1] (got {waveform.dtype})")
-    check_finite(waveform, "waveform")
+    check_waveform(waveform)
     waves = waveform if waveform.dim() == 2 else waveform[None]
     count = cfg.num_frames(waves.shape[-1])
     mel_count = 0 if waves.shape[-1] < MEL_WINDOW else 1 + (waves.shape[-1] - MEL_WINDOW) // MEL_HOP

@@ -155,13 +155,18 @@ def frame_features(frames: Tensor, cfg: FbankConfig = FbankConfig(), normalize: 
     return (logs - cfg.mean) / (2 * cfg.std) if normalize else logs
 
 
-def fbank(waveform: Tensor, cfg: FbankConfig = FbankConfig(), normalize: bool = True) -> Tensor:
-    """Features of whole signals: ``(samples,)`` or ``(batch, samples)`` -> ``(..., frames, num_mel_bins)``."""
+def check_waveform(waveform: Tensor) -> None:
+    """What every whole-signal front end checks: ``(samples,)`` or ``(batch, samples)``, float, finite."""
     if waveform.dim() not in (1, 2):
         raise ValueError(f"waveform must have shape (samples,) or (batch, samples) (got {tuple(waveform.shape)})")
     if not waveform.is_floating_point():
         raise TypeError(f"waveform must be float samples in [-1, 1] (got {waveform.dtype})")
     check_finite(waveform, "waveform")
+
+
+def fbank(waveform: Tensor, cfg: FbankConfig = FbankConfig(), normalize: bool = True) -> Tensor:
+    """Features of whole signals: ``(samples,)`` or ``(batch, samples)`` -> ``(..., frames, num_mel_bins)``."""
+    check_waveform(waveform)
     count = cfg.num_frames(waveform.shape[-1])
     if count == 0 or waveform.numel() == 0:  # too short, or an empty batch
         return waveform.new_zeros(*waveform.shape[:-1], count, cfg.num_mel_bins)
