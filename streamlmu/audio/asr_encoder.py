@@ -89,7 +89,6 @@ class AsrEncoderConfig(FrameClock):
         return 1000.0 * self.hop / self.sample_rate
 
 
-
 def model_file() -> Path:
     """The encoder file of the moonshine-cpp wheel (found without importing the package), or a clear error."""
     spec = importlib.util.find_spec(_PACKAGE)
