@@ -79,3 +79,28 @@ def test_missing_package_names_what_to_install(monkeypatch):
     monkeypatch.setattr(asr_encoder.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ModuleNotFoundError, match="pip install moonshine-cpp==0.1.4"):
         StreamingAsrEncoder()
+
+
+def test_spotter_reads_one_encoder_frame_per_window():
+    """Each ASR-encoder frame already hears the spotter's whole 1 s window, so the logit window is that one
+    frame (as stream-window training reads it), and the spotter runs the same under any chunking."""
+    from streamlmu.audio.kws import StreamingKWS
+    from streamlmu.data.speech_commands import labels_for
+    from streamlmu.models import LMUFormer, LMUFormerConfig
+    torch.manual_seed(0)
+    model = LMUFormer(LMUFormerConfig.preset("tiny", in_features=832, theta=8.0, num_classes=12)).eval()
+    with torch.no_grad():
+        model.head.weight *= 30  # confident answers, so that keywords fire
+    model.labels, model.features, model.thresholds = labels_for(12), AsrEncoderConfig(), None
+    kws = StreamingKWS(model, threshold=0.2, warmup_s=0.0, speech_gate_s=-1)
+    assert kws.window_frames == 1
+    assert StreamingKWS(model, window_s=1.5).window_frames == round(1.5 / 0.16)
+    audio = torch.cat([voiced(16000, seed=s) for s in range(3)]).numpy()
+    answers = []
+    for chunk in (16000, 2999):
+        kws.reset()
+        for start in range(0, len(audio), chunk):
+            kws.accept_waveform(audio[start:start + chunk], 16000)
+        answers.append([(e.keyword, round(e.t, 3)) for e in kws.poll_events()])
+    assert answers[0] == answers[1] and answers[0]
+    assert all(abs((t - 1.0) / 0.16 - round((t - 1.0) / 0.16)) < 1e-6 for _, t in answers[0])

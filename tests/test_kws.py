@@ -623,7 +623,7 @@ def _embedding_spotter(**kwargs) -> StreamingKWS:
 def test_speech_embedding_spotter_is_exact_under_any_chunking_and_replays(demo):
     audio, rate, _ = demo
     kws = _embedding_spotter()
-    assert kws.window_frames == 13 and kws.detector.vad_rise == pytest.approx(0.0048)
+    assert kws.window_frames == 12 and kws.detector.vad_rise == pytest.approx(0.0048)
     reference = _events(kws, audio, rate, 1600)
     assert reference and _events(kws, audio, rate, 333) == reference
     assert all(abs((t - 0.032) / 0.08 - round((t - 0.032) / 0.08)) < 1e-3 for _, t in reference)  # frame ends

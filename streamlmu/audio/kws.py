@@ -16,10 +16,10 @@ to keep a snapshot in memory, copy it (``tree_map(torch.clone, kws.state)``).
 The model's own head averages its features over every frame since the
 stream began, which suits 1 s clips, not an endless stream. The head is
 affine, so the engine's per-frame logits (``pooling="frame"``) averaged over a
-sliding window equal the head on the window's mean features. The window holds
-the frames that lie whole within its ``window_s``, counted as training counts
-them (``features.num_frames``): a 1 s window is 98 fbank frames, 13 speech
-embeddings, or the one ASR-encoder frame whose own window is that second. The Legendre memory,
+sliding window equal the head on the window's mean features: a 1 s window
+(100 fbank frames, 12 speech embeddings) matches what the model saw in training.
+A front end whose every frame already hears the whole window (the ASR encoder,
+one frame per 1 s window) is read one frame at a time, as it was trained. The Legendre memory,
 convolutions and neurons forget on their own (the memory spans ``theta``
 frames), so the state stays bounded for any stream length.
 
@@ -159,7 +159,8 @@ class StreamingKWS:
                                        speech_gate_frames=frames(speech_gate_s, 0) if speech_gate_s >= 0 else -1,
                                        warmup_frames=frames(warmup_s, 0),
                                        vad_rise=DetectorConfig.vad_rise * self.features.frame_shift_ms / 10.0)
-        self.window_frames = max(1, self.features.num_frames(round(window_s * self.features.sample_rate)))
+        heard_s = self.features.window_size / self.features.sample_rate  # the audio one frame hears
+        self.window_frames = 1 if heard_s >= window_s else frames(window_s, 1)
         self.pipeline = keyword_pipeline(model, self.detector, self.window_frames, blas_min_batch=blas_min_batch,
                                          int8_min_batch=int8_min_batch, threads=threads, donate_state=True)
         self.verifier = None if verifier is None else self._verifier(verifier, verify_delay_s, verify_threshold)
