@@ -166,6 +166,22 @@ TEXT: dict[str, dict[str, object]] = {
         limitations=[SYNTHETIC + " Accented neural voices (Kokoro, held out) score about 60 %.",
                      "With fewer espeak-ng clips in training it is 3.7 points below `lmuformer-tiny-voices35` on "
                      "the espeak-ng-only split."]),
+    "lmuformer-tiny-asr35": dict(
+        summary="A causal LMUFormer (preset `tiny`, dim 96) on Moonshine Base's speech-recognition encoder "
+                "(pretrained on real speech; its states pooled over each 1 s window, one frame every 160 ms), "
+                "trained on `lmuformer-tiny-engines35`'s corpus.",
+        use=CLIP_USE_35 + " The bundled 35-word model that holds up best on engines none of them heard (700 "
+                          "clips each: Piper 69.7 %, Kokoro 72.9 %; `lmuformer-tiny-engines35` 62.0 and 59.3 %), "
+                          "at about 17 times the front end's cost. Needs `moonshine-cpp` (installed by `make "
+                          "test` and `make demo`).",
+        data="`streamlmu synth-speech-commands --out data/engines --engines espeak-ng,festival,dectalk "
+             "--clips-per-word 1000` (seed 0): 24,752 training, 4,604 validation, 5,644 test clips.",
+        command="streamlmu train --model lmuformer --features asr-encoder --dim 96 --labels 35 --epochs 30 \\\n"
+                "    --lr-schedule cosine --loss ce --no-spec-augment --data data/engines",
+        limitations=[SYNTHETIC + " Reverberant rooms cost a held-out voice the most (Kokoro: 84 % dry, 62-73 % in "
+                                 "rooms).",
+                     "A clip is one encoder window: the model decides once the whole second is heard; it has no "
+                     "earlier, partial answer to give."]),
     "lmuformer-tiny-voices12-kws": dict(
         summary="A causal LMUFormer (preset `tiny`, dim 96) on the speech embedding for the 12-label task, "
                 "fine-tuned on stream windows from `lmuformer-tiny-voices35`.",

@@ -11,8 +11,9 @@ from streamlmu.train.evaluate import evaluate
 
 BUNDLED = "lmuformer-tiny-synth35"
 ESPEAK_SPOTTER = "lmuformer-tiny-synth12-kws"  # filterbank, espeak-ng only; the default before the voices models
-# trained on the diverse corpus (their cards' "synth"; engines35's with DECtalk too, piper35's with DECtalk and Piper)
-VOICES_35 = ["lmuformer-tiny-piper35", "lmuformer-tiny-engines35", "lmuformer-tiny-voices35",
+# trained on the diverse corpus (their cards' "synth"; engines35's and asr35's with DECtalk too, piper35's with DECtalk
+# and Piper)
+VOICES_35 = ["lmuformer-tiny-piper35", "lmuformer-tiny-engines35", "lmuformer-tiny-asr35", "lmuformer-tiny-voices35",
              "spiking-lmuformer-tiny-voices35"]
 TRUNCATION_REPORT = Path(__file__).parents[1] / "bench" / "results" / "truncation"
 
