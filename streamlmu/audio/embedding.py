@@ -94,7 +94,6 @@ class SpeechEmbeddingConfig(FrameClock):
         return 1000.0 * self.hop / self.sample_rate
 
 
-
 def model_file(name: str) -> Path:
     """A model file of the openWakeWord wheel (found without importing the package), or a clear error."""
     spec = importlib.util.find_spec(_PACKAGE)
