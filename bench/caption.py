@@ -37,7 +37,7 @@ from streamlmu.vision.frames import as_batch
 RESULTS = Path(__file__).resolve().parent / "results"
 FULL = {"train": 3000, "val": 200, "test": 400, "clip_epochs": 24, "teacher_epochs": 8, "student_epochs": 8}
 QUICK = {"train": 48, "val": 8, "test": 8, "clip_epochs": 1, "teacher_epochs": 1, "student_epochs": 1}
-CONCEPTS = 10          # of the set's 29 (the paper's 20 is for COCO's vocabulary)
+CONCEPTS = 10          # of the set's 34 (the paper's 20 is for COCO's vocabulary)
 VARIANTS = {"student": {}, "without concepts": {"concepts": 0}, "without modulator": {"modulator": False},
             "without distillation": {"distilled": False}}
 SCENE_SECONDS, RATE = 3.0, 25.0
