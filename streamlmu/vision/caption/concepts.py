@@ -2,7 +2,7 @@
 
     extractor = ConceptExtractor(concept_text (N, D), k=20)
     concepts, scores = extractor(image_embedding (B, D))            # (B, K) concept indices, (B, N) logits
-    gates = ChannelModulator(312, channels=2048)(concept_embeddings (B, K, 312), weights (B, K))  # (B, C) in [0, 1]
+    gates = ChannelModulator(312, channels=2048)(concept_embeddings (B, K, 312))   # (B, C) in [0, 1]
     grid * gates[:, :, None, None]
 
 Design choices where the paper (arXiv 2212.08985) leaves the details open:
@@ -13,7 +13,7 @@ Design choices where the paper (arXiv 2212.08985) leaves the details open:
   against the concepts the reference captions name. The top ``k`` (20 in the paper) go on.
 * **Combining the K attentions.** The modulator gives each concept's token embedding its channel gates
   (two linear blocks, ``hidden -> hidden/8 -> C``: 312 -> 39 -> 2048 in the paper, sigmoid); the image's gates are
-  their mean over the K concepts, each weighted by the concept head's probability for it.
+  their mean over the K concepts.
 """
 from __future__ import annotations
 
@@ -53,19 +53,15 @@ class ConceptExtractor(nn.Module):
 
 class ChannelModulator(nn.Module):
     """``concept_embeddings (B, K, hidden)`` -> channel gates ``(B, channels)`` in [0, 1]: each concept's
-    ``Linear(hidden, hidden // reduction) -> ReLU -> Linear(.., channels) -> sigmoid``, averaged over K (weighted
-    by ``weights (B, K)`` if given)."""
+    ``Linear(hidden, hidden // reduction) -> ReLU -> Linear(.., channels) -> sigmoid``, averaged over K."""
 
     def __init__(self, hidden: int, channels: int, reduction: int = 8):
         super().__init__()
         self.squeeze = nn.Linear(hidden, max(hidden // reduction, 1))
         self.excite = nn.Linear(max(hidden // reduction, 1), channels)
 
-    def forward(self, concept_embeddings: Tensor, weights: Tensor | None = None) -> Tensor:
-        gates = torch.sigmoid(self.excite(F.relu(self.squeeze(concept_embeddings))))
-        if weights is None:
-            return gates.mean(dim=1)
-        return (gates * weights[:, :, None]).sum(dim=1) / weights.sum(dim=1, keepdim=True).clamp_min(1e-6)
+    def forward(self, concept_embeddings: Tensor) -> Tensor:
+        return torch.sigmoid(self.excite(F.relu(self.squeeze(concept_embeddings)))).mean(dim=1)
 
     @staticmethod
     def modulate(grid: Tensor, gates: Tensor) -> Tensor:

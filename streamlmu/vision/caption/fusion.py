@@ -1,18 +1,13 @@
 """The fusion model: a small BERT over concept tokens, visual grid tokens and the caption so far.
 
-    fusion = FusionModel(FusionConfig(), vocab_size=V, grid_channels=C, grid_cells=h * w, concepts=K)
-    out = fusion(concepts (B, K) ids, grid (B, C, h, w), words (B, T) ids, concept_weights=(B, K) in [0, 1])
+    fusion = FusionModel(FusionConfig(), vocab_size=V, grid_channels=C, grid_cells=h * w)
+    out = fusion(concepts (B, K) ids, grid (B, C, h, w), words (B, T) ids)
     out.logits (heads, B, T, V); out.hidden [(B, L, hidden)] * (layers + 1); out.attentions [(B, heads, L, L)]
 
 The sequence is ``[concepts | grid cells | words]`` (``L = K + h·w + T``); concepts and grid cells attend to each
 other only, each word to every concept and cell and to the words before it (a prefix language model, as
 UniLM-style captioners decode). ``FusionConfig()`` is TinyBERT's 4 layers of 312 (LightCap's student); the
 next word comes from ``prediction_heads`` parallel linear heads whose probabilities are averaged.
-
-Concept tokens (our design; the paper only says the K retrieved concepts enter the fusion model): each concept's
-word embedding times the concept head's probability for it (``concept_weights``; an unlikely concept fades, and the
-captioning loss reaches the concept head), plus an embedding of its rank among the K (as object tags carry
-positions in Oscar-style captioners), so the model can tell the head's first choice from its tenth.
 """
 from __future__ import annotations
 
@@ -78,35 +73,28 @@ def prefix_mask(prefix: int, words: int, device: torch.device | None = None) -> 
 
 
 class FusionModel(nn.Module):
-    def __init__(self, cfg: FusionConfig, vocab_size: int, grid_channels: int, grid_cells: int, concepts: int = 0):
+    def __init__(self, cfg: FusionConfig, vocab_size: int, grid_channels: int, grid_cells: int):
         super().__init__()
-        self.cfg, self.vocab_size, self.grid_cells, self.concepts = cfg, vocab_size, grid_cells, concepts
+        self.cfg, self.vocab_size, self.grid_cells = cfg, vocab_size, grid_cells
         self.words = nn.Embedding(vocab_size, cfg.hidden)      # shared by concepts and caption words
         self.grid = nn.Sequential(nn.Linear(grid_channels, cfg.hidden), nn.LayerNorm(cfg.hidden))
         self.cells = nn.Parameter(torch.zeros(grid_cells, cfg.hidden))
         self.positions = nn.Embedding(cfg.max_words, cfg.hidden)
-        self.ranks = nn.Parameter(torch.zeros(concepts, cfg.hidden))     # of the K concepts, the head's best first
         self.kinds = nn.Embedding(3, cfg.hidden)               # concept, grid cell, word
         self.norm, self.dropout = nn.LayerNorm(cfg.hidden), nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList(FusionLayer(cfg) for _ in range(cfg.layers))
         self.heads = nn.ModuleList(nn.Linear(cfg.hidden, vocab_size) for _ in range(cfg.prediction_heads))
         nn.init.normal_(self.cells, std=0.02)
-        nn.init.normal_(self.ranks, std=0.02)
 
-    def forward(self, concepts: Tensor, grid: Tensor, words: Tensor, attentions: bool = False,
-                concept_weights: Tensor | None = None) -> FusionOutput:
-        """``concept_weights (B, K)``: each concept token's weight (default 1)."""
+    def forward(self, concepts: Tensor, grid: Tensor, words: Tensor, attentions: bool = False) -> FusionOutput:
         batch, cells = grid.shape[0], grid.shape[2] * grid.shape[3]
-        if cells != self.grid_cells or words.shape[1] > self.cfg.max_words or concepts.shape[1] != self.concepts:
-            raise ValueError(f"the fusion model takes {self.concepts} concepts, {self.grid_cells} grid cells and up to "
-                             f"{self.cfg.max_words} words (got {concepts.shape[1]}, {cells} and {words.shape[1]})")
+        if cells != self.grid_cells or words.shape[1] > self.cfg.max_words:
+            raise ValueError(f"the fusion model takes {self.grid_cells} grid cells and up to {self.cfg.max_words} "
+                             f"words (got {cells} and {words.shape[1]})")
         if words.numel() and (int(words.min()) < 0 or int(words.max()) >= self.vocab_size):
             raise ValueError(f"word ids must be in [0, {self.vocab_size}) (got {int(words.min())}..{int(words.max())})")
         k, t = concepts.shape[1], words.shape[1]
-        concept_tokens = self.words(concepts)
-        if concept_weights is not None:
-            concept_tokens = concept_tokens * concept_weights[:, :, None]
-        parts = [concept_tokens + self.ranks + self.kinds.weight[0],
+        parts = [self.words(concepts) + self.kinds.weight[0],
                  self.grid(grid.flatten(2).transpose(1, 2)) + self.cells + self.kinds.weight[1],
                  self.words(words) + self.positions.weight[:t] + self.kinds.weight[2]]
         x = self.dropout(self.norm(torch.cat(parts, dim=1)))

@@ -26,7 +26,6 @@ from streamlmu.vision.caption.fusion import FusionConfig, FusionModel, FusionOut
 from streamlmu.vision.caption.vocab import Vocabulary
 
 CONCEPT_PROMPT = "a photo of a {}"
-CAPTIONER_FORMAT = "streamlmu-captioner-2"
 
 
 @dataclass(frozen=True)
@@ -37,12 +36,10 @@ class CaptionConfig:
 
 
 class Prefix(NamedTuple):
-    """What the fusion model reads before the words: ``concepts (B, K)`` word ids (the concept head's best first),
-    ``concept_weights (B, K)`` its probabilities for them, ``grid (B, C, h, w)`` (modulated), ``embedding (B, D)``
-    the image embedding, ``concept_logits (B, N)``."""
+    """What the fusion model reads before the words: ``concepts (B, K)`` word ids, ``grid (B, C, h, w)`` (modulated),
+    ``embedding (B, D)`` the image embedding, ``concept_logits (B, N)``."""
 
     concepts: Tensor
-    concept_weights: Tensor
     grid: Tensor
     embedding: Tensor
     concept_logits: Tensor
@@ -63,7 +60,7 @@ class CaptionModel(nn.Module):
             if config.modulator:
                 self.modulator = ChannelModulator(config.fusion.hidden, towers.grid_channels)
         cells = towers.grid_size[0] * towers.grid_size[1]
-        self.fusion = FusionModel(config.fusion, len(vocab), towers.grid_channels, cells, config.concepts)
+        self.fusion = FusionModel(config.fusion, len(vocab), towers.grid_channels, cells)
 
     def train(self, mode: bool = True) -> "CaptionModel":
         super().train(mode)
@@ -80,17 +77,16 @@ class CaptionModel(nn.Module):
         """The prefix of CLIP's ``grid (B, C, h, w)`` and ``embedding (B, D)``: concepts, modulated grid."""
         if self.extractor is None:
             concepts, logits = grid.new_zeros(grid.shape[0], 0, dtype=torch.int64), grid.new_zeros(grid.shape[0], 0)
-            weights = grid.new_zeros(grid.shape[0], 0)
         else:
             top, logits = self.extractor(embedding)
-            concepts, weights = self.concept_ids[top], torch.sigmoid(logits.gather(1, top))
+            concepts = self.concept_ids[top]
             if self.modulator is not None:
-                grid = self.modulator.modulate(grid, self.modulator(self.fusion.words(concepts), weights))
-        return Prefix(concepts, weights, grid, embedding, logits)
+                grid = self.modulator.modulate(grid, self.modulator(self.fusion.words(concepts)))
+        return Prefix(concepts, grid, embedding, logits)
 
     def forward(self, prefix: Prefix, words: Tensor, attentions: bool = False) -> FusionOutput:
         """``words (B, T)``: ``<bos>`` and the caption so far -> the next word's logits at every position."""
-        return self.fusion(prefix.concepts, prefix.grid, words, attentions, prefix.concept_weights)
+        return self.fusion(prefix.concepts, prefix.grid, words, attentions)
 
     def generate(self, prefix: Prefix, beam: int = 1, max_words: int | None = None,
                  length_penalty: float = 0.0) -> tuple[Tensor, Tensor]:
@@ -102,8 +98,7 @@ class CaptionModel(nn.Module):
             raise ValueError(f"max_words must be in [1, {most}] (got {max_words})")
 
         def next_log_probs(rows: Tensor, words: Tensor) -> Tensor:
-            out = self.fusion(prefix.concepts[rows], prefix.grid[rows], words,
-                              concept_weights=prefix.concept_weights[rows])
+            out = self.fusion(prefix.concepts[rows], prefix.grid[rows], words)
             return FusionModel.log_probs(out.logits[:, :, -1])
         batch, device = prefix.grid.shape[0], prefix.grid.device
         with torch.no_grad():
@@ -119,7 +114,7 @@ class CaptionModel(nn.Module):
 def save_captioner(model: CaptionModel, path: str | Path, clip_arch: str | CLIPConfig) -> None:
     """The whole captioner in one file: CLIP's architecture and weights, vocabularies, settings, weights."""
     arch = asdict(clip_arch) if isinstance(clip_arch, CLIPConfig) else clip_arch
-    torch.save({"format": CAPTIONER_FORMAT, "clip_arch": arch, "vocab": list(model.vocab.tokens[4:]),
+    torch.save({"format": "streamlmu-captioner-1", "clip_arch": arch, "vocab": list(model.vocab.tokens[4:]),
                 "concept_words": list(model.concept_words), "config": asdict(model.config),
                 "state": model.state_dict()}, path)
 
@@ -129,11 +124,7 @@ def load_captioner(path: str | Path) -> CaptionModel:
     if not Path(path).is_file():
         raise FileNotFoundError(f"no captioner at {path}")
     saved = torch.load(path, map_location="cpu", weights_only=True)
-    written = saved.get("format") if isinstance(saved, dict) else None
-    if written == "streamlmu-captioner-1":
-        raise ValueError(f"{path} is a captioner of an older streamlmu (without ranked, weighted concept tokens): "
-                         "train it again with this version")
-    if written != CAPTIONER_FORMAT:
+    if not isinstance(saved, dict) or saved.get("format") != "streamlmu-captioner-1":
         raise ValueError(f"{path} is not a captioner written by streamlmu (save_captioner)")
     arch = saved["clip_arch"]
     if isinstance(arch, dict):
