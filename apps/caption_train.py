@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--student-epochs", type=int, default=10)
     parser.add_argument("--concepts", type=int, default=20, help="K concepts per image (0: no concept extractor, "
                         "no modulator)")
+    parser.add_argument("--concept-epochs", type=int, default=10, help="epochs of the concept head alone on CLIP's "
+                        "image embeddings before each captioner trains (0: none)")
     parser.add_argument("--no-modulator", action="store_true")
     parser.add_argument("--no-distillation", action="store_true", help="train the student on the references only")
     parser.add_argument("--token-weight", type=float, default=1.0, help="distillation of the teacher's word "
@@ -50,12 +52,13 @@ def run(args: argparse.Namespace) -> int:
 
     from streamlmu.vision.caption.stages import CaptionStages
     from streamlmu.vision.caption.training import TrainConfig
-    if min(args.clip_epochs, args.teacher_epochs, args.student_epochs) < 0 or args.concepts < 0 or args.batch < 1:
+    if min(args.clip_epochs, args.teacher_epochs, args.student_epochs, args.concept_epochs) < 0 or args.concepts < 0 \
+            or args.batch < 1:
         raise ValueError("epochs and --concepts must be >= 0 and --batch >= 1")
     torch.manual_seed(args.seed)
-    train = TrainConfig(batch=args.batch, lr=args.lr, token_weight=args.token_weight,
-                        hidden_weight=args.hidden_weight, attention_weight=args.attention_weight,
-                        temperature=args.temperature, seed=args.seed)
+    train = TrainConfig(batch=args.batch, lr=args.lr, concept_epochs=args.concept_epochs,
+                        token_weight=args.token_weight, hidden_weight=args.hidden_weight,
+                        attention_weight=args.attention_weight, temperature=args.temperature, seed=args.seed)
     stages = CaptionStages(Path(args.out), args.data, args.images, args.clip, args.clip_weights, train,
                            progress=not args.quiet, device=args.device)
     stages.clip_stage(args.clip_epochs)

@@ -92,6 +92,23 @@ def test_concept_extractor_ranks_by_similarity_and_learns_from_present_concepts(
         ConceptExtractor(text, k=7)
 
 
+def test_the_concept_head_fitted_alone_finds_the_concepts_an_embedding_encodes():
+    from streamlmu.vision.caption.training import TrainConfig, fit_concepts
+    torch.manual_seed(0)
+    present = (torch.rand(256, 6) < 0.3).float()
+    embedding = torch.nn.functional.normalize(present @ torch.randn(6, 8) + 0.1 * torch.randn(256, 8), dim=1)
+    extractor = ConceptExtractor(torch.nn.functional.normalize(torch.randn(6, 8), dim=1), k=1)
+    before = float(ConceptExtractor.loss(extractor(embedding)[1], present))
+    after = fit_concepts(extractor, embedding, present, TrainConfig(concept_epochs=30, batch=32))
+    with torch.no_grad():
+        top, logits = extractor(embedding)
+    assert after < before / 2 and float(ConceptExtractor.loss(logits, present)) == pytest.approx(after, rel=0.2)
+    has_one = present.sum(1) > 0
+    assert present.gather(1, top)[has_one].mean() > 0.9     # its first choice is present in the image
+    with pytest.raises(ValueError, match="learning rates > 0"):
+        TrainConfig(concept_lr=0)
+
+
 def test_modulator_is_the_identity_when_its_gates_are_one():
     modulator = ChannelModulator(16, channels=10)
     grid = torch.randn(2, 10, 3, 3)

@@ -6,8 +6,10 @@
     train_captioner(student, features, references, concept_targets, TrainConfig(), teacher=teacher)
     captions = generate_captions(student, features, beam=1)
 
-A captioner learns the next word of a reference (one of the image's references, drawn anew each epoch; teacher
-forcing, cross-entropy for each prediction head) and its concepts (binary cross-entropy of the concept head).
+A captioner's concept head is first fitted alone on the frozen image embeddings (``concept_epochs``; seconds):
+LightCap trains its concept extractor on its own data (Visual Genome; arXiv 2212.08985, appendix A.1). Then
+the captioner learns the next word of a reference (one of the image's references, drawn anew each epoch;
+teacher forcing, cross-entropy for each prediction head) and its concepts (binary cross-entropy of the head).
 With a teacher it also learns the teacher's word distributions and, if their weights are set, its hidden states
 and attention maps (:mod:`~streamlmu.vision.caption.distill`). AdamW with a cosine learning rate.
 """
@@ -38,6 +40,8 @@ class TrainConfig:
     lr: float = 5e-4
     weight_decay: float = 0.01
     concept_weight: float = 1.0        # the concept head's BCE
+    concept_epochs: int = 10           # the concept head alone first (AdamW at concept_lr); 0: off
+    concept_lr: float = 1e-2
     token_weight: float = 1.0          # distillation, with a teacher: word distributions (KL)
     hidden_weight: float = 0.0         # hidden states (MSE); 0: off (it hurt on the scene set: docs/benchmarks.md)
     attention_weight: float = 0.0      # attention maps (MSE); 0: off (likewise)
@@ -46,8 +50,10 @@ class TrainConfig:
 
     def __post_init__(self):
         weights = (self.concept_weight, self.token_weight, self.hidden_weight, self.attention_weight)
-        if self.epochs < 0 or self.batch < 1 or self.lr <= 0 or min(weights) < 0 or self.temperature <= 0:
-            raise ValueError(f"need epochs >= 0, batch >= 1, lr > 0, weights >= 0 and temperature > 0 (got {self})")
+        if (min(self.epochs, self.concept_epochs) < 0 or self.batch < 1 or min(self.lr, self.concept_lr) <= 0
+                or min(weights) < 0 or self.temperature <= 0):
+            raise ValueError(f"need epochs >= 0, batch >= 1, learning rates > 0, weights >= 0 and temperature > 0 "
+                             f"(got {self})")
 
 
 class Features(NamedTuple):
@@ -133,17 +139,38 @@ def word_batch(references: list[str], vocab: Vocabulary, max_words: int) -> Tens
     return torch.tensor([r + [PAD] * (width - len(r)) for r in rows], dtype=torch.int64)
 
 
+def fit_concepts(extractor: ConceptExtractor, embedding: Tensor, concept_targets: Tensor, cfg: TrainConfig) -> float:
+    """Fit the concept head alone on the frozen image ``embedding (N, D)`` against ``concept_targets (N, concepts)``
+    for ``cfg.concept_epochs`` (AdamW at ``cfg.concept_lr``, batches of ``cfg.batch``); returns the last epoch's
+    mean binary cross-entropy."""
+    optimizer = torch.optim.AdamW(extractor.parameters(), lr=cfg.concept_lr, weight_decay=cfg.weight_decay)
+    rng, loss = np.random.default_rng(cfg.seed), float("nan")
+    for _ in range(cfg.concept_epochs):
+        order, losses = rng.permutation(len(embedding)), []
+        for start in range(0, len(order), cfg.batch):
+            rows = order[start:start + cfg.batch]
+            step = ConceptExtractor.loss(extractor(embedding[rows])[1], concept_targets[rows].to(embedding.device))
+            optimizer.zero_grad()
+            step.backward()
+            optimizer.step()
+            losses.append(float(step.detach()))
+        loss = float(np.mean(losses))
+    return loss
+
+
 def train_captioner(model: CaptionModel, features: Features, references: list[list[str]], concept_targets: Tensor,
                     cfg: TrainConfig, teacher: CaptionModel | None = None, progress: bool = True,
                     name: str = "captioner") -> list[float]:
-    """Train ``model``'s concept head, modulator and fusion model (with ``teacher``: distilled from it too);
-    returns the mean loss of each epoch."""
+    """Train ``model``'s concept head (first alone: :func:`fit_concepts`), modulator and fusion model (with
+    ``teacher``: distilled from it too); returns the mean loss of each epoch."""
     if len(features.grid) != len(references) or len(references) != len(concept_targets):
         raise ValueError(f"need features, references and concept targets of the same images (got "
                          f"{len(features.grid)}, {len(references)}, {len(concept_targets)})")
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     device = features.grid.device
+    if model.extractor is not None and cfg.concept_epochs:
+        fit_concepts(model.extractor, features.embedding, concept_targets, cfg)
     project = None
     if teacher is not None:
         teacher.eval()
