@@ -175,7 +175,9 @@ def _caption(report: dict) -> list[str]:
             for name, s in report["summary"].items()]
     video = [[name, v["frames"], v["decoder_runs"], f"{v['frames_per_second']:.1f}", f"{v['longest_wait_s']:.2f} s"]
              for name, v in report["video"].items()]
-    targets = [[t["target"], f"{t['ratio']:.3f}", f"<= {t['maximum']:g}" if "maximum" in t else f">= {t['minimum']:g}",
+    targets = [[t["target"], f"{t['ratio']:.3f}" + (f" (per seed {', '.join(f'{d:+.1f}' for d in t['per_seed'])})"
+                                                     if "per_seed" in t else ""),
+                f"<= {t['maximum']:g}" if "maximum" in t else f">= {t['minimum']:g}",
                 "met" if t["met"] else "**missed**"] for t in report["targets"]]
     settings = report["settings"]
     return ([f"{settings['train']} training and {settings['test']} test images of the generated set, "

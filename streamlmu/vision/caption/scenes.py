@@ -213,7 +213,6 @@ def write_scene_set(out: str | Path, cfg: SceneSetConfig = SceneSetConfig(), pro
     return path
 
 
-
 def scene_video(scenes: int = 10, seconds: float = 3.0, rate: float = 25.0, size: int = 96, noise: float = 3.0,
                 seed: int = 0) -> Iterator[tuple[np.ndarray, int]]:
     """A video of generated scenes, each held ``seconds`` under sensor noise (Gaussian, ``noise`` grey levels)
