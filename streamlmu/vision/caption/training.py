@@ -144,12 +144,12 @@ def fit_concepts(extractor: ConceptExtractor, embedding: Tensor, concept_targets
     for ``cfg.concept_epochs`` (AdamW at ``cfg.concept_lr``, batches of ``cfg.batch``); returns the last epoch's
     mean binary cross-entropy."""
     optimizer = torch.optim.AdamW(extractor.parameters(), lr=cfg.concept_lr, weight_decay=cfg.weight_decay)
-    rng, loss = np.random.default_rng(cfg.seed), float("nan")
+    rng, loss, targets = np.random.default_rng(cfg.seed), float("nan"), concept_targets.to(embedding.device)
     for _ in range(cfg.concept_epochs):
         order, losses = rng.permutation(len(embedding)), []
         for start in range(0, len(order), cfg.batch):
             rows = order[start:start + cfg.batch]
-            step = ConceptExtractor.loss(extractor(embedding[rows])[1], concept_targets[rows].to(embedding.device))
+            step = ConceptExtractor.loss(extractor(embedding[rows])[1], targets[rows])
             optimizer.zero_grad()
             step.backward()
             optimizer.step()
