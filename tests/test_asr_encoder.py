@@ -104,3 +104,21 @@ def test_spotter_reads_one_encoder_frame_per_window():
         answers.append([(e.keyword, round(e.t, 3)) for e in kws.poll_events()])
     assert answers[0] == answers[1] and answers[0]
     assert all(abs((t - 1.0) / 0.16 - round((t - 1.0) / 0.16)) < 1e-6 for _, t in answers[0])
+
+
+def test_spotter_scores_each_encoder_frame_alone():
+    """A per-window classifier: the spotter's posterior at every frame is the model's on that frame's 1 s window
+    as a clip (one frame from the initial state), whatever the frames before it."""
+    from streamlmu.audio.kws_pipeline import KeywordScores, SpeechFrontEnd
+    from streamlmu.models import LMUFormer, LMUFormerConfig
+    torch.manual_seed(0)
+    model = LMUFormer(LMUFormerConfig.preset("tiny", in_features=832, theta=8.0, num_classes=12)).eval()
+    audio = torch.cat([voiced(16000, seed=s) for s in range(2)])[None]
+    frames, _ = SpeechFrontEnd(CFG)(audio)
+    scored, _ = KeywordScores(model, 1, fresh_state=True)(frames)
+    carried, _ = KeywordScores(model, 1)(frames)
+    with torch.no_grad():
+        alone = torch.softmax(model(frames.values[0][:, None])[0][:, -1], -1)
+    assert frames.values.shape[1] == 7
+    torch.testing.assert_close(scored.values[0], alone, atol=1e-5, rtol=0)
+    assert (carried.values[0, 1:] - alone[1:]).abs().max() > 1e-3  # carrying the state would score otherwise

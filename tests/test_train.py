@@ -343,6 +343,29 @@ def test_phrase_windows_join_the_stream_windows_of_a_12_label_run(tiny_corpus, t
     assert len(result["history"]) == 1 and sorted(served) == list(range(8))  # each phrase window trained once
 
 
+def test_stream_windows_of_a_per_window_front_end_are_one_window(tiny_corpus, tmp_path, monkeypatch):
+    """An ASR-encoder frame hears the spotter's whole second and the spotter scores it alone, so its stream and
+    phrase windows are that second without context: one frame from the initial state, as in streaming."""
+    from streamlmu.data.phrases import PhraseWindows
+    from streamlmu.data.streams import StreamWindows
+    from streamlmu.train import trainer
+    lengths = []
+
+    def counted(base):
+        class Counted(base):
+            def __getitem__(self, index):
+                item = super().__getitem__(index)
+                lengths.append(len(item[0]))
+                return item
+        return Counted
+
+    monkeypatch.setattr(trainer, "StreamWindows", counted(StreamWindows))
+    monkeypatch.setattr(trainer, "PhraseWindows", counted(PhraseWindows))
+    result = train(config(tiny_corpus, tmp_path, labels=12, stream_windows=True, phrase_windows=4, epochs=1,
+                          features="asr-encoder", feature_variants=1, spec_augment=False), progress=False)
+    assert len(result["history"]) == 1 and lengths and set(lengths) == {16000}
+
+
 def test_37_label_stream_windows_name_every_word(tiny_corpus, tmp_path):
     from streamlmu.data.streams import StreamWindows
     windows = StreamWindows(SpeechCommands(tiny_corpus, "training", 35), keywords=("yes", "no"), labels=37)

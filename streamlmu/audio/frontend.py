@@ -84,3 +84,9 @@ def clip_audio(waves: Tensor, cfg: FrontEndConfig) -> Tensor:
 def clip_features(waves: Tensor, cfg: FrontEndConfig, threads: int = 1) -> Tensor:
     """Model input of whole clips: ``(batch, samples) -> (batch, clip_frames, feature_size)``."""
     return pad_frames(signal_features(clip_audio(waves, cfg), cfg, threads), cfg.clip_frames)
+
+
+def frame_hears(cfg: FrontEndConfig, seconds: float) -> bool:
+    """Whether one frame of ``cfg`` hears ``seconds`` of audio or more (the ASR encoder's 1 s windows). A keyword
+    spotter then scores each frame alone, from the model's initial state, as it learnt from one-frame items."""
+    return cfg.window_size / cfg.sample_rate >= seconds

@@ -19,7 +19,8 @@ affine, so the engine's per-frame logits (``pooling="frame"``) averaged over a
 sliding window equal the head on the window's mean features: a 1 s window
 (100 fbank frames, 12 speech embeddings) matches what the model saw in training.
 A front end whose every frame already hears the whole window (the ASR encoder,
-one frame per 1 s window) is read one frame at a time, as it was trained. The Legendre memory,
+one frame per 1 s window) is read one frame at a time, each from the model's initial
+state: a per-window classifier, as it was trained. The Legendre memory,
 convolutions and neurons forget on their own (the memory spans ``theta``
 frames), so the state stays bounded for any stream length.
 
@@ -39,7 +40,7 @@ import torch
 from streamlmu.audio import verify
 from streamlmu.audio.bundle import load_model
 from streamlmu.audio.detect import DEFAULT_THRESHOLD, DetectorConfig, keyword_thresholds
-from streamlmu.audio.frontend import FrontEndConfig
+from streamlmu.audio.frontend import FrontEndConfig, frame_hears
 from streamlmu.audio.kws_pipeline import Detections, SpeechFrames, keyword_pipeline
 from streamlmu.audio.resample import Resample
 from streamlmu.audio.sources import pcm_to_float
@@ -159,10 +160,11 @@ class StreamingKWS:
                                        speech_gate_frames=frames(speech_gate_s, 0) if speech_gate_s >= 0 else -1,
                                        warmup_frames=frames(warmup_s, 0),
                                        vad_rise=DetectorConfig.vad_rise * self.features.frame_shift_ms / 10.0)
-        heard_s = self.features.window_size / self.features.sample_rate  # the audio one frame hears
-        self.window_frames = 1 if heard_s >= window_s else frames(window_s, 1)
+        per_frame = frame_hears(self.features, window_s)
+        self.window_frames = 1 if per_frame else frames(window_s, 1)
         self.pipeline = keyword_pipeline(model, self.detector, self.window_frames, blas_min_batch=blas_min_batch,
-                                         int8_min_batch=int8_min_batch, threads=threads, donate_state=True)
+                                         int8_min_batch=int8_min_batch, threads=threads, donate_state=True,
+                                         fresh_state=per_frame)
         self.verifier = None if verifier is None else self._verifier(verifier, verify_delay_s, verify_threshold)
         self.stats, self.hop_seconds = KWSStats(), LatencyHistogram()
         self.reset()

@@ -131,15 +131,17 @@ class KeywordScores(StreamModule):
     logits (streaming engine, ``pooling="frame"``) averaged over the last ``window_frames`` frames, softmaxed.
 
     The model's head is affine, so averaging its per-frame logits over a window equals the head on the
-    window's mean features: a 1 s window matches the clips the model learnt from.
+    window's mean features: a 1 s window matches the clips the model learnt from. With ``fresh_state`` every
+    frame is scored alone from the model's initial state (a per-window classifier, for a front end whose frame
+    hears the whole window); the model's state then carries nothing from frame to frame.
     """
 
     changes_rate = True  # follows a front end: a chunk may carry no frame
 
     def __init__(self, model: torch.nn.Module, window_frames: int, blas_min_batch: int | None = DEFAULT_BLAS_MIN_BATCH,
-                 int8_min_batch: int | None = None, donate_state: bool = False):
+                 int8_min_batch: int | None = None, donate_state: bool = False, fresh_state: bool = False):
         super().__init__()
-        self._window_state = _KernelState(donate_state)
+        self._window_state, self.fresh_state = _KernelState(donate_state), fresh_state
         if window_frames < 1:
             raise ValueError(f"window_frames must be >= 1 (got {window_frames})")
         self.runner = model.eval().streaming(blas_min_batch=blas_min_batch, pooling="frame",
@@ -157,7 +159,13 @@ class KeywordScores(StreamModule):
             state = self.init_state(frames.values.shape[0])
         if not frames.values.shape[1]:
             return SpeechFrames(frames.values.new_zeros(frames.values.shape[0], 0, self.classes), frames.energy), state
-        logits, engine = self.runner(frames.values, state[0])
+        if self.fresh_state:  # each frame alone: a batch of one-frame sequences from the initial state
+            batch, count = frames.values.shape[:2]
+            alone = frames.values.reshape(batch * count, 1, *frames.values.shape[2:])
+            logits = self.runner(alone, self.runner.init_state(batch * count))[0].reshape(batch, count, -1)
+            engine = state[0]
+        else:
+            logits, engine = self.runner(frames.values, state[0])
         window, arrays = self._window_state(state[1])
         posteriors = window_posteriors(logits.numpy(), arrays)
         return SpeechFrames(torch.from_numpy(posteriors), frames.energy), (engine, window)
@@ -203,17 +211,19 @@ class KeywordDetector(StreamModule):
 
 def keyword_pipeline(model: torch.nn.Module, detector: DetectorConfig, window_frames: int,
                      sample_rate: int | None = None, blas_min_batch: int | None = DEFAULT_BLAS_MIN_BATCH,
-                     int8_min_batch: int | None = None, threads: int = 1, donate_state: bool = False) -> Pipeline:
+                     int8_min_batch: int | None = None, threads: int = 1, donate_state: bool = False,
+                     fresh_state: bool = False) -> Pipeline:
     """The spotter of ``model`` (with ``features``) as one operator: ``(B, samples)`` audio at ``sample_rate``
     (default: the model's) -> :class:`Detections` per frame of the model's front end.
 
     ``donate_state``: the caller hands each call's state over and uses only the state returned (the window's
-    and detector's memory is updated in place instead of copied: a snapshot must be saved or cloned)."""
+    and detector's memory is updated in place instead of copied: a snapshot must be saved or cloned).
+    ``fresh_state``: score every frame alone (see :class:`KeywordScores`)."""
     features = model.features
     stages: list[StreamModule] = []
     if sample_rate is not None and sample_rate != features.sample_rate:
         stages.append(Resample(sample_rate, features.sample_rate))
     stages += [SpeechFrontEnd(features, threads),
-               KeywordScores(model, window_frames, blas_min_batch, int8_min_batch, donate_state),
+               KeywordScores(model, window_frames, blas_min_batch, int8_min_batch, donate_state, fresh_state),
                KeywordDetector(detector, donate_state)]
     return Pipeline(*stages)

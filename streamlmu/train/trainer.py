@@ -71,7 +71,8 @@ from tqdm import tqdm
 from streamlmu import cpu
 from streamlmu.audio.augment import freq_warp, mixup, spec_augment
 from streamlmu.audio.window import window_logits
-from streamlmu.audio.frontend import FEATURE_KINDS, FrontEndConfig, clip_features, frontend_config, signal_features
+from streamlmu.audio.frontend import (FEATURE_KINDS, FrontEndConfig, clip_features, frame_hears, frontend_config,
+                                      signal_features)
 from streamlmu.data.speech_commands import SAMPLE_RATE, SpeechCommands, collate, labels_for
 from streamlmu.data.phrases import PhraseWindows
 from streamlmu.data.streams import StreamWindows, WindowSets
@@ -227,13 +228,15 @@ class _Run:
         task = dict(labels=35 if cfg.labels == 37 else cfg.labels, unknown_fraction=cfg.unknown_fraction,
                     silence_fraction=cfg.silence_fraction, skip_bad_files=True, seed=cfg.seed)
         if cfg.stream_windows:
+            # a spotter scores a frame that hears the whole second alone (StreamingKWS), so it learns from that second
+            context_s = 0.0 if frame_hears(self.features, 1.0) else 1.0
             self.train_set = StreamWindows(SpeechCommands(cfg.data, "training", 35), seed=cfg.seed,
                                            skip_bad_files=True, labels=cfg.labels, hard_negatives=cfg.hard_negatives,
                                            hard_negative_fraction=cfg.hard_negative_fraction,
-                                           word_heads=cfg.word_heads)
+                                           word_heads=cfg.word_heads, context_s=context_s)
             if cfg.phrase_windows:
                 phrases = PhraseWindows(SpeechCommands(cfg.data, "training", 35), count=cfg.phrase_windows,
-                                        seed=cfg.seed, progress=progress and world.is_main)
+                                        seed=cfg.seed, progress=progress and world.is_main, context_s=context_s)
                 self.train_set = WindowSets([self.train_set, phrases])
         else:
             self.train_set = SpeechCommands(cfg.data, "training", noise_probability=cfg.noise_probability,
