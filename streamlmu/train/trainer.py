@@ -14,7 +14,9 @@ excerpts of streams whose last second is labelled as a live spotter should
 answer then (:class:`streamlmu.data.streams.StreamWindows`): a keyword wholly
 inside, ``_unknown_`` for other words (with 37 labels each word is its own
 class) and for the tail of an earlier word, ``_silence_`` for background; the
-loss takes the mean logits of that second. ``phrase_windows`` adds that many
+loss takes the mean logits of that second. A front end whose one frame hears
+the whole second (the ASR encoder) gets that second alone: one frame from the
+initial state, as the spotter scores it. ``phrase_windows`` adds that many
 excerpts of whole sentences with the keywords inside them
 (:class:`streamlmu.data.phrases.PhraseWindows`, 12 labels).
 
